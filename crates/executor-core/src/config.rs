@@ -1,0 +1,120 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Where invocations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Isolation {
+    /// One pre-warmed, sandboxed OS process per invocation (the default): a crash, a kernel-level
+    /// escape or a leak ends with the process.
+    #[default]
+    Process,
+    /// A fresh wasm instance per invocation inside the executor's own process: faster, for
+    /// trusted single-tenant installs.
+    Instance,
+}
+
+impl Isolation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Process => "process",
+            Self::Instance => "instance",
+        }
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "process" => Ok(Self::Process),
+            "instance" => Ok(Self::Instance),
+            other => Err(format!(
+                "unknown isolation mode '{other}': use process or instance"
+            )),
+        }
+    }
+}
+
+/// How the executor is set up. Per-invocation limits travel with each invocation
+/// ([`picloud_shared::Limits`]); this holds what is fixed for the executor's lifetime.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub isolation: Isolation,
+    /// Directory for the compiled guest (one file per wasmtime version, guest and engine
+    /// settings). Must be writable by the server and trusted: its files are loaded as native
+    /// code.
+    pub cache_dir: PathBuf,
+    /// Largest linear memory any invocation may ask for, in bytes. Default 256 MiB.
+    pub max_memory_bytes: u64,
+    /// Largest script accepted, in bytes; larger ones end as `script_error` before reaching the
+    /// guest. Default 1 MiB.
+    pub max_script_bytes: usize,
+    pub process: ProcessConfig,
+    pub instance: InstanceConfig,
+}
+
+impl ExecutorConfig {
+    /// The defaults, with the module cache in `cache_dir`.
+    pub fn new(isolation: Isolation, cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            isolation,
+            cache_dir: cache_dir.into(),
+            max_memory_bytes: 256 << 20,
+            max_script_bytes: 1 << 20,
+            process: ProcessConfig::default(),
+            instance: InstanceConfig::default(),
+        }
+    }
+}
+
+/// The pre-warmed worker pool of [`Isolation::Process`].
+#[derive(Debug, Clone)]
+pub struct ProcessConfig {
+    /// The program re-executed as the zygote; it must call
+    /// [`crate::run_zygote_if_requested`] first thing in `main`. Default: the current
+    /// executable.
+    pub program: Option<PathBuf>,
+    /// Warm workers kept when idle. Default 2.
+    pub min_warm: usize,
+    /// Most warm workers the pool grows to under load. Default 32.
+    pub max_warm: usize,
+    /// How long the pool stays grown after the last miss before shrinking to `min_warm`.
+    /// Default 30 s.
+    pub shrink_after: Duration,
+    /// `RLIMIT_CPU` of each worker, a backstop behind fuel and the deadline. Default 30 s.
+    pub worker_cpu_seconds: u64,
+    /// Let tests ask a worker to report its own sandbox state. Never reachable by a tenant.
+    /// Default `false`.
+    pub diagnostics: bool,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            program: None,
+            min_warm: 2,
+            max_warm: 32,
+            shrink_after: Duration::from_secs(30),
+            worker_cpu_seconds: 30,
+            diagnostics: false,
+        }
+    }
+}
+
+/// The in-process runner of [`Isolation::Instance`].
+#[derive(Debug, Clone)]
+pub struct InstanceConfig {
+    /// Threads running invocations (each with an 8 MiB stack). Default: the number of CPUs.
+    pub threads: usize,
+}
+
+impl Default for InstanceConfig {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        }
+    }
+}

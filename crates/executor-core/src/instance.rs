@@ -1,0 +1,224 @@
+//! [`Isolation::Instance`](crate::Isolation::Instance): a fresh wasm instance per invocation,
+//! on a small pool of threads inside the executor's own process, with the pooling allocator and
+//! an epoch deadline.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use picloud_shared::{InvocationResult, Limits, Outcome};
+use wasmtime::{Engine, InstancePre, Store, UpdateDeadline};
+
+use crate::error::ExecutorError;
+use crate::host::{self, HostState};
+use crate::{ExecutorConfig, Isolation, engine};
+
+/// Threads that run wasm need room for `MAX_WASM_STACK` plus host frames.
+const RUNNER_STACK: usize = 8 << 20;
+/// Epoch tick while invocations run; the deadline is checked against the clock at each tick.
+const TICK: Duration = Duration::from_millis(1);
+
+struct Job {
+    input: Vec<u8>,
+    limits: Limits,
+    reply: tokio::sync::oneshot::Sender<InvocationResult>,
+}
+
+#[derive(Debug)]
+pub(crate) struct InstanceExecutor {
+    jobs: Option<mpsc::Sender<Job>>,
+    runners: Vec<JoinHandle<()>>,
+    ticker: Arc<Ticker>,
+    ticker_thread: Option<JoinHandle<()>>,
+}
+
+impl InstanceExecutor {
+    pub fn start(config: &ExecutorConfig) -> Result<Self, ExecutorError> {
+        let engine = engine::engine(config, Isolation::Instance)?;
+        let guest = engine::load_guest(&engine, Isolation::Instance, &config.cache_dir)?;
+        let linker = host::linker(&engine, &guest.module).map_err(ExecutorError::guest)?;
+        let pre = linker
+            .instantiate_pre(&guest.module)
+            .map_err(ExecutorError::guest)?;
+
+        let ticker = Arc::new(Ticker {
+            engine: engine.clone(),
+            state: Mutex::new(TickerState {
+                running: 0,
+                stop: false,
+            }),
+            wake: Condvar::new(),
+        });
+        let ticker_thread = {
+            let ticker = ticker.clone();
+            std::thread::Builder::new()
+                .name("picloud-epoch".into())
+                .spawn(move || ticker.run())?
+        };
+
+        let (tx, rx) = mpsc::channel::<Job>();
+        let rx = Arc::new(Mutex::new(rx));
+        let mut runners = Vec::new();
+        for i in 0..config.instance.threads.max(1) {
+            let rx = rx.clone();
+            let pre = pre.clone();
+            let ticker = ticker.clone();
+            runners.push(
+                std::thread::Builder::new()
+                    .name(format!("picloud-instance-{i}"))
+                    .stack_size(RUNNER_STACK)
+                    .spawn(move || {
+                        loop {
+                            // The lock is held only while waiting for the next job.
+                            let job = match rx.lock() {
+                                Ok(rx) => rx.recv(),
+                                Err(_) => return,
+                            };
+                            let Ok(job) = job else { return };
+                            let result = run_job(&pre, &ticker, &job.input, &job.limits);
+                            let _ = job.reply.send(result);
+                        }
+                    })?,
+            );
+        }
+        Ok(Self {
+            jobs: Some(tx),
+            runners,
+            ticker,
+            ticker_thread: Some(ticker_thread),
+        })
+    }
+
+    pub async fn invoke(&self, input: Vec<u8>, limits: Limits) -> InvocationResult {
+        let started = Instant::now();
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self.jobs.as_ref().map(|jobs| {
+            jobs.send(Job {
+                input,
+                limits,
+                reply,
+            })
+        });
+        if !matches!(sent, Some(Ok(()))) {
+            return InvocationResult::failed(
+                Outcome::Internal {
+                    message: "the executor has shut down".into(),
+                },
+                started.elapsed(),
+            );
+        }
+        answer.await.unwrap_or_else(|_| {
+            InvocationResult::failed(
+                Outcome::Internal {
+                    message: "the runner thread stopped before answering".into(),
+                },
+                started.elapsed(),
+            )
+        })
+    }
+}
+
+impl Drop for InstanceExecutor {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for runner in self.runners.drain(..) {
+            let _ = runner.join();
+        }
+        if let Ok(mut state) = self.ticker.state.lock() {
+            state.stop = true;
+        }
+        self.ticker.wake.notify_all();
+        if let Some(t) = self.ticker_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn run_job(
+    pre: &InstancePre<HostState>,
+    ticker: &Ticker,
+    input: &[u8],
+    limits: &Limits,
+) -> InvocationResult {
+    let started = Instant::now();
+    let deadline = started + Duration::from_millis(limits.timeout_ms);
+    let mut store = Store::new(
+        pre.module().engine(),
+        HostState::new(limits.memory_bytes, limits.max_log_bytes),
+    );
+    store.limiter(|s| &mut s.memory);
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(move |_| {
+        Ok(if Instant::now() >= deadline {
+            UpdateDeadline::Interrupt
+        } else {
+            UpdateDeadline::Continue(1)
+        })
+    });
+    let result = {
+        let _running = ticker.running();
+        host::arm_store(&mut store, limits)
+            .and_then(|()| pre.instantiate(&mut store))
+            .and_then(|instance| host::run(&mut store, &instance, input))
+    };
+    host::finish(&mut store, result, limits, started)
+}
+
+/// Advances the engine's epoch every [`TICK`] while at least one invocation runs, and sleeps
+/// on a condition variable otherwise: no CPU when idle.
+#[derive(Debug)]
+struct Ticker {
+    engine: Engine,
+    state: Mutex<TickerState>,
+    wake: Condvar,
+}
+
+#[derive(Debug)]
+struct TickerState {
+    running: usize,
+    stop: bool,
+}
+
+impl Ticker {
+    fn run(&self) {
+        loop {
+            {
+                let Ok(mut state) = self.state.lock() else {
+                    return;
+                };
+                while state.running == 0 && !state.stop {
+                    state = match self.wake.wait(state) {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    };
+                }
+                if state.stop {
+                    return;
+                }
+            }
+            std::thread::sleep(TICK);
+            self.engine.increment_epoch();
+        }
+    }
+
+    fn running(&self) -> Running<'_> {
+        if let Ok(mut state) = self.state.lock() {
+            state.running += 1;
+            if state.running == 1 {
+                self.wake.notify_one();
+            }
+        }
+        Running(self)
+    }
+}
+
+struct Running<'a>(&'a Ticker);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut state) = self.0.state.lock() {
+            state.running -= 1;
+        }
+    }
+}

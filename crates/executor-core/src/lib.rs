@@ -1,0 +1,209 @@
+//! PiCloud's executor: runs a Rhai script's `handle(req)` in the wasm guest under fuel, memory
+//! and time limits, in one of two isolation modes (see [`Isolation`]).
+//!
+//! # Examples
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), picloud_executor_core::ExecutorError> {
+//! use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
+//! use picloud_shared::{InvocationRequest, Limits};
+//!
+//! // In `main`, before anything else: picloud_executor_core::run_zygote_if_requested();
+//! let executor = Executor::start(ExecutorConfig::new(Isolation::Process, "/var/cache/picloud")).await?;
+//! let result = executor
+//!     .invoke(r#"fn handle(req) { "hello" }"#, &InvocationRequest::get("/"), &Limits::default())
+//!     .await;
+//! assert!(result.outcome.is_ok());
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod engine;
+mod error;
+mod host;
+mod instance;
+mod process;
+
+use std::time::Instant;
+
+use picloud_shared::guest::GuestInput;
+use picloud_shared::{
+    InvocationRequest, InvocationResult, Limits, MAX_CALL_LEVELS_CEILING, Outcome,
+};
+use serde::{Deserialize, Serialize};
+
+pub use config::{ExecutorConfig, InstanceConfig, Isolation, ProcessConfig};
+pub use error::ExecutorError;
+pub use process::zygote::{ZYGOTE_ARG, run_zygote_if_requested};
+
+/// The guest module as built by `build.rs` (before wizer's snapshot).
+pub const GUEST_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/picloud_guest.wasm"));
+/// SHA-256 of [`GUEST_WASM`], hex: part of the module cache key.
+pub const GUEST_SHA256: &str = env!("PICLOUD_GUEST_SHA256");
+
+/// Which sandbox layers the zygote could apply; the per-worker layers (closed descriptors,
+/// cleared environment, rlimits, no-new-privs, seccomp) are always applied, or the worker
+/// refuses to run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxReport {
+    pub network_namespace: bool,
+    pub user_namespace: bool,
+    /// The zygote started as root and switched to `nobody`.
+    pub dropped_root: bool,
+    /// The effective uid workers run as.
+    pub uid: u32,
+}
+
+/// A worker's view of its own sandbox, for tests ([`ProcessConfig::diagnostics`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiagnosticReport {
+    /// `/proc/self/status` as read from inside the sandboxed worker.
+    pub status: String,
+    /// The worker's open descriptors (the two the diagnostic itself holds excluded).
+    pub fds: Vec<i32>,
+    pub channel_fd: i32,
+    pub module_fd: Option<i32>,
+}
+
+/// A snapshot of the process pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStats {
+    pub warm: usize,
+    pub busy: usize,
+    /// Requested from the zygote, not yet arrived.
+    pub pending: usize,
+    /// Warm workers the pool currently aims for.
+    pub target: usize,
+    pub spawned_total: u64,
+    /// Invocations that found no warm worker and waited for one.
+    pub misses_total: u64,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Process(process::ProcessExecutor),
+    Instance(instance::InstanceExecutor),
+}
+
+/// Runs invocations. Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Executor {
+    mode: Mode,
+    config: ExecutorConfig,
+}
+
+impl Executor {
+    /// Compiles the guest into the module cache if needed, then starts the zygote and its warm
+    /// workers (process mode) or the runner threads (instance mode).
+    ///
+    /// # Errors
+    ///
+    /// When the cache directory is unusable, the guest does not compile, or the zygote does not
+    /// start.
+    pub async fn start(config: ExecutorConfig) -> Result<Self, ExecutorError> {
+        let mode = match config.isolation {
+            Isolation::Process => Mode::Process(process::ProcessExecutor::start(&config).await?),
+            Isolation::Instance => {
+                let cfg = config.clone();
+                let runner =
+                    tokio::task::spawn_blocking(move || instance::InstanceExecutor::start(&cfg))
+                        .await
+                        .map_err(|e| ExecutorError::Guest(e.to_string()))??;
+                Mode::Instance(runner)
+            }
+        };
+        Ok(Self { mode, config })
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.config.isolation
+    }
+
+    /// Runs `script`'s `handle` with `request`. Never fails: whatever happens ends in the
+    /// result's [`Outcome`]. Limits above the executor's ceilings are lowered to them.
+    pub async fn invoke(
+        &self,
+        script: &str,
+        request: &InvocationRequest,
+        limits: &Limits,
+    ) -> InvocationResult {
+        let started = Instant::now();
+        if script.len() > self.config.max_script_bytes {
+            return InvocationResult::failed(
+                Outcome::ScriptError {
+                    message: format!(
+                        "the script is {} bytes; the limit is {} bytes",
+                        script.len(),
+                        self.config.max_script_bytes
+                    ),
+                    line: None,
+                    column: None,
+                },
+                started.elapsed(),
+            );
+        }
+        let mut limits = limits.clone();
+        limits.memory_bytes = limits.memory_bytes.min(self.config.max_memory_bytes);
+        limits.script.max_call_levels = limits.script.max_call_levels.min(MAX_CALL_LEVELS_CEILING);
+        let input = guest_input(script, request, &limits);
+        match &self.mode {
+            Mode::Process(p) => p.invoke(input, limits).await,
+            Mode::Instance(i) => i.invoke(input, limits).await,
+        }
+    }
+
+    /// The pool's state (all zero in instance mode).
+    pub fn stats(&self) -> PoolStats {
+        match &self.mode {
+            Mode::Process(p) => p.stats(),
+            Mode::Instance(_) => PoolStats::default(),
+        }
+    }
+
+    /// The layers the zygote applied (`None` in instance mode).
+    pub fn sandbox(&self) -> Option<&SandboxReport> {
+        match &self.mode {
+            Mode::Process(p) => Some(p.sandbox()),
+            Mode::Instance(_) => None,
+        }
+    }
+
+    /// PIDs of workers running an invocation now (process mode).
+    pub fn busy_worker_pids(&self) -> Vec<i32> {
+        match &self.mode {
+            Mode::Process(p) => p.busy_pids(),
+            Mode::Instance(_) => Vec::new(),
+        }
+    }
+
+    pub fn zygote_pid(&self) -> Option<i32> {
+        match &self.mode {
+            Mode::Process(p) => p.zygote_pid(),
+            Mode::Instance(_) => None,
+        }
+    }
+
+    /// Has a warm worker report its own sandbox. Consumes that worker.
+    ///
+    /// # Errors
+    ///
+    /// [`ExecutorError::DiagnosticsDisabled`] unless [`ProcessConfig::diagnostics`] is set (and
+    /// always in instance mode).
+    pub async fn diagnose(&self) -> Result<DiagnosticReport, ExecutorError> {
+        match &self.mode {
+            Mode::Process(p) if self.config.process.diagnostics => p.diagnose().await,
+            _ => Err(ExecutorError::DiagnosticsDisabled),
+        }
+    }
+}
+
+/// The JSON the guest reads for one invocation.
+pub(crate) fn guest_input(script: &str, request: &InvocationRequest, limits: &Limits) -> Vec<u8> {
+    let input = GuestInput {
+        script: script.to_owned(),
+        request: request.clone(),
+        limits: limits.script.clone(),
+    };
+    // Serializing plain strings and maps cannot fail.
+    serde_json::to_vec(&input).unwrap_or_default()
+}

@@ -1,0 +1,576 @@
+//! [`Isolation::Process`](crate::Isolation::Process): the pre-warmed pool of sandboxed worker
+//! processes, one invocation each.
+//!
+//! Threads and tasks: a *spawner* thread owns the zygote and its control socket; it blocks on a
+//! channel until the pool asks for workers, so an idle pool costs no CPU. Taking a worker is a
+//! semaphore permit plus a pop. A shrink task sleeps only while the pool is above its floor.
+
+mod sandbox;
+mod wire;
+mod worker;
+pub(crate) mod zygote;
+
+use std::collections::{HashSet, VecDeque};
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+use picloud_shared::{InvocationResult, Limits, Outcome};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{Notify, Semaphore};
+
+use self::wire::{MAX_FRAME, WorkerRequest, ZygoteHello, ZygoteReady};
+use crate::error::ExecutorError;
+use crate::{
+    DiagnosticReport, ExecutorConfig, Isolation, PoolStats, ProcessConfig, SandboxReport, engine,
+};
+
+/// A warm worker as the server holds it.
+#[derive(Debug)]
+struct Worker {
+    pid: i32,
+    channel: UnixStream,
+    pidfd: OwnedFd,
+}
+
+impl Worker {
+    fn kill(&self) {
+        // SAFETY: signals the process the pidfd names, which cannot be a recycled pid.
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0u32,
+            )
+        };
+    }
+}
+
+enum Command_ {
+    Spawn(usize),
+}
+
+#[derive(Debug)]
+struct Pool {
+    warm: Mutex<VecDeque<Worker>>,
+    available: Semaphore,
+    spawner: Mutex<Option<mpsc::Sender<Command_>>>,
+    pending: AtomicUsize,
+    target: AtomicUsize,
+    busy: Mutex<HashSet<i32>>,
+    last_miss: Mutex<Instant>,
+    grown: Notify,
+    spawned_total: AtomicU64,
+    misses_total: AtomicU64,
+    zygote_pid: AtomicUsize,
+    config: ProcessConfig,
+}
+
+impl std::fmt::Debug for Command_ {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Spawn(n) => write!(f, "Spawn({n})"),
+        }
+    }
+}
+
+impl Pool {
+    /// Asks the zygote for enough workers to reach the target.
+    fn refill(&self) {
+        let warm = self.warm.lock().map_or(0, |w| w.len());
+        let have = warm + self.pending.load(Ordering::Acquire);
+        let target = self.target.load(Ordering::Relaxed);
+        if have < target {
+            let n = target - have;
+            self.pending.fetch_add(n, Ordering::AcqRel);
+            let sent = self
+                .spawner
+                .lock()
+                .ok()
+                .and_then(|s| s.as_ref().map(|s| s.send(Command_::Spawn(n)).is_ok()));
+            if sent != Some(true) {
+                self.pending.fetch_sub(n, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn add(&self, worker: Worker) {
+        if let Ok(mut warm) = self.warm.lock() {
+            warm.push_back(worker);
+        }
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.spawned_total.fetch_add(1, Ordering::Relaxed);
+        self.available.add_permits(1);
+    }
+
+    async fn take(&self) -> Result<Worker, ExecutorError> {
+        let permit = match self.available.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                self.missed();
+                self.available
+                    .acquire()
+                    .await
+                    .map_err(|_| ExecutorError::ShutDown)?
+            }
+        };
+        permit.forget();
+        let worker = self.warm.lock().ok().and_then(|mut w| w.pop_front());
+        self.refill();
+        worker.ok_or(ExecutorError::ShutDown)
+    }
+
+    /// No warm worker was there: grow the target (doubling, up to `max_warm`).
+    fn missed(&self) {
+        self.misses_total.fetch_add(1, Ordering::Relaxed);
+        let max = self.config.max_warm.max(1);
+        let _ = self
+            .target
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                Some((t * 2).clamp(1, max))
+            });
+        if let Ok(mut last) = self.last_miss.lock() {
+            *last = Instant::now();
+        }
+        self.grown.notify_one();
+        self.refill();
+    }
+
+    /// Back to `min_warm` once no miss happened for `shrink_after`; surplus workers are
+    /// dismissed (their channel closes and they exit).
+    async fn shrink_loop(self: Arc<Self>) {
+        loop {
+            if self.target.load(Ordering::Acquire) <= self.config.min_warm {
+                self.grown.notified().await;
+                continue;
+            }
+            let since = self.last_miss.lock().map_or(Instant::now(), |l| *l);
+            let due = since + self.config.shrink_after;
+            if Instant::now() < due {
+                tokio::time::sleep_until(due.into()).await;
+                continue;
+            }
+            self.target.store(self.config.min_warm, Ordering::Release);
+            loop {
+                let warm = self.warm.lock().map_or(0, |w| w.len());
+                if warm <= self.config.min_warm {
+                    break;
+                }
+                let Ok(permit) = self.available.try_acquire() else {
+                    break;
+                };
+                permit.forget();
+                drop(self.warm.lock().ok().and_then(|mut w| w.pop_back()));
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ProcessExecutor {
+    pool: Arc<Pool>,
+    sandbox: SandboxReport,
+    shrinker: tokio::task::JoinHandle<()>,
+}
+
+impl ProcessExecutor {
+    pub async fn start(config: &ExecutorConfig) -> Result<Self, ExecutorError> {
+        let cfg = config.clone();
+        // Compiling the guest (first start only) is CPU work; keep it off the async threads.
+        let module_path = tokio::task::spawn_blocking(move || {
+            let engine = engine::engine(&cfg, Isolation::Process)?;
+            engine::load_guest(&engine, Isolation::Process, &cfg.cache_dir).map(|g| g.path)
+        })
+        .await
+        .map_err(|e| ExecutorError::Zygote(e.to_string()))??;
+
+        let program = match &config.process.program {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()?,
+        };
+        let hello = ZygoteHello {
+            module_path,
+            max_memory_bytes: config.max_memory_bytes,
+            worker_cpu_seconds: config.process.worker_cpu_seconds,
+            diagnostics: config.process.diagnostics,
+        };
+        let pool = Arc::new(Pool {
+            warm: Mutex::new(VecDeque::new()),
+            available: Semaphore::new(0),
+            spawner: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            target: AtomicUsize::new(config.process.min_warm),
+            busy: Mutex::new(HashSet::new()),
+            last_miss: Mutex::new(Instant::now()),
+            grown: Notify::new(),
+            spawned_total: AtomicU64::new(0),
+            misses_total: AtomicU64::new(0),
+            zygote_pid: AtomicUsize::new(0),
+            config: config.process.clone(),
+        });
+        let (tx, rx) = mpsc::channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        {
+            let pool = Arc::downgrade(&pool);
+            std::thread::Builder::new()
+                .name("picloud-spawner".into())
+                .spawn(move || spawner(program, hello, rx, pool, ready_tx))?;
+        }
+        let sandbox = ready_rx
+            .await
+            .map_err(|_| ExecutorError::Zygote("the spawner thread died".into()))??;
+        if let Ok(mut s) = pool.spawner.lock() {
+            *s = Some(tx);
+        }
+        pool.refill();
+        let shrinker = tokio::spawn(pool.clone().shrink_loop());
+        tracing::info!(?sandbox, "process pool ready");
+        Ok(Self {
+            pool,
+            sandbox,
+            shrinker,
+        })
+    }
+
+    pub fn sandbox(&self) -> &SandboxReport {
+        &self.sandbox
+    }
+
+    pub fn stats(&self) -> PoolStats {
+        let p = &self.pool;
+        PoolStats {
+            warm: p.warm.lock().map_or(0, |w| w.len()),
+            busy: p.busy.lock().map_or(0, |b| b.len()),
+            pending: p.pending.load(Ordering::Relaxed),
+            target: p.target.load(Ordering::Relaxed),
+            spawned_total: p.spawned_total.load(Ordering::Relaxed),
+            misses_total: p.misses_total.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn busy_pids(&self) -> Vec<i32> {
+        self.pool
+            .busy
+            .lock()
+            .map(|b| b.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    pub fn zygote_pid(&self) -> Option<i32> {
+        match self.pool.zygote_pid.load(Ordering::Relaxed) {
+            0 => None,
+            pid => Some(pid as i32),
+        }
+    }
+
+    pub async fn invoke(&self, input: Vec<u8>, limits: Limits) -> InvocationResult {
+        let started = Instant::now();
+        let worker = match self.pool.take().await {
+            Ok(w) => w,
+            Err(e) => {
+                return InvocationResult::failed(
+                    Outcome::Internal {
+                        message: e.to_string(),
+                    },
+                    started.elapsed(),
+                );
+            }
+        };
+        let _busy = Busy::new(&self.pool, worker.pid);
+        let header = match serde_json::to_vec(&WorkerRequest::Invoke {
+            limits: limits.clone(),
+        }) {
+            Ok(h) => h,
+            Err(e) => {
+                return InvocationResult::failed(
+                    Outcome::Internal {
+                        message: e.to_string(),
+                    },
+                    started.elapsed(),
+                );
+            }
+        };
+        let frame = wire::frame(&[&header, &input]);
+        let answer = exchange(&worker, &frame, Duration::from_millis(limits.timeout_ms)).await;
+        let mut result = match answer {
+            Exchange::Answer(bytes) => serde_json::from_slice::<InvocationResult>(&bytes)
+                .unwrap_or_else(|e| {
+                    InvocationResult::failed(
+                        Outcome::Internal {
+                            message: format!("unreadable answer from the worker: {e}"),
+                        },
+                        started.elapsed(),
+                    )
+                }),
+            Exchange::Died(e) => InvocationResult::failed(
+                Outcome::WorkerCrashed {
+                    message: format!("the worker process ended without answering ({e})"),
+                },
+                started.elapsed(),
+            ),
+            Exchange::TimedOut => {
+                worker.kill();
+                InvocationResult::failed(
+                    Outcome::Timeout {
+                        limit_ms: limits.timeout_ms,
+                    },
+                    started.elapsed(),
+                )
+            }
+        };
+        result.duration_us = started.elapsed().as_micros() as u64;
+        result
+    }
+
+    pub async fn diagnose(&self) -> Result<DiagnosticReport, ExecutorError> {
+        let worker = self.pool.take().await?;
+        let header = serde_json::to_vec(&WorkerRequest::Diagnose)
+            .map_err(|e| ExecutorError::Zygote(e.to_string()))?;
+        match exchange(&worker, &wire::frame(&[&header]), Duration::from_secs(10)).await {
+            Exchange::Answer(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                ExecutorError::Zygote(format!(
+                    "bad diagnostic report: {e}: {}",
+                    String::from_utf8_lossy(&bytes)
+                ))
+            }),
+            Exchange::Died(e) => Err(ExecutorError::Zygote(format!("worker died: {e}"))),
+            Exchange::TimedOut => {
+                worker.kill();
+                Err(ExecutorError::Zygote("worker did not answer".into()))
+            }
+        }
+    }
+}
+
+impl Drop for ProcessExecutor {
+    fn drop(&mut self) {
+        self.shrinker.abort();
+        // Closing the channel ends the spawner thread, which ends the zygote; dropping warm
+        // workers closes their channels, which ends them.
+        if let Ok(mut s) = self.pool.spawner.lock() {
+            s.take();
+        }
+        if let Ok(mut w) = self.pool.warm.lock() {
+            w.clear();
+        }
+        self.pool.available.close();
+    }
+}
+
+struct Busy<'a> {
+    pool: &'a Pool,
+    pid: i32,
+}
+
+impl<'a> Busy<'a> {
+    fn new(pool: &'a Pool, pid: i32) -> Self {
+        if let Ok(mut b) = pool.busy.lock() {
+            b.insert(pid);
+        }
+        Self { pool, pid }
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut b) = self.pool.busy.lock() {
+            b.remove(&self.pid);
+        }
+    }
+}
+
+enum Exchange {
+    Answer(Vec<u8>),
+    Died(std::io::Error),
+    TimedOut,
+}
+
+/// Sends `frame` to the worker and waits for its one answer, at most `deadline`. The deadline
+/// is enforced from here: a forked worker has no thread to interrupt itself.
+async fn exchange(worker: &Worker, frame: &[u8], deadline: Duration) -> Exchange {
+    let stream = match worker
+        .channel
+        .try_clone()
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .and_then(tokio::net::UnixStream::from_std)
+    {
+        Ok(s) => s,
+        Err(e) => return Exchange::Died(e),
+    };
+    let mut stream = stream;
+    let talk = async {
+        stream.write_all(frame).await?;
+        wire::read_frame_async(&mut stream, MAX_FRAME).await
+    };
+    match tokio::time::timeout(deadline, talk).await {
+        Ok(Ok(bytes)) => Exchange::Answer(bytes),
+        Ok(Err(e)) => Exchange::Died(e),
+        Err(_) => Exchange::TimedOut,
+    }
+}
+
+/// The spawner thread: starts the zygote, then turns spawn requests into workers. If the
+/// zygote dies it is started again (with a pause, so a zygote that cannot start does not spin).
+fn spawner(
+    program: std::path::PathBuf,
+    hello: ZygoteHello,
+    rx: mpsc::Receiver<Command_>,
+    pool: std::sync::Weak<Pool>,
+    ready: tokio::sync::oneshot::Sender<Result<SandboxReport, ExecutorError>>,
+) {
+    let mut zygote = match Zygote::start(&program, &hello) {
+        Ok(z) => z,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    if let Some(p) = pool.upgrade() {
+        p.zygote_pid
+            .store(zygote.child.id() as usize, Ordering::Relaxed);
+    }
+    let _ = ready.send(Ok(zygote.sandbox.clone()));
+    while let Ok(Command_::Spawn(n)) = rx.recv() {
+        let mut left = n;
+        while left > 0 {
+            let Some(p) = pool.upgrade() else { return };
+            match zygote.spawn(left) {
+                Ok(workers) => {
+                    left -= workers.len();
+                    for w in workers {
+                        p.add(w);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the zygote failed; starting a new one");
+                    std::thread::sleep(Duration::from_millis(200));
+                    match Zygote::start(&program, &hello) {
+                        Ok(z) => {
+                            p.zygote_pid.store(z.child.id() as usize, Ordering::Relaxed);
+                            zygote = z;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "could not restart the zygote");
+                            p.pending.fetch_sub(left, Ordering::AcqRel);
+                            left = 0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Zygote {
+    child: Child,
+    control: UnixStream,
+    sandbox: SandboxReport,
+}
+
+impl Zygote {
+    fn start(program: &std::path::Path, hello: &ZygoteHello) -> Result<Self, ExecutorError> {
+        let (mut control, theirs) = UnixStream::pair()?;
+        let their_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(program);
+        cmd.arg(zygote::ZYGOTE_ARG)
+            .env_clear()
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(their_fd, zygote::CONTROL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| ExecutorError::Zygote(format!("{}: {e}", program.display())))?;
+        drop(theirs);
+        let hello = serde_json::to_vec(hello).map_err(|e| ExecutorError::Zygote(e.to_string()))?;
+        wire::write_frame(&mut control, &hello)?;
+        let ready = wire::read_frame(&mut control, 1 << 20)?.ok_or_else(|| {
+            ExecutorError::Zygote("the zygote exited during start-up (see its log above)".into())
+        })?;
+        match serde_json::from_slice::<ZygoteReady>(&ready)
+            .map_err(|e| ExecutorError::Zygote(e.to_string()))?
+        {
+            ZygoteReady::Ready { sandbox } => Ok(Self {
+                child,
+                control,
+                sandbox,
+            }),
+            ZygoteReady::Failed { error } => Err(ExecutorError::Zygote(error)),
+        }
+    }
+
+    fn spawn(&mut self, n: usize) -> std::io::Result<Vec<Worker>> {
+        let n = n.min(64);
+        wire::write_frame(&mut self.control, &(n as u32).to_le_bytes())?;
+        (0..n).map(|_| self.receive()).collect()
+    }
+
+    fn receive(&self) -> std::io::Result<Worker> {
+        let mut pid = [0u8; 4];
+        let mut iov = [IoSliceMut::new(&mut pid)];
+        let mut space = nix::cmsg_space!([RawFd; 2]);
+        let msg = recvmsg::<()>(
+            self.control.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        if msg.bytes == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the zygote is gone",
+            ));
+        }
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(r) = cmsg {
+                fds.extend(r);
+            }
+        }
+        let [channel, pidfd] = fds[..] else {
+            for fd in fds {
+                // SAFETY: closing descriptors we just received and own.
+                unsafe { libc::close(fd) };
+            }
+            return Err(std::io::Error::other(
+                "the zygote sent a worker without descriptors",
+            ));
+        };
+        // SAFETY: both descriptors were just received with SCM_RIGHTS and are owned by us.
+        let (channel, pidfd) = unsafe {
+            (
+                UnixStream::from_raw_fd(channel),
+                OwnedFd::from_raw_fd(pidfd),
+            )
+        };
+        Ok(Worker {
+            pid: i32::from_le_bytes(pid),
+            channel,
+            pidfd,
+        })
+    }
+}
+
+impl Drop for Zygote {
+    fn drop(&mut self) {
+        let _ = self.control.shutdown(std::net::Shutdown::Both);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,88 @@
+//! Frames on the zygote's control socket and on each worker's channel: a little-endian `u32`
+//! length, then that many bytes (JSON, or the guest input verbatim).
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+
+use picloud_shared::Limits;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Largest frame accepted from a worker: the response body, logs and framing.
+pub(crate) const MAX_FRAME: usize = 64 << 20;
+
+pub(crate) fn frame(parts: &[&[u8]]) -> Vec<u8> {
+    let total: usize = parts.iter().map(|p| 4 + p.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    out
+}
+
+pub(crate) fn write_frame(w: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    w.write_all(&frame(&[bytes]))
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before its first byte.
+pub(crate) fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+pub(crate) async fn read_frame_async(
+    r: &mut (impl AsyncRead + Unpin),
+    max: usize,
+) -> io::Result<Vec<u8>> {
+    let len = r.read_u32_le().await? as usize;
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// The server's first message to a new zygote.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ZygoteHello {
+    pub module_path: PathBuf,
+    pub max_memory_bytes: u64,
+    pub worker_cpu_seconds: u64,
+    pub diagnostics: bool,
+}
+
+/// The zygote's answer once it can fork workers.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub(crate) enum ZygoteReady {
+    Ready { sandbox: crate::SandboxReport },
+    Failed { error: String },
+}
+
+/// The first frame the server sends a worker. For `Invoke`, a second frame follows: the
+/// guest input, which the worker copies into the instance untouched.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub(crate) enum WorkerRequest {
+    Invoke { limits: Limits },
+    Diagnose,
+}

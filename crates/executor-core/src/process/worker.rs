@@ -1,0 +1,173 @@
+//! A worker: a child of the zygote that sandboxes itself, pre-instantiates the guest, serves
+//! exactly one invocation and exits.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+use picloud_shared::{InvocationResult, Limits, Outcome};
+use wasmtime::Store;
+
+use super::sandbox;
+use super::wire::{self, WorkerRequest};
+use super::zygote::ZygoteCtx;
+use crate::DiagnosticReport;
+use crate::host::{self, HostState};
+
+/// Largest guest input accepted on the channel: script and request with headroom.
+const MAX_INPUT: usize = 64 << 20;
+
+pub(crate) fn main(mut channel: UnixStream, ctx: &ZygoteCtx) -> ! {
+    let code = match serve(&mut channel, ctx) {
+        Ok(()) => 0,
+        Err(message) => {
+            // The server reads this as the invocation's answer.
+            let result = InvocationResult::failed(
+                Outcome::Internal {
+                    message: format!("worker: {message}"),
+                },
+                std::time::Duration::ZERO,
+            );
+            if let Ok(bytes) = serde_json::to_vec(&result) {
+                let _ = wire::write_frame(&mut channel, &bytes);
+            }
+            1
+        }
+    };
+    // SAFETY: ends this process without running the zygote's atexit handlers or destructors,
+    // which belong to the zygote.
+    unsafe { libc::_exit(code) }
+}
+
+fn serve(channel: &mut UnixStream, ctx: &ZygoteCtx) -> Result<(), String> {
+    let diagnostics = if ctx.diagnostics {
+        Some(Diagnostics::open().map_err(|e| format!("diagnostics: {e}"))?)
+    } else {
+        None
+    };
+    let mut keep = vec![channel.as_raw_fd()];
+    keep.extend(ctx.module_fd);
+    if let Some(d) = &diagnostics {
+        keep.extend([d.status.as_raw_fd(), d.fd_dir.as_raw_fd()]);
+    }
+    sandbox::close_fds_except(&keep).map_err(|e| format!("closing descriptors: {e}"))?;
+    sandbox::restrict_worker(ctx.cpu_seconds)?;
+    sandbox::enter_seccomp(&ctx.filter)?;
+
+    // Pre-instantiate while waiting costs the request nothing.
+    let mut store = Store::new(&ctx.engine, HostState::new(ctx.max_memory_bytes, 0));
+    store.limiter(|s| &mut s.memory);
+    let instance = ctx.pre.instantiate(&mut store);
+
+    let Some(header) = wire::read_frame(channel, 1 << 20).map_err(|e| e.to_string())? else {
+        return Ok(()); // retired without work
+    };
+    let request: WorkerRequest =
+        serde_json::from_slice(&header).map_err(|e| format!("bad request: {e}"))?;
+    let answer = match request {
+        WorkerRequest::Invoke { limits } => {
+            let started = Instant::now();
+            let input = wire::read_frame(channel, MAX_INPUT)
+                .map_err(|e| e.to_string())?
+                .ok_or("the server sent no input")?;
+            let result = invoke(&mut store, instance, &input, &limits);
+            let result = host::finish(&mut store, result, &limits, started);
+            serde_json::to_vec(&result)
+        }
+        WorkerRequest::Diagnose => {
+            let d = diagnostics.ok_or("diagnostics are disabled")?;
+            serde_json::to_vec(&d.report(channel.as_raw_fd(), ctx.module_fd)?)
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    wire::write_frame(channel, &answer).map_err(|e| e.to_string())
+}
+
+fn invoke(
+    store: &mut Store<HostState>,
+    instance: wasmtime::Result<wasmtime::Instance>,
+    input: &[u8],
+    limits: &Limits,
+) -> wasmtime::Result<picloud_shared::guest::GuestOutput> {
+    // The instance was made under the executor's ceiling; its initial memory must also fit
+    // this invocation's limit.
+    let initial = store.data().memory.peak;
+    if initial > limits.memory_bytes {
+        store.data_mut().memory.refused = Some(initial);
+        return Err(wasmtime::format_err!("initial memory over the limit"));
+    }
+    host::arm_store(store, limits)?;
+    let instance = instance?;
+    host::run(store, &instance, input)
+}
+
+/// Descriptors opened before the sandbox closes, so that a test can see the sandbox from
+/// inside: `/proc/self/status` is generated when read, so reading it after seccomp shows the
+/// state the worker runs in.
+struct Diagnostics {
+    status: File,
+    fd_dir: File,
+}
+
+impl Diagnostics {
+    fn open() -> std::io::Result<Self> {
+        Ok(Self {
+            status: File::open("/proc/self/status")?,
+            fd_dir: File::open("/proc/self/fd")?,
+        })
+    }
+
+    fn report(
+        mut self,
+        channel_fd: RawFd,
+        module_fd: Option<RawFd>,
+    ) -> Result<DiagnosticReport, String> {
+        let mut status = String::new();
+        self.status
+            .read_to_string(&mut status)
+            .map_err(|e| format!("reading status: {e}"))?;
+        let own = [self.status.as_raw_fd(), self.fd_dir.as_raw_fd()];
+        let fds = list_fds(self.fd_dir.as_raw_fd())?
+            .into_iter()
+            .filter(|fd| !own.contains(fd))
+            .collect();
+        Ok(DiagnosticReport {
+            status,
+            fds,
+            channel_fd,
+            module_fd,
+        })
+    }
+}
+
+/// Reads a `/proc/self/fd` directory with getdents64 (the worker cannot open anything).
+fn list_fds(dir: RawFd) -> Result<Vec<RawFd>, String> {
+    let mut fds = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // SAFETY: getdents64 writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(format!("getdents64: {}", std::io::Error::last_os_error()));
+        }
+        if n == 0 {
+            return Ok(fds);
+        }
+        let mut off = 0usize;
+        while off + 19 <= n as usize {
+            // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name[].
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            let name = &buf[off + 19..off + reclen];
+            let name = name.split(|&b| b == 0).next().unwrap_or_default();
+            if let Some(fd) = std::str::from_utf8(name).ok().and_then(|s| s.parse().ok()) {
+                fds.push(fd);
+            }
+            off += reclen;
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The command line. Every flag has an environment variable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
+use picloud_shared::{InvocationRequest, InvocationResult, Limits};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "picloud",
+    version,
+    about = "Self-hosted serverless functions in Rhai"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run one script through the executor and print the response, the outcome and its costs.
+    Invoke(InvokeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InvokeArgs {
+    /// The Rhai script (it must define `fn handle(req)`).
+    pub file: PathBuf,
+    /// The request as JSON: {"method", "path", "query", "headers", "body"}; missing fields
+    /// default to a `GET /` with nothing else.
+    #[arg(long, env = "PICLOUD_REQUEST")]
+    pub request: Option<String>,
+    /// `process` (a sandboxed process per invocation) or `instance` (in-process).
+    #[arg(long, env = "PICLOUD_ISOLATION", default_value = "process")]
+    pub isolation: Isolation,
+    /// Wasm fuel for the invocation.
+    #[arg(long, env = "PICLOUD_FUEL", default_value_t = Limits::default().fuel)]
+    pub fuel: u64,
+    /// Memory limit in MiB.
+    #[arg(long, env = "PICLOUD_MEMORY_MB", default_value_t = Limits::default().memory_bytes >> 20)]
+    pub memory_mb: u64,
+    /// Wall-clock deadline in milliseconds.
+    #[arg(long, env = "PICLOUD_TIMEOUT_MS", default_value_t = Limits::default().timeout_ms)]
+    pub timeout_ms: u64,
+    /// Where the compiled guest is cached. Default: `$XDG_CACHE_HOME/picloud`, else
+    /// `~/.cache/picloud`, else `./picloud-data/cache`.
+    #[arg(long, env = "PICLOUD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Print the whole result as JSON instead.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the command line; the exit code is 0 when the invocation's outcome is `ok`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PICLOUD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Invoke(args) => invoke(args).await,
+    }
+}
+
+/// The default module cache directory.
+pub fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|d| d.join("picloud"))
+        .unwrap_or_else(|| PathBuf::from("picloud-data/cache"))
+}
+
+async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
+    let script = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
+    let request = match &args.request {
+        Some(json) => parse_request(json)?,
+        None => InvocationRequest::get("/"),
+    };
+    let limits = Limits {
+        fuel: args.fuel,
+        memory_bytes: args.memory_mb << 20,
+        timeout_ms: args.timeout_ms,
+        ..Limits::default()
+    };
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+    let mut config = ExecutorConfig::new(args.isolation, cache_dir);
+    config.process.min_warm = 1;
+    let executor = Executor::start(config)
+        .await
+        .context("starting the executor")?;
+    let result = executor.invoke(&script, &request, &limits).await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", render(&result));
+    }
+    Ok(if result.outcome.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Parses `--request`, filling in `GET /` for what is missing.
+pub fn parse_request(json: &str) -> Result<InvocationRequest> {
+    let mut value: serde_json::Value =
+        serde_json::from_str(json).context("--request is not valid JSON")?;
+    let obj = value
+        .as_object_mut()
+        .context("--request must be a JSON object")?;
+    obj.entry("method").or_insert_with(|| "GET".into());
+    obj.entry("path").or_insert_with(|| "/".into());
+    serde_json::from_value(value).context("--request does not describe a request")
+}
+
+/// The human form of a result.
+pub fn render(result: &InvocationResult) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if let Some(r) = &result.response {
+        let _ = writeln!(out, "HTTP {}", r.status);
+        for (k, v) in &r.headers {
+            let _ = writeln!(out, "{k}: {v}");
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", r.body);
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "outcome: {}", result.outcome.describe());
+    let _ = writeln!(
+        out,
+        "duration: {:.3} ms   fuel: {}   peak memory: {:.1} MiB",
+        result.duration_us as f64 / 1000.0,
+        result.fuel_used,
+        result.peak_memory_bytes as f64 / (1 << 20) as f64
+    );
+    if !result.logs.is_empty() {
+        let _ = writeln!(out, "logs:");
+        for line in &result.logs {
+            let _ = writeln!(out, "  [{}] {}", line.level.as_str(), line.message);
+        }
+        if result.logs_truncated {
+            let _ = writeln!(out, "  … (truncated at the log limit)");
+        }
+    }
+    out
+}

@@ -1,0 +1,4 @@
+//! The all-in-one PiCloud binary's library half: the command line. Kept in a library so that
+//! tests can reach the same code the binary runs.
+
+pub mod cli;

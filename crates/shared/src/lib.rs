@@ -1,0 +1,13 @@
+//! Types that cross a boundary in PiCloud: between the services, between the server and a worker
+//! process, and between the host and the wasm guest. Keeping them in one small crate (serde
+//! only, builds for `wasm32-wasip1` too) means the guest and the host can never disagree on a
+//! field.
+
+pub mod guest;
+mod invocation;
+mod limits;
+
+pub use invocation::{
+    InvocationRequest, InvocationResponse, InvocationResult, LogLevel, LogLine, Outcome,
+};
+pub use limits::{Limits, MAX_CALL_LEVELS_CEILING, ScriptLimits};
