@@ -153,7 +153,13 @@ fn handle(
     let mut scope = Scope::new();
     let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
     let value: Dynamic = engine
-        .call_fn_with_options(options, &mut scope, &ast, "handle", (request_to_dynamic(request),))
+        .call_fn_with_options(
+            options,
+            &mut scope,
+            &ast,
+            "handle",
+            (request_to_dynamic(request),),
+        )
         .map_err(|e| eval_error(&e))?;
     to_response(value)
 }
@@ -253,7 +259,11 @@ fn to_response(value: Dynamic) -> Result<InvocationResponse, GuestError> {
             body: value.into_string().unwrap_or_default(),
         });
     }
-    if value.is_map() && value.read_lock::<Map>().is_some_and(|m| m.contains_key("status")) {
+    if value.is_map()
+        && value
+            .read_lock::<Map>()
+            .is_some_and(|m| m.contains_key("status"))
+    {
         let map = value.cast::<Map>();
         return full_response(map);
     }

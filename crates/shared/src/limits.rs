@@ -47,9 +47,10 @@ pub struct ScriptLimits {
     pub max_function_expr_depth: u32,
     /// Bytes in one string. Default 4 MiB.
     pub max_string_bytes: u32,
-    /// Elements in one array. Default 100,000.
+    /// Elements in one array. Default 10,000: Rhai re-measures a container after every change,
+    /// so growing one to n elements costs O(n²); at 100,000 a push loop spends seconds of fuel.
     pub max_array_len: u32,
-    /// Entries in one object map. Default 100,000.
+    /// Entries in one object map. Default 10,000, for the same reason.
     pub max_map_len: u32,
 }
 
@@ -65,8 +66,8 @@ impl Default for ScriptLimits {
             max_expr_depth: 64,
             max_function_expr_depth: 32,
             max_string_bytes: 4 << 20,
-            max_array_len: 100_000,
-            max_map_len: 100_000,
+            max_array_len: 10_000,
+            max_map_len: 10_000,
         }
     }
 }

@@ -1,0 +1,596 @@
+//! The executor's contract, end to end, in both isolation modes: the zygote is this package's
+//! real `picloud` binary, the guest the real snapshot.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
+use picloud_shared::{InvocationRequest, InvocationResult, Limits, LogLevel, Outcome};
+
+fn cache_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("module-cache")
+}
+
+async fn executor(isolation: Isolation) -> Executor {
+    let mut config = ExecutorConfig::new(isolation, cache_dir());
+    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    config.process.diagnostics = true;
+    Executor::start(config).await.expect("the executor starts")
+}
+
+async fn run(ex: &Executor, script: &str) -> InvocationResult {
+    ex.invoke(script, &InvocationRequest::get("/"), &Limits::default())
+        .await
+}
+
+fn body(result: &InvocationResult) -> &str {
+    assert_eq!(result.outcome, Outcome::Ok, "expected ok, got {result:#?}");
+    &result
+        .response
+        .as_ref()
+        .expect("an ok result has a response")
+        .body
+}
+
+fn json(result: &InvocationResult) -> serde_json::Value {
+    serde_json::from_str(body(result)).expect("the body is JSON")
+}
+
+/// Runs `$name(isolation)` as one test per isolation mode.
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn process() {
+                super::$name(picloud_executor_core::Isolation::Process).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn instance() {
+                super::$name(picloud_executor_core::Isolation::Instance).await
+            }
+        }
+    )*};
+}
+
+both_modes!(
+    hello_world,
+    return_forms,
+    request_fields_reach_the_script,
+    logs_are_captured_and_capped,
+    hostile_scripts_end_in_their_outcome,
+    nothing_survives_between_invocations,
+    hundred_concurrent_invocations_complete,
+);
+
+async fn hello_world(mode: Isolation) {
+    let ex = executor(mode).await;
+    let r = run(&ex, r#"fn handle(req) { "hello world" }"#).await;
+    assert_eq!(body(&r), "hello world");
+    let response = r.response.as_ref().expect("response");
+    assert_eq!(response.status, 200);
+    assert_eq!(
+        response.headers["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert!(r.fuel_used > 0, "fuel is measured: {r:?}");
+    assert!(r.peak_memory_bytes > 0, "memory is measured: {r:?}");
+    assert!(r.duration_us > 0);
+}
+
+async fn return_forms(mode: Isolation) {
+    let ex = executor(mode).await;
+
+    // A map with `status` is a full response; header names are lower-cased, values stringified.
+    let r = run(
+        &ex,
+        r#"fn handle(req) { #{ status: 201, headers: #{ "X-Count": 3 }, body: "made" } }"#,
+    )
+    .await;
+    let resp = r.response.clone().expect("response");
+    assert_eq!((resp.status, body(&r)), (201, "made"));
+    assert_eq!(resp.headers["x-count"], "3");
+    assert_eq!(resp.headers["content-type"], "text/plain; charset=utf-8");
+
+    // A non-string body of a full response is JSON.
+    let r = run(
+        &ex,
+        r#"fn handle(req) { #{ status: 404, body: #{ error: "no" } } }"#,
+    )
+    .await;
+    assert_eq!(r.response.as_ref().map(|r| r.status), Some(404));
+    assert_eq!(json(&r), serde_json::json!({ "error": "no" }));
+    assert_eq!(
+        r.response.as_ref().expect("response").headers["content-type"],
+        "application/json"
+    );
+
+    // A map without `status`, and any other value, is 200 application/json.
+    let r = run(&ex, r#"fn handle(req) { #{ a: 1, b: [true, "x"] } }"#).await;
+    assert_eq!(json(&r), serde_json::json!({ "a": 1, "b": [true, "x"] }));
+    assert_eq!(
+        r.response.as_ref().expect("response").headers["content-type"],
+        "application/json"
+    );
+    assert_eq!(
+        json(&run(&ex, "fn handle(req) { 42 }").await),
+        serde_json::json!(42)
+    );
+    assert_eq!(
+        json(&run(&ex, "fn handle(req) { [1, 2.5] }").await),
+        serde_json::json!([1, 2.5])
+    );
+    assert_eq!(
+        json(&run(&ex, "fn handle(req) { () }").await),
+        serde_json::Value::Null
+    );
+
+    // Bad responses are script errors, with a message that says what is wrong.
+    for (script, needle) in [
+        (r#"fn handle(req) { #{ status: 99 } }"#, "status"),
+        (r#"fn handle(req) { #{ status: "ok" } }"#, "status"),
+        (
+            r#"fn handle(req) { #{ status: 200, headers: #{ "bad name": "x" } } }"#,
+            "header name",
+        ),
+        (
+            r#"fn handle(req) { #{ status: 200, headers: #{ "x": "a\r\nb" } } }"#,
+            "line break",
+        ),
+        (
+            r#"fn handle(req) { #{ status: 200, headers: 5 } }"#,
+            "headers",
+        ),
+    ] {
+        let r = run(&ex, script).await;
+        match &r.outcome {
+            Outcome::ScriptError { message, .. } => {
+                assert!(message.contains(needle), "{script}: {message}")
+            }
+            other => panic!("{script}: expected script_error, got {other:?}"),
+        }
+    }
+
+    // Compile errors and thrown values carry line and column.
+    let r = run(&ex, "fn handle(req) {\n  let x = ;\n}").await;
+    assert!(
+        matches!(
+            r.outcome,
+            Outcome::ScriptError {
+                line: Some(2),
+                column: Some(_),
+                ..
+            }
+        ),
+        "{:?}",
+        r.outcome
+    );
+    let r = run(&ex, "fn handle(req) {\n\n    throw \"nope\";\n}").await;
+    match &r.outcome {
+        Outcome::ScriptError { message, line, .. } => {
+            assert!(message.contains("nope"), "{message}");
+            assert_eq!(*line, Some(3));
+        }
+        other => panic!("expected script_error, got {other:?}"),
+    }
+    let r = run(&ex, "let x = 1;").await;
+    assert!(
+        matches!(&r.outcome, Outcome::ScriptError { message, .. } if message.contains("fn handle(req)")),
+        "{:?}",
+        r.outcome
+    );
+}
+
+async fn request_fields_reach_the_script(mode: Isolation) {
+    let ex = executor(mode).await;
+    let request = InvocationRequest {
+        method: "POST".into(),
+        path: "/orders/7".into(),
+        query: BTreeMap::from([("q".into(), "pi".into()), ("n".into(), "2".into())]),
+        headers: BTreeMap::from([("x-token".into(), "abc".into())]),
+        body: r#"{"items":[1,2],"note":"hi"}"#.into(),
+    };
+    let script = r#"fn handle(req) {
+        #{ method: req.method, path: req.path, q: req.query.q, n: req.query.n,
+           token: req.headers["x-token"], body: req.body, items: req.json.items, note: req.json.note,
+           missing: req.query.nothing ?? "default" }
+    }"#;
+    let r = ex.invoke(script, &request, &Limits::default()).await;
+    assert_eq!(
+        json(&r),
+        serde_json::json!({
+            "method": "POST", "path": "/orders/7", "q": "pi", "n": "2", "token": "abc",
+            "body": r#"{"items":[1,2],"note":"hi"}"#, "items": [1, 2], "note": "hi",
+            "missing": "default"
+        })
+    );
+    // A body that is not JSON leaves `json` as ().
+    let plain = InvocationRequest {
+        body: "not json".into(),
+        ..InvocationRequest::get("/")
+    };
+    let r = ex
+        .invoke(
+            "fn handle(req) { type_of(req.json) }",
+            &plain,
+            &Limits::default(),
+        )
+        .await;
+    assert_eq!(body(&r), "()");
+}
+
+async fn logs_are_captured_and_capped(mode: Isolation) {
+    let ex = executor(mode).await;
+    let r = run(
+        &ex,
+        r#"print("top level");
+        fn handle(req) { print("p"); debug("d"); log("warn", "w"); log("error", 42); "ok" }"#,
+    )
+    .await;
+    assert_eq!(body(&r), "ok");
+    let lines: Vec<(LogLevel, &str)> = r
+        .logs
+        .iter()
+        .map(|l| (l.level, l.message.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (LogLevel::Info, "top level"),
+            (LogLevel::Info, "p"),
+            (LogLevel::Debug, "\"d\""),
+            (LogLevel::Warn, "w"),
+            (LogLevel::Error, "42"),
+        ]
+    );
+    assert!(!r.logs_truncated);
+
+    // An unknown level is the script's error, named as such.
+    let r = run(&ex, r#"fn handle(req) { log("loud", "x") }"#).await;
+    assert!(
+        matches!(&r.outcome, Outcome::ScriptError { message, .. } if message.contains("unknown log level")),
+        "{:?}",
+        r.outcome
+    );
+
+    // Past the cap lines are dropped and flagged; the invocation itself still succeeds.
+    let limits = Limits {
+        max_log_bytes: 1000,
+        ..Limits::default()
+    };
+    let r = ex
+        .invoke(
+            r#"fn handle(req) { for i in 0..1000 { print(`line ${i} of the flood`) } "done" }"#,
+            &InvocationRequest::get("/"),
+            &limits,
+        )
+        .await;
+    assert_eq!(body(&r), "done");
+    assert!(r.logs_truncated);
+    let total: usize = r.logs.iter().map(|l| l.message.len()).sum();
+    assert!(total <= 1000 && total > 900, "kept {total} bytes");
+    // Logs written before a trap are kept.
+    let r = run(&ex, r#"fn handle(req) { print("before"); loop {} }"#).await;
+    assert!(
+        matches!(r.outcome, Outcome::FuelExhausted { .. }),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(r.logs.first().map(|l| l.message.as_str()), Some("before"));
+}
+
+fn assert_kind(r: &InvocationResult, kind: &str, what: &str) {
+    assert_eq!(r.outcome.kind(), kind, "{what}: {:#?}", r.outcome);
+    assert!(r.response.is_none(), "{what}: no response on failure");
+}
+
+async fn hostile_scripts_end_in_their_outcome(mode: Isolation) {
+    let ex = executor(mode).await;
+    let ok = r#"fn handle(req) { "still fine" }"#;
+    let get = InvocationRequest::get("/");
+    let unlimited_ops = {
+        let mut l = Limits::default();
+        l.script.max_operations = 0;
+        l
+    };
+    let unlimited_sizes = {
+        let mut l = Limits::default();
+        l.script.max_string_bytes = 0;
+        l.script.max_array_len = 0;
+        l.script.max_operations = 0;
+        l.memory_bytes = 32 << 20;
+        l
+    };
+    let deep = format!(
+        "fn handle(req) {{ {}1{} }}",
+        "(".repeat(100_000),
+        ")".repeat(100_000)
+    );
+    let huge = format!("fn handle(req) {{ \"x\" }} // {}", "x".repeat(10 << 20));
+    let cases: Vec<(&str, String, Limits, &str)> = vec![
+        (
+            "loop {}",
+            "fn handle(req) { loop {} }".into(),
+            Limits::default(),
+            "fuel_exhausted",
+        ),
+        (
+            "while true {} past Rhai's operation limit: fuel stops it",
+            "fn handle(req) { while true {} }".into(),
+            Limits {
+                fuel: 50_000_000,
+                ..unlimited_ops.clone()
+            },
+            "fuel_exhausted",
+        ),
+        (
+            "string doubling (Rhai's size limit)",
+            r#"fn handle(req) { let s = "xxxxxxxx"; loop { s += s; } }"#.into(),
+            Limits::default(),
+            "memory_limit",
+        ),
+        (
+            "string doubling past the wasm memory limit",
+            r#"fn handle(req) { let s = "xxxxxxxx"; loop { s += s; } }"#.into(),
+            unlimited_sizes.clone(),
+            "memory_limit",
+        ),
+        (
+            "array doubling past the wasm memory limit",
+            "fn handle(req) { let a = [1, 2, 3, 4]; loop { a += a; } }".into(),
+            unlimited_sizes.clone(),
+            "memory_limit",
+        ),
+        (
+            "array doubling (Rhai's size limit)",
+            "fn handle(req) { let a = [1, 2, 3, 4]; loop { a += a; } }".into(),
+            Limits::default(),
+            "memory_limit",
+        ),
+        (
+            "unbounded recursion",
+            "fn f(n) { f(n + 1) } fn handle(req) { f(0) }".into(),
+            Limits::default(),
+            "stack_overflow",
+        ),
+        (
+            "100,000 nested parentheses",
+            deep,
+            Limits::default(),
+            "stack_overflow",
+        ),
+        ("a 10 MB script", huge, Limits::default(), "script_error"),
+        (
+            "busy loop past the wall-clock deadline",
+            "fn handle(req) { loop {} }".into(),
+            Limits {
+                fuel: u64::MAX / 2,
+                timeout_ms: 200,
+                ..unlimited_ops.clone()
+            },
+            "timeout",
+        ),
+    ];
+    for (what, script, limits, kind) in cases {
+        let r = ex.invoke(&script, &get, &limits).await;
+        assert_kind(&r, kind, what);
+        let next = run(&ex, ok).await;
+        assert_eq!(body(&next), "still fine", "the invocation after {what}");
+    }
+}
+
+async fn nothing_survives_between_invocations(mode: Isolation) {
+    let ex = executor(mode).await;
+    let script = r#"
+        let counter = 0;
+        counter += 1;
+        print(`${counter}`);
+        fn handle(req) { "ok" }
+    "#;
+    for _ in 0..5 {
+        let r = run(&ex, script).await;
+        assert_eq!(body(&r), "ok");
+        assert_eq!(r.logs.len(), 1);
+        assert_eq!(r.logs[0].message, "1", "a fresh global every time");
+    }
+}
+
+async fn hundred_concurrent_invocations_complete(mode: Isolation) {
+    let ex = std::sync::Arc::new(executor(mode).await);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..100 {
+        let ex = ex.clone();
+        tasks.spawn(async move {
+            let script = format!(
+                r#"fn handle(req) {{ let s = 0; for i in 0..1000 {{ s += i }} `{i}:${{s}}` }}"#
+            );
+            let r = run(&ex, &script).await;
+            (i, body(&r).to_string())
+        });
+    }
+    let mut seen = 0;
+    while let Some(done) = tasks.join_next().await {
+        let (i, body) = done.expect("task");
+        assert_eq!(body, format!("{i}:499500"));
+        seen += 1;
+    }
+    assert_eq!(seen, 100);
+}
+
+// ---- process mode only: there is no worker process in instance mode ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_worker_is_worker_crashed_and_the_pool_recovers() {
+    let ex = std::sync::Arc::new(executor(Isolation::Process).await);
+    let mut limits = Limits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 30_000,
+        ..Limits::default()
+    };
+    limits.script.max_operations = 0;
+    let running = {
+        let ex = ex.clone();
+        tokio::spawn(async move {
+            ex.invoke(
+                "fn handle(req) { loop {} }",
+                &InvocationRequest::get("/"),
+                &limits,
+            )
+            .await
+        })
+    };
+    let pid = loop {
+        if let Some(pid) = ex.busy_worker_pids().first() {
+            break *pid;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    // SAFETY: kill(2) on the pid of a worker we own.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    let r = running.await.expect("task");
+    assert_kind(&r, "worker_crashed", "SIGKILL mid-invocation");
+    assert!(r.duration() < Duration::from_secs(10));
+    for _ in 0..5 {
+        assert_eq!(
+            body(&run(&ex, r#"fn handle(req) { "back" }"#).await),
+            "back"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_sees_its_own_sandbox() {
+    let ex = executor(Isolation::Process).await;
+    let report = ex.diagnose().await.expect("diagnostics");
+    let field = |name: &str| {
+        report
+            .status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("{name} missing from {}", report.status))
+            .to_string()
+    };
+    assert_eq!(field("NoNewPrivs:"), "1");
+    assert_eq!(field("Seccomp:"), "2");
+    let mut expected = vec![report.channel_fd];
+    expected.extend(report.module_fd);
+    expected.sort_unstable();
+    let mut fds = report.fds.clone();
+    fds.sort_unstable();
+    assert_eq!(
+        fds, expected,
+        "a worker holds only its channel and the module file"
+    );
+    assert!(
+        report.module_fd.is_some(),
+        "the module file is mapped from an open descriptor"
+    );
+    let sandbox = ex.sandbox().expect("process mode reports its sandbox");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        assert!(sandbox.dropped_root, "{sandbox:?}");
+        assert_eq!(sandbox.uid, 65534);
+    }
+    eprintln!("sandbox layers: {sandbox:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_are_off_unless_configured() {
+    let mut config = ExecutorConfig::new(Isolation::Process, cache_dir());
+    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    let ex = Executor::start(config).await.expect("starts");
+    assert!(ex.diagnose().await.is_err());
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// `(pid, ppid, state)` of every process.
+fn processes() -> Vec<(i32, i32, char)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid …; comm may hold spaces, so split after the last ')'.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r.trim()) else {
+            continue;
+        };
+        let mut it = rest.split_whitespace();
+        let state = it.next().and_then(|s| s.chars().next()).unwrap_or('?');
+        let ppid = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+        out.push((pid, ppid, state));
+    }
+    out
+}
+
+async fn settled(ex: &Executor) {
+    for _ in 0..500 {
+        let s = ex.stats();
+        if s.pending == 0 && s.busy == 0 && s.warm == s.target {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the pool did not settle: {:?}", ex.stats());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_invocations_leave_no_zombies_or_descriptors() {
+    let ex = std::sync::Arc::new(executor(Isolation::Process).await);
+    settled(&ex).await;
+    // Each warm worker is two descriptors in the server: its channel and its pidfd.
+    let baseline = open_fds() - 2 * ex.stats().warm;
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..4 {
+        let ex = ex.clone();
+        tasks.spawn(async move {
+            for i in 0..2_500 {
+                let r = run(&ex, r#"fn handle(req) { "x" }"#).await;
+                assert!(
+                    r.outcome.is_ok(),
+                    "task {t} invocation {i}: {:?}",
+                    r.outcome
+                );
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("task");
+    }
+    settled(&ex).await;
+    assert_eq!(
+        open_fds() - 2 * ex.stats().warm,
+        baseline,
+        "descriptors leaked"
+    );
+    let me = std::process::id() as i32;
+    let zygote = ex.zygote_pid().expect("zygote");
+    // Give the kernel a moment to reap the last workers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let zombies: Vec<_> = processes()
+        .into_iter()
+        .filter(|&(_, ppid, state)| (ppid == me || ppid == zygote) && state == 'Z')
+        .collect();
+    assert!(zombies.is_empty(), "zombies: {zombies:?}");
+    let stats = ex.stats();
+    assert!(stats.spawned_total >= 10_000, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_mode_leaks_no_descriptors() {
+    let ex = executor(Isolation::Instance).await;
+    run(&ex, r#"fn handle(req) { "x" }"#).await;
+    let baseline = open_fds();
+    for _ in 0..2_000 {
+        assert!(run(&ex, r#"fn handle(req) { "x" }"#).await.outcome.is_ok());
+    }
+    assert_eq!(open_fds(), baseline);
+}
