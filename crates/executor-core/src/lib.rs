@@ -197,6 +197,35 @@ impl Executor {
     }
 }
 
+/// Runs one invocation in this process and thread, loading the guest from the module cache
+/// first: no pool, no sandbox, no async. It is the naive "start a fresh worker per request"
+/// model, kept for the benchmark that measures what the warm pool saves.
+///
+/// # Errors
+///
+/// When the guest cannot be loaded or compiled.
+pub fn invoke_once(
+    config: &ExecutorConfig,
+    script: &str,
+    request: &InvocationRequest,
+    limits: &Limits,
+) -> Result<InvocationResult, ExecutorError> {
+    let started = Instant::now();
+    let engine = engine::engine(config, Isolation::Process)?;
+    let guest = engine::load_guest(&engine, Isolation::Process, &config.cache_dir)?;
+    let linker = host::linker(&engine, &guest.module).map_err(ExecutorError::guest)?;
+    let mut store = wasmtime::Store::new(
+        &engine,
+        host::HostState::new(limits.memory_bytes, limits.max_log_bytes),
+    );
+    store.limiter(|s| &mut s.memory);
+    let input = guest_input(script, request, limits);
+    let result = host::arm_store(&mut store, limits)
+        .and_then(|()| linker.instantiate(&mut store, &guest.module))
+        .and_then(|instance| host::run(&mut store, &instance, &input));
+    Ok(host::finish(&mut store, result, limits, started))
+}
+
 /// The JSON the guest reads for one invocation.
 pub(crate) fn guest_input(script: &str, request: &InvocationRequest, limits: &Limits) -> Vec<u8> {
     let input = GuestInput {

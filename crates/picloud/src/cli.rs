@@ -23,6 +23,10 @@ pub struct Cli {
 pub enum Command {
     /// Run one script through the executor and print the response, the outcome and its costs.
     Invoke(InvokeArgs),
+    /// Benchmark baseline: run one invocation in this very process, without pool or sandbox,
+    /// and print the result as JSON.
+    #[command(name = "__invoke-once", hide = true)]
+    InvokeOnce(InvokeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -86,6 +90,12 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Invoke(args) => invoke(args).await,
+        Command::InvokeOnce(args) => {
+            let (script, request, limits, config) = prepare(&args)?;
+            let result = picloud_executor_core::invoke_once(&config, &script, &request, &limits)?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -98,7 +108,9 @@ pub fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("picloud-data/cache"))
 }
 
-async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
+type Prepared = (String, InvocationRequest, Limits, ExecutorConfig);
+
+fn prepare(args: &InvokeArgs) -> Result<Prepared> {
     let script = std::fs::read_to_string(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let request = match &args.request {
@@ -114,6 +126,11 @@ async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
     let cache_dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
     let mut config = ExecutorConfig::new(args.isolation, cache_dir);
     config.process.min_warm = 1;
+    Ok((script, request, limits, config))
+}
+
+async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
+    let (script, request, limits, config) = prepare(&args)?;
     let executor = Executor::start(config)
         .await
         .context("starting the executor")?;
