@@ -59,7 +59,23 @@ fn build_engine() -> Engine {
 /// Builds the engine into the snapshot. Run by wizer, never at invocation time.
 #[unsafe(export_name = "picloud_init")]
 pub extern "C" fn picloud_init() {
-    ENGINE.with(|e| *e.borrow_mut() = Some(build_engine()));
+    let engine = build_engine();
+    // One representative invocation, so that what Rhai and std initialise lazily on first use
+    // (function hashes, hasher keys, caches) is in the snapshot too, not redone every time.
+    let request = InvocationRequest {
+        method: "GET".into(),
+        path: "/".into(),
+        body: "{\"warm\":[1,2.5,true,null]}".into(),
+        ..InvocationRequest::default()
+    };
+    let _ = handle(
+        &engine,
+        "const G = 1; let x = [1, 2]; x.push(#{ a: 1 }); \
+         fn handle(req) { let n = req.query.name ?? \"w\"; print(`${n} ${global::G}`); \
+         #{ status: 200, headers: #{ \"x\": \"y\" }, body: `${req.path} ${req.json}` } }",
+        request,
+    );
+    ENGINE.with(|e| *e.borrow_mut() = Some(engine));
 }
 
 /// Hands the host a buffer for the invocation's input. Leaked on purpose: the instance lives

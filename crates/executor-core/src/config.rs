@@ -52,6 +52,9 @@ pub struct ExecutorConfig {
     /// Largest script accepted, in bytes; larger ones end as `script_error` before reaching the
     /// guest. Default 1 MiB.
     pub max_script_bytes: usize,
+    /// Meter wasm fuel. Default `true`. Without it only the deadline and Rhai's operation limit
+    /// stop a runaway script, and `fuel_used` is 0; it exists to measure what fuel costs.
+    pub consume_fuel: bool,
     pub process: ProcessConfig,
     pub instance: InstanceConfig,
 }
@@ -64,6 +67,7 @@ impl ExecutorConfig {
             cache_dir: cache_dir.into(),
             max_memory_bytes: 256 << 20,
             max_script_bytes: 1 << 20,
+            consume_fuel: true,
             process: ProcessConfig::default(),
             instance: InstanceConfig::default(),
         }

@@ -32,7 +32,7 @@ pub(crate) fn engine(
     isolation: Isolation,
 ) -> Result<Engine, ExecutorError> {
     let mut c = Config::new();
-    c.consume_fuel(true)
+    c.consume_fuel(config.consume_fuel)
         .cranelift_opt_level(OptLevel::Speed)
         .max_wasm_stack(MAX_WASM_STACK)
         .parallel_compilation(true);
@@ -48,10 +48,12 @@ pub(crate) fn engine(
                 .total_tables(slots)
                 .max_memories_per_module(1)
                 .max_memory_size(config.max_memory_bytes as usize)
-                // Resetting a slot by memset beats madvise + page faults for the first pages,
-                // which every invocation touches.
-                .linear_memory_keep_resident(1 << 20)
-                .table_keep_resident(64 << 10);
+                // Reset a slot by restoring only its dirty pages (found with PAGEMAP_SCAN on
+                // Linux 6.7+) instead of madvise: the pages stay resident, so the next
+                // invocation takes no page faults and no TLB shootdowns.
+                .linear_memory_keep_resident(16 << 20)
+                .table_keep_resident(1 << 20)
+                .pagemap_scan(wasmtime::Enabled::Auto);
             c.epoch_interruption(true)
                 .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
@@ -134,7 +136,9 @@ pub(crate) fn snapshot(
     let linker = host::linker(engine, &module).map_err(ExecutorError::guest)?;
     let mut store = Store::new(engine, HostState::new(u64::MAX, 0));
     store.limiter(|s| &mut s.memory);
-    store.set_fuel(u64::MAX).map_err(ExecutorError::guest)?;
+    if engine.get_consume_fuel() {
+        store.set_fuel(u64::MAX).map_err(ExecutorError::guest)?;
+    }
     if epochs {
         store.set_epoch_deadline(u64::MAX);
     }

@@ -176,6 +176,7 @@ impl Executor {
         }
     }
 
+    /// The zygote's PID (process mode); its children are the workers.
     pub fn zygote_pid(&self) -> Option<i32> {
         match &self.mode {
             Mode::Process(p) => p.zygote_pid(),

@@ -61,6 +61,7 @@ both_modes!(
     hostile_scripts_end_in_their_outcome,
     nothing_survives_between_invocations,
     hundred_concurrent_invocations_complete,
+    unmetered_engine_still_runs_and_stops_on_deadline,
 );
 
 async fn hello_world(mode: Isolation) {
@@ -415,6 +416,25 @@ async fn hundred_concurrent_invocations_complete(mode: Isolation) {
         seen += 1;
     }
     assert_eq!(seen, 100);
+}
+
+async fn unmetered_engine_still_runs_and_stops_on_deadline(mode: Isolation) {
+    let mut config = ExecutorConfig::new(mode, cache_dir());
+    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    config.consume_fuel = false;
+    let ex = Executor::start(config).await.expect("starts without fuel metering");
+    let r = run(&ex, r#"fn handle(req) { "unmetered" }"#).await;
+    assert_eq!(body(&r), "unmetered");
+    assert_eq!(r.fuel_used, 0);
+    let mut limits = Limits {
+        timeout_ms: 200,
+        ..Limits::default()
+    };
+    limits.script.max_operations = 0;
+    let r = ex
+        .invoke("fn handle(req) { loop {} }", &InvocationRequest::get("/"), &limits)
+        .await;
+    assert_kind(&r, "timeout", "a runaway script without fuel");
 }
 
 // ---- process mode only: there is no worker process in instance mode ----

@@ -199,6 +199,7 @@ impl ProcessExecutor {
         let hello = ZygoteHello {
             module_path,
             max_memory_bytes: config.max_memory_bytes,
+            consume_fuel: config.consume_fuel,
             worker_cpu_seconds: config.process.worker_cpu_seconds,
             diagnostics: config.process.diagnostics,
         };

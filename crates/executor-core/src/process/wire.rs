@@ -66,6 +66,7 @@ pub(crate) async fn read_frame_async(
 pub(crate) struct ZygoteHello {
     pub module_path: PathBuf,
     pub max_memory_bytes: u64,
+    pub consume_fuel: bool,
     pub worker_cpu_seconds: u64,
     pub diagnostics: bool,
 }

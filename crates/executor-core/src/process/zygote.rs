@@ -82,6 +82,7 @@ fn run(mut control: UnixStream) -> Result<(), String> {
 fn prepare(hello: &ZygoteHello) -> Result<(ZygoteCtx, ZygoteReady), String> {
     let mut config = ExecutorConfig::new(Isolation::Process, "");
     config.max_memory_bytes = hello.max_memory_bytes;
+    config.consume_fuel = hello.consume_fuel;
     let engine = engine::engine(&config, Isolation::Process).map_err(|e| e.to_string())?;
     // SAFETY: the server just wrote or verified this file in its module cache.
     let module = unsafe { Module::deserialize_file(&engine, &hello.module_path) }
