@@ -33,7 +33,11 @@ fn main() -> Result<()> {
         .context("executable directory")?
         .to_path_buf();
     let picloud = exe_dir.join("picloud");
-    anyhow::ensure!(picloud.exists(), "build the picloud binary first: {}", picloud.display());
+    anyhow::ensure!(
+        picloud.exists(),
+        "build the picloud binary first: {}",
+        picloud.display()
+    );
     let cache = exe_dir.join("bench-module-cache");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -54,10 +58,16 @@ fn main() -> Result<()> {
     let mut hello = Vec::new();
     for clients in [1usize, 2].into_iter().filter(|_| wanted("hello")) {
         let native = native_hello(Duration::from_secs(seconds), clients);
-        hello.push(json!({ "what": "native rhai (baseline)", "clients": clients, "stats": native }));
+        hello
+            .push(json!({ "what": "native rhai (baseline)", "clients": clients, "stats": native }));
         for isolation in [Isolation::Process, Isolation::Instance] {
             let ex = Arc::new(rt.block_on(Executor::start(config(isolation)))?);
-            let stats = rt.block_on(load(ex.clone(), HELLO, Duration::from_secs(seconds), clients));
+            let stats = rt.block_on(load(
+                ex.clone(),
+                HELLO,
+                Duration::from_secs(seconds),
+                clients,
+            ));
             if only.is_some() {
                 eprintln!("{} c{clients}: {stats}", isolation.as_str());
             }
@@ -67,52 +77,65 @@ fn main() -> Result<()> {
     }
     report.insert("hello".into(), json!(hello));
 
-    if !wanted("pool") {
-        return Ok(());
-    }
     // --- warm worker vs fork+exec of a fresh one per request; refill rate ---
-    let warm = {
-        let ex = Arc::new(rt.block_on(Executor::start(config(Isolation::Process)))?);
-        rt.block_on(load(ex, HELLO, Duration::from_secs(seconds), 1))
-    };
-    let fresh = fork_exec(&picloud, &cache, 200)?;
-    let fresh_sandboxed = rt.block_on(fresh_pool_per_request(config(Isolation::Process), 50))?;
-    let refill = rt.block_on(refill_rate(config(Isolation::Process), 64))?;
-    report.insert(
+    if wanted("pool") {
+        let warm = {
+            let ex = Arc::new(rt.block_on(Executor::start(config(Isolation::Process)))?);
+            rt.block_on(load(ex, HELLO, Duration::from_secs(seconds), 1))
+        };
+        let fresh = fork_exec(&picloud, &cache, 200)?;
+        let fresh_sandboxed =
+            rt.block_on(fresh_pool_per_request(config(Isolation::Process), 50))?;
+        let refill = rt.block_on(refill_rate(config(Isolation::Process), 64))?;
+        report.insert(
         "pool".into(),
         json!({ "warm": warm, "fork_exec": fresh, "fresh_sandboxed": fresh_sandboxed, "refill": refill }),
     );
-    eprintln!("pool: done");
+        eprintln!("pool: done");
+    }
 
     // --- compute: guest vs native rhai ---
-    let ex = rt.block_on(Executor::start(config(Isolation::Instance)))?;
-    let unmetered = rt.block_on(Executor::start(ExecutorConfig {
-        consume_fuel: false,
-        ..config(Isolation::Instance)
-    }))?;
-    let mut compute = Vec::new();
-    for (name, script) in COMPUTE {
-        let guest = rt.block_on(time_guest(&ex, script, 5))?;
-        let no_fuel = rt.block_on(time_guest(&unmetered, script, 5))?;
-        let native = time_native(script, 5)?;
-        compute.push(json!({
-            "script": name,
-            "guest_ms": guest.0, "guest_no_fuel_ms": no_fuel.0, "native_ms": native,
-            "ratio": guest.0 / native, "ratio_no_fuel": no_fuel.0 / native, "fuel": guest.1,
-        }));
-        eprintln!("compute {name}: guest {:.1} ms, no fuel {:.1} ms, native {native:.1} ms", guest.0, no_fuel.0);
+    if wanted("compute") {
+        let ex = rt.block_on(Executor::start(config(Isolation::Instance)))?;
+        let unmetered = rt.block_on(Executor::start(ExecutorConfig {
+            consume_fuel: false,
+            ..config(Isolation::Instance)
+        }))?;
+        let mut compute = Vec::new();
+        for (name, script) in COMPUTE {
+            let guest = rt.block_on(time_guest(&ex, script, 5))?;
+            let no_fuel = rt.block_on(time_guest(&unmetered, script, 5))?;
+            let native = time_native(script, 5)?;
+            compute.push(json!({
+                "script": name,
+                "guest_ms": guest.0, "guest_no_fuel_ms": no_fuel.0, "native_ms": native,
+                "ratio": guest.0 / native, "ratio_no_fuel": no_fuel.0 / native, "fuel": guest.1,
+            }));
+            eprintln!(
+                "compute {name}: guest {:.1} ms, no fuel {:.1} ms, native {native:.1} ms",
+                guest.0, no_fuel.0
+            );
+        }
+        report.insert("compute".into(), json!(compute));
+        drop((ex, unmetered));
     }
-    report.insert("compute".into(), json!(compute));
-    drop((ex, unmetered));
 
     // --- memory of the zygote and of a warm worker ---
-    let memory = rt.block_on(memory(config(Isolation::Process)))?;
-    report.insert("memory".into(), memory);
+    if wanted("memory") {
+        let memory = rt.block_on(memory(config(Isolation::Process)))?;
+        report.insert("memory".into(), memory);
+    }
+    if only.is_some() {
+        return Ok(()); // a partial run does not overwrite the recorded results
+    }
 
     let report = serde_json::Value::Object(report.into_iter().collect());
     let results = root.join("benches/results");
     std::fs::create_dir_all(&results)?;
-    std::fs::write(results.join("executor.json"), serde_json::to_string_pretty(&report)?)?;
+    std::fs::write(
+        results.join("executor.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
     let markdown = render(&report);
     splice(&root.join("docs/performance.md"), &markdown)?;
     println!("{markdown}");
@@ -130,8 +153,10 @@ fn machine() -> serde_json::Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
-            c.lines()
-                .find_map(|l| l.strip_prefix("model name").map(|m| m.trim_start_matches([' ', '\t', ':']).to_string()))
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
         })
         .unwrap_or_else(|| "unknown".into());
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -171,7 +196,12 @@ fn stats(mut micros: Vec<u64>, elapsed: Duration, errors: usize) -> serde_json::
 }
 
 /// Closed-loop load: `clients` tasks, each invoking back to back for `duration`.
-async fn load(ex: Arc<Executor>, script: &'static str, duration: Duration, clients: usize) -> serde_json::Value {
+async fn load(
+    ex: Arc<Executor>,
+    script: &'static str,
+    duration: Duration,
+    clients: usize,
+) -> serde_json::Value {
     // Warm-up: one second, not measured.
     run_clients(ex.clone(), script, Duration::from_secs(1), clients).await;
     let started = Instant::now();
@@ -179,7 +209,12 @@ async fn load(ex: Arc<Executor>, script: &'static str, duration: Duration, clien
     stats(micros, started.elapsed(), errors)
 }
 
-async fn run_clients(ex: Arc<Executor>, script: &'static str, duration: Duration, clients: usize) -> (Vec<u64>, usize) {
+async fn run_clients(
+    ex: Arc<Executor>,
+    script: &'static str,
+    duration: Duration,
+    clients: usize,
+) -> (Vec<u64>, usize) {
     let end = Instant::now() + duration;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -249,7 +284,10 @@ fn native_engine() -> rhai::Engine {
     let mut e = rhai::Engine::new();
     let l = Limits::default().script;
     e.set_max_call_levels(l.max_call_levels as usize)
-        .set_max_expr_depths(l.max_expr_depth as usize, l.max_function_expr_depth as usize)
+        .set_max_expr_depths(
+            l.max_expr_depth as usize,
+            l.max_function_expr_depth as usize,
+        )
         .set_max_string_size(l.max_string_bytes as usize)
         .set_max_array_size(l.max_array_len as usize)
         .set_max_map_size(l.max_map_len as usize);
@@ -271,7 +309,11 @@ fn fork_exec(picloud: &Path, cache: &Path, n: usize) -> Result<serde_json::Value
             .arg("--cache-dir")
             .arg(cache)
             .output()?;
-        anyhow::ensure!(out.status.success(), "fresh worker failed: {}", String::from_utf8_lossy(&out.stderr));
+        anyhow::ensure!(
+            out.status.success(),
+            "fresh worker failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         micros.push(t.elapsed().as_micros() as u64);
     }
     Ok(stats(micros, started.elapsed(), 0))
@@ -287,7 +329,9 @@ async fn fresh_pool_per_request(mut config: ExecutorConfig, n: usize) -> Result<
     for _ in 0..n {
         let t = Instant::now();
         let ex = Executor::start(config.clone()).await?;
-        let r = ex.invoke(HELLO, &InvocationRequest::get("/"), &Limits::default()).await;
+        let r = ex
+            .invoke(HELLO, &InvocationRequest::get("/"), &Limits::default())
+            .await;
         anyhow::ensure!(r.outcome.is_ok(), "{:?}", r.outcome);
         drop(ex);
         micros.push(t.elapsed().as_micros() as u64);
@@ -315,8 +359,14 @@ async fn refill_rate(mut config: ExecutorConfig, n: usize) -> Result<serde_json:
 }
 
 const COMPUTE: [(&str, &str); 4] = [
-    ("loop 1,000,000", "fn handle(req) { let s = 0; for i in 0..1000000 { s += i; } s }"),
-    ("fib(25)", "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } } fn handle(req) { fib(25) }"),
+    (
+        "loop 1,000,000",
+        "fn handle(req) { let s = 0; for i in 0..1000000 { s += i; } s }",
+    ),
+    (
+        "fib(25)",
+        "fn fib(n) { if n < 2 { n } else { fib(n - 1) + fib(n - 2) } } fn handle(req) { fib(25) }",
+    ),
     (
         "primes < 30,000",
         "fn handle(req) { let c = 0; for n in 2..30000 { let p = true; let d = 2; while d * d <= n { if n % d == 0 { p = false; break; } d += 1; } if p { c += 1; } } c }",
@@ -342,7 +392,9 @@ async fn time_guest(ex: &Executor, script: &str, reps: usize) -> Result<(f64, u6
     let mut times = Vec::new();
     let mut fuel = 0;
     for _ in 0..reps {
-        let r = ex.invoke(script, &InvocationRequest::get("/"), &compute_limits()).await;
+        let r = ex
+            .invoke(script, &InvocationRequest::get("/"), &compute_limits())
+            .await;
         anyhow::ensure!(r.outcome.is_ok(), "{script}: {:?}", r.outcome);
         times.push(r.duration_us as f64 / 1000.0);
         fuel = r.fuel_used;
@@ -359,7 +411,12 @@ fn time_native(script: &str, reps: usize) -> Result<f64> {
         let ast = engine.compile(script).map_err(|e| anyhow::anyhow!("{e}"))?;
         let mut scope = rhai::Scope::new();
         let out: rhai::Dynamic = engine
-            .call_fn(&mut scope, &ast, "handle", (rhai::Dynamic::from_map(rhai::Map::new()),))
+            .call_fn(
+                &mut scope,
+                &ast,
+                "handle",
+                (rhai::Dynamic::from_map(rhai::Map::new()),),
+            )
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let _ = std::hint::black_box(out);
         times.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -378,7 +435,10 @@ fn smaps(pid: i32) -> Option<(u64, u64)> {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    Some((field("Rss:"), field("Private_Clean:") + field("Private_Dirty:")))
+    Some((
+        field("Rss:"),
+        field("Private_Clean:") + field("Private_Dirty:"),
+    ))
 }
 
 async fn memory(mut config: ExecutorConfig) -> Result<serde_json::Value> {
@@ -389,7 +449,10 @@ async fn memory(mut config: ExecutorConfig) -> Result<serde_json::Value> {
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let zygote = ex.zygote_pid().context("zygote pid")?;
-    let worker = children(zygote).into_iter().next().context("a warm worker")?;
+    let worker = children(zygote)
+        .into_iter()
+        .next()
+        .context("a warm worker")?;
     let (z_rss, z_private) = smaps(zygote).context("zygote smaps")?;
     let (w_rss, w_private) = smaps(worker).context("worker smaps")?;
     let (s_rss, s_private) = smaps(std::process::id() as i32).context("own smaps")?;
@@ -403,8 +466,12 @@ async fn memory(mut config: ExecutorConfig) -> Result<serde_json::Value> {
 fn children(parent: i32) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
         let ppid = stat
             .rsplit_once(')')
             .and_then(|(_, r)| r.split_whitespace().nth(1))
@@ -463,8 +530,14 @@ fn render(r: &serde_json::Value) -> String {
     let fresh = f(&p["fork_exec"], "p50_ms");
     s += "\n### Warm worker vs a fresh process per request\n\n";
     s += "| model | p50 ms | p99 ms |\n|---|---|---|\n";
-    s += &format!("| warm pooled worker (process mode, 1 client) | {warm:.3} | {:.3} |\n", f(&p["warm"], "p99_ms"));
-    s += &format!("| fork + exec `picloud __invoke-once` (baseline) | {fresh:.3} | {:.3} |\n", f(&p["fork_exec"], "p99_ms"));
+    s += &format!(
+        "| warm pooled worker (process mode, 1 client) | {warm:.3} | {:.3} |\n",
+        f(&p["warm"], "p99_ms")
+    );
+    s += &format!(
+        "| fork + exec `picloud __invoke-once` (baseline) | {fresh:.3} | {:.3} |\n",
+        f(&p["fork_exec"], "p99_ms")
+    );
     let sandboxed = f(&p["fresh_sandboxed"], "p50_ms");
     s += &format!(
         "| a fresh zygote + sandboxed worker per request (same sandbox, no pool; baseline) | {sandboxed:.3} | {:.3} |\n",
@@ -500,7 +573,14 @@ fn render(r: &serde_json::Value) -> String {
     }
     let mem = &r["memory"];
     s += "\n### Memory (from /proc/PID/smaps_rollup)\n\n| process | RSS | private |\n|---|---|---|\n";
-    for (name, key) in [("zygote", "zygote"), ("warm worker", "worker"), ("benchmark process (baseline: the host with engine and pools)", "bench_process")] {
+    for (name, key) in [
+        ("zygote", "zygote"),
+        ("warm worker", "worker"),
+        (
+            "benchmark process (baseline: the host with engine and pools)",
+            "bench_process",
+        ),
+    ] {
         s += &format!(
             "| {name} | {:.1} MiB | {:.1} MiB |\n",
             f(mem, &format!("{key}_rss_kib")) / 1024.0,
@@ -517,7 +597,11 @@ const END: &str = "<!-- executor-bench:end -->";
 fn splice(path: &Path, section: &str) -> Result<()> {
     let doc = std::fs::read_to_string(path).unwrap_or_default();
     let new = match (doc.find(START), doc.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{START}\n{section}\n{END}{}", &doc[..a], &doc[b + END.len()..]),
+        (Some(a), Some(b)) if a < b => format!(
+            "{}{START}\n{section}\n{END}{}",
+            &doc[..a],
+            &doc[b + END.len()..]
+        ),
         _ => format!("{doc}\n{START}\n{section}\n{END}\n"),
     };
     std::fs::write(path, new)?;

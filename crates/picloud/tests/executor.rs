@@ -422,7 +422,9 @@ async fn unmetered_engine_still_runs_and_stops_on_deadline(mode: Isolation) {
     let mut config = ExecutorConfig::new(mode, cache_dir());
     config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
     config.consume_fuel = false;
-    let ex = Executor::start(config).await.expect("starts without fuel metering");
+    let ex = Executor::start(config)
+        .await
+        .expect("starts without fuel metering");
     let r = run(&ex, r#"fn handle(req) { "unmetered" }"#).await;
     assert_eq!(body(&r), "unmetered");
     assert_eq!(r.fuel_used, 0);
@@ -432,7 +434,11 @@ async fn unmetered_engine_still_runs_and_stops_on_deadline(mode: Isolation) {
     };
     limits.script.max_operations = 0;
     let r = ex
-        .invoke("fn handle(req) { loop {} }", &InvocationRequest::get("/"), &limits)
+        .invoke(
+            "fn handle(req) { loop {} }",
+            &InvocationRequest::get("/"),
+            &limits,
+        )
         .await;
     assert_kind(&r, "timeout", "a runaway script without fuel");
 }
