@@ -620,3 +620,83 @@ async fn instance_mode_leaks_no_descriptors() {
     }
     assert_eq!(open_fds(), baseline);
 }
+
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the command name.
+    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_grows_under_load_shrinks_when_idle_and_idles_without_cpu() {
+    let mut config = ExecutorConfig::new(Isolation::Process, cache_dir());
+    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    config.process.min_warm = 1;
+    config.process.max_warm = 8;
+    config.process.shrink_after = Duration::from_millis(400);
+    let ex = std::sync::Arc::new(Executor::start(config).await.expect("starts"));
+    settled(&ex).await;
+    assert_eq!(ex.stats().warm, 1);
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let ex = ex.clone();
+        tasks.spawn(async move { body(&run(&ex, r#"fn handle(req) { "burst" }"#).await).to_string() });
+    }
+    while let Some(done) = tasks.join_next().await {
+        assert_eq!(done.expect("task"), "burst");
+    }
+    let grown = ex.stats();
+    assert!(grown.misses_total > 0 && grown.target > 1, "the pool grew: {grown:?}");
+    assert!(grown.target <= 8, "never past max_warm: {grown:?}");
+
+    // Idle: back to the floor once shrink_after has passed without misses.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    settled(&ex).await;
+    let idle = ex.stats();
+    assert_eq!((idle.target, idle.warm), (1, 1), "{idle:?}");
+
+    // And idle means no CPU: the zygote and the warm worker sleep in read(2).
+    let zygote = ex.zygote_pid().expect("zygote");
+    let mut pids = vec![zygote];
+    pids.extend(
+        processes()
+            .into_iter()
+            .filter(|&(_, ppid, state)| ppid == zygote && state != 'Z')
+            .map(|(pid, _, _)| pid),
+    );
+    let before: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
+    assert!(after - before <= 1, "idle zygote and workers used {} ticks", after - before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_zygote_is_replaced() {
+    let ex = executor(Isolation::Process).await;
+    settled(&ex).await;
+    let first = ex.zygote_pid().expect("zygote");
+    // SAFETY: kill(2) on the zygote this test started.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+    // The warm workers die with it (parent-death signal); invocations that took one fail as
+    // worker_crashed, never hang, and the pool comes back with a new zygote.
+    let mut recovered = false;
+    for _ in 0..50 {
+        let r = run(&ex, r#"fn handle(req) { "again" }"#).await;
+        match r.outcome {
+            Outcome::Ok => {
+                recovered = true;
+                break;
+            }
+            Outcome::WorkerCrashed { .. } => tokio::time::sleep(Duration::from_millis(20)).await,
+            other => panic!("unexpected outcome after the zygote died: {other:?}"),
+        }
+    }
+    assert!(recovered, "the pool recovered");
+    assert_ne!(ex.zygote_pid(), Some(first));
+}

@@ -54,15 +54,15 @@ impl Worker {
     }
 }
 
-enum Command_ {
-    Spawn(usize),
-}
+/// A request to the spawner thread: fork this many workers.
+#[derive(Debug)]
+struct Spawn(usize);
 
 #[derive(Debug)]
 struct Pool {
     warm: Mutex<VecDeque<Worker>>,
     available: Semaphore,
-    spawner: Mutex<Option<mpsc::Sender<Command_>>>,
+    spawner: Mutex<Option<mpsc::Sender<Spawn>>>,
     pending: AtomicUsize,
     target: AtomicUsize,
     busy: Mutex<HashSet<i32>>,
@@ -72,14 +72,6 @@ struct Pool {
     misses_total: AtomicU64,
     zygote_pid: AtomicUsize,
     config: ProcessConfig,
-}
-
-impl std::fmt::Debug for Command_ {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Spawn(n) => write!(f, "Spawn({n})"),
-        }
-    }
 }
 
 impl Pool {
@@ -95,7 +87,7 @@ impl Pool {
                 .spawner
                 .lock()
                 .ok()
-                .and_then(|s| s.as_ref().map(|s| s.send(Command_::Spawn(n)).is_ok()));
+                .and_then(|s| s.as_ref().map(|s| s.send(Spawn(n)).is_ok()));
             if sent != Some(true) {
                 self.pending.fetch_sub(n, Ordering::AcqRel);
             }
@@ -423,7 +415,7 @@ async fn exchange(worker: &Worker, frame: &[u8], deadline: Duration) -> Exchange
 fn spawner(
     program: std::path::PathBuf,
     hello: ZygoteHello,
-    rx: mpsc::Receiver<Command_>,
+    rx: mpsc::Receiver<Spawn>,
     pool: std::sync::Weak<Pool>,
     ready: tokio::sync::oneshot::Sender<Result<SandboxReport, ExecutorError>>,
 ) {
@@ -439,7 +431,7 @@ fn spawner(
             .store(zygote.child.id() as usize, Ordering::Relaxed);
     }
     let _ = ready.send(Ok(zygote.sandbox.clone()));
-    while let Ok(Command_::Spawn(n)) = rx.recv() {
+    while let Ok(Spawn(n)) = rx.recv() {
         let mut left = n;
         while left > 0 {
             let Some(p) = pool.upgrade() else { return };
