@@ -42,7 +42,10 @@ fn build_guest(guest_dir: &Path, out_dir: &Path) -> PathBuf {
             guest_dir.join(watched).display()
         );
     }
-    check_target_installed();
+    let rustc = PathBuf::from(env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()));
+    if let Some(message) = missing_target_message(&rustc) {
+        panic!("{message}");
+    }
 
     // A nested cargo on the outer target directory would wait forever on its lock, so the guest
     // gets a target directory of its own. It sits beside the outer profiles (not under OUT_DIR)
@@ -78,8 +81,8 @@ fn build_guest(guest_dir: &Path, out_dir: &Path) -> PathBuf {
         .join("picloud_guest.wasm")
 }
 
-fn check_target_installed() {
-    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+/// `Some(message)` when `rustc` has no standard library for the wasm target.
+pub(crate) fn missing_target_message(rustc: &Path) -> Option<String> {
     let libdir = Command::new(rustc)
         .args(["--print", "target-libdir", "--target", TARGET])
         .output()
@@ -91,11 +94,11 @@ fn check_target_installed() {
             entries.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libstd")))
         })
     });
-    if !installed {
-        panic!(
+    (!installed).then(|| {
+        format!(
             "\n\nThe Rust target {TARGET} is not installed, and PiCloud's guest is built for it.\n\
              Run `rustup target add {TARGET}` (or `scripts/setup`), then build again.\n\
              (On machines with RUSTUP_AUTO_INSTALL=0, rust-toolchain.toml does not fetch it.)\n"
-        );
-    }
+        )
+    })
 }

@@ -628,8 +628,14 @@ fn cpu_ticks(pid: i32) -> u64 {
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
     // utime and stime are fields 14 and 15 of stat, i.e. 11 and 12 after the command name.
-    fields.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
-        + fields.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+    fields
+        .get(11)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -646,13 +652,18 @@ async fn pool_grows_under_load_shrinks_when_idle_and_idles_without_cpu() {
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..16 {
         let ex = ex.clone();
-        tasks.spawn(async move { body(&run(&ex, r#"fn handle(req) { "burst" }"#).await).to_string() });
+        tasks.spawn(
+            async move { body(&run(&ex, r#"fn handle(req) { "burst" }"#).await).to_string() },
+        );
     }
     while let Some(done) = tasks.join_next().await {
         assert_eq!(done.expect("task"), "burst");
     }
     let grown = ex.stats();
-    assert!(grown.misses_total > 0 && grown.target > 1, "the pool grew: {grown:?}");
+    assert!(
+        grown.misses_total > 0 && grown.target > 1,
+        "the pool grew: {grown:?}"
+    );
     assert!(grown.target <= 8, "never past max_warm: {grown:?}");
 
     // Idle: back to the floor once shrink_after has passed without misses.
@@ -673,7 +684,11 @@ async fn pool_grows_under_load_shrinks_when_idle_and_idles_without_cpu() {
     let before: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after: u64 = pids.iter().map(|&p| cpu_ticks(p)).sum();
-    assert!(after - before <= 1, "idle zygote and workers used {} ticks", after - before);
+    assert!(
+        after - before <= 1,
+        "idle zygote and workers used {} ticks",
+        after - before
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
