@@ -715,3 +715,22 @@ async fn a_killed_zygote_is_replaced() {
     assert!(recovered, "the pool recovered");
     assert_ne!(ex.zygote_pid(), Some(first));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_failures_are_clear_errors() {
+    let mut config = ExecutorConfig::new(Isolation::Process, cache_dir());
+    config.process.program = Some("/nonexistent/picloud".into());
+    let err = Executor::start(config)
+        .await
+        .expect_err("no zygote program");
+    assert!(err.to_string().contains("/nonexistent/picloud"), "{err}");
+
+    for isolation in [Isolation::Process, Isolation::Instance] {
+        let config = ExecutorConfig::new(isolation, "/proc/picloud-cannot-write-here");
+        let err = Executor::start(config).await.expect_err("unwritable cache");
+        assert!(
+            err.to_string().contains("/proc/picloud-cannot-write-here"),
+            "{err}"
+        );
+    }
+}
