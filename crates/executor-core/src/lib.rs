@@ -63,6 +63,9 @@ pub struct DiagnosticReport {
     pub fds: Vec<i32>,
     pub channel_fd: i32,
     pub module_fd: Option<i32>,
+    /// What became of forbidden system calls tried from inside the sandbox, by name
+    /// (`open`, `socket`, `fork`, `execve`, `ptrace`, `kill`): the error, or `"allowed"`.
+    pub attempts: std::collections::BTreeMap<String, String>,
 }
 
 /// A snapshot of the process pool.

@@ -29,6 +29,10 @@ pub(crate) fn isolate_zygote() -> SandboxReport {
             && nix::unistd::setuid(Uid::from_raw(NOBODY)).is_ok();
         report.dropped_root = dropped;
         if dropped {
+            // Changing credentials made the process non-dumpable, which hands its /proc files
+            // to root and so forbids writing its own uid_map. Workers set it back to 0.
+            // SAFETY: a plain prctl on this process.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
             report.user_namespace = enter_user_namespace(CloneFlags::empty());
         }
     } else {

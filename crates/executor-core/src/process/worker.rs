@@ -138,8 +138,49 @@ impl Diagnostics {
             fds,
             channel_fd,
             module_fd,
+            attempts: escape_attempts(),
         })
     }
+}
+
+/// Tries what a tenant who broke out of wasm would try first. Each must fail.
+fn escape_attempts() -> std::collections::BTreeMap<String, String> {
+    fn outcome(rc: libc::c_long) -> String {
+        if rc < 0 {
+            std::io::Error::last_os_error().to_string()
+        } else {
+            "allowed".into()
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    // SAFETY: each call only asks the kernel for something; nothing is dereferenced but the
+    // static strings, and a call that unexpectedly succeeds is undone at once.
+    unsafe {
+        let fd = libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY);
+        out.insert("open".into(), outcome(fd as libc::c_long));
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+        out.insert("socket".into(), outcome(fd as libc::c_long));
+        if fd >= 0 {
+            libc::close(fd);
+        }
+        let pid = libc::fork();
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        out.insert("fork".into(), outcome(pid as libc::c_long));
+        let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+        let envp = [std::ptr::null()];
+        let rc = libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), envp.as_ptr());
+        out.insert("execve".into(), outcome(rc as libc::c_long));
+        let rc = libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+        out.insert("ptrace".into(), outcome(rc));
+        let rc = libc::kill(1, 0);
+        out.insert("kill".into(), outcome(rc as libc::c_long));
+    }
+    out
 }
 
 /// Reads a `/proc/self/fd` directory with getdents64 (the worker cannot open anything).
