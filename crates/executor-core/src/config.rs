@@ -88,8 +88,14 @@ pub struct ProcessConfig {
     /// How long the pool stays grown after the last miss before shrinking to `min_warm`.
     /// Default 30 s.
     pub shrink_after: Duration,
-    /// `RLIMIT_CPU` of each worker, a backstop behind fuel and the deadline. Default 30 s.
+    /// `RLIMIT_CPU` of each worker, a backstop behind fuel and the deadline; it counts every
+    /// invocation the worker serves. Default 30 s.
     pub worker_cpu_seconds: u64,
+    /// Invocations one worker process may serve, each in a fresh wasm instance, all for the
+    /// same function of the same tenant ([`crate::Executor::invoke_for`]). Default 1: a
+    /// process per invocation. More saves a fork per reuse, at the price of letting whatever an
+    /// escaped script left in the process meet that same function's next invocation.
+    pub max_invocations_per_worker: u32,
     /// Let tests ask a worker to report its own sandbox state. Never reachable by a tenant.
     /// Default `false`.
     pub diagnostics: bool,
@@ -103,6 +109,7 @@ impl Default for ProcessConfig {
             max_warm: 32,
             shrink_after: Duration::from_secs(30),
             worker_cpu_seconds: 30,
+            max_invocations_per_worker: 1,
             diagnostics: false,
         }
     }

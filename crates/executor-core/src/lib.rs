@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use picloud_shared::guest::GuestInput;
 use picloud_shared::{
-    InvocationRequest, InvocationResult, Limits, MAX_CALL_LEVELS_CEILING, Outcome,
+    FunctionRef, InvocationRequest, InvocationResult, Limits, MAX_CALL_LEVELS_CEILING, Outcome,
 };
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +80,10 @@ pub struct PoolStats {
     pub spawned_total: u64,
     /// Invocations that found no warm worker and waited for one.
     pub misses_total: u64,
+    /// Workers parked for another invocation of the function they served.
+    pub reusable: usize,
+    /// Invocations served by a reused worker.
+    pub reused_total: u64,
 }
 
 #[derive(Debug)]
@@ -122,10 +126,34 @@ impl Executor {
         self.config.isolation
     }
 
-    /// Runs `script`'s `handle` with `request`. Never fails: whatever happens ends in the
-    /// result's [`Outcome`]. Limits above the executor's ceilings are lowered to them.
+    /// Runs `script`'s `handle` with `request` in a worker no one used before. Never fails:
+    /// whatever happens ends in the result's [`Outcome`]. Limits above the executor's ceilings
+    /// are lowered to them.
     pub async fn invoke(
         &self,
+        script: &str,
+        request: &InvocationRequest,
+        limits: &Limits,
+    ) -> InvocationResult {
+        self.run(None, script, request, limits).await
+    }
+
+    /// As [`Executor::invoke`], for `owner`'s function: with
+    /// [`ProcessConfig::max_invocations_per_worker`] above 1, a worker that served this same
+    /// function may serve it again (each time in a fresh wasm instance); never another one.
+    pub async fn invoke_for(
+        &self,
+        owner: &FunctionRef,
+        script: &str,
+        request: &InvocationRequest,
+        limits: &Limits,
+    ) -> InvocationResult {
+        self.run(Some(owner), script, request, limits).await
+    }
+
+    async fn run(
+        &self,
+        owner: Option<&FunctionRef>,
         script: &str,
         request: &InvocationRequest,
         limits: &Limits,
@@ -150,7 +178,7 @@ impl Executor {
         limits.script.max_call_levels = limits.script.max_call_levels.min(MAX_CALL_LEVELS_CEILING);
         let input = guest_input(script, request, &limits);
         match &self.mode {
-            Mode::Process(p) => p.invoke(input, limits).await,
+            Mode::Process(p) => p.invoke(input, limits, owner).await,
             Mode::Instance(i) => i.invoke(input, limits).await,
         }
     }

@@ -734,3 +734,72 @@ async fn start_up_failures_are_clear_errors() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_is_reused_only_for_the_same_function_when_configured() {
+    use picloud_shared::FunctionRef;
+    let mut config = ExecutorConfig::new(Isolation::Process, cache_dir());
+    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    config.process.max_invocations_per_worker = 3;
+    let ex = Executor::start(config).await.expect("starts");
+    let get = InvocationRequest::get("/");
+    let script = r#"let n = 0; n += 1; print(`${n}`); fn handle(req) { "ok" }"#;
+    let a = FunctionRef::new("tenant-a", "fn");
+    let b = FunctionRef::new("tenant-b", "fn");
+
+    for _ in 0..6 {
+        let r = ex.invoke_for(&a, script, &get, &Limits::default()).await;
+        assert_eq!(body(&r), "ok");
+        assert_eq!(
+            r.logs[0].message, "1",
+            "a fresh instance even in a reused worker"
+        );
+    }
+    // 6 invocations, 3 per worker: 2 workers, 4 reuses.
+    assert_eq!(ex.stats().reused_total, 4, "{:?}", ex.stats());
+
+    // Another tenant's function, and anonymous invocations, never get a's worker.
+    let r = ex.invoke_for(&b, script, &get, &Limits::default()).await;
+    assert_eq!(body(&r), "ok");
+    let r = ex.invoke(script, &get, &Limits::default()).await;
+    assert_eq!(body(&r), "ok");
+    assert_eq!(ex.stats().reused_total, 4);
+    let r = ex.invoke_for(&b, script, &get, &Limits::default()).await;
+    assert_eq!(body(&r), "ok");
+    assert_eq!(ex.stats().reused_total, 5, "b reuses its own worker");
+
+    // A worker killed for its deadline is not reused.
+    let mut slow = Limits {
+        timeout_ms: 100,
+        fuel: u64::MAX / 2,
+        ..Limits::default()
+    };
+    slow.script.max_operations = 0;
+    let c = FunctionRef::new("tenant-c", "fn");
+    let r = ex
+        .invoke_for(&c, "fn handle(req) { loop {} }", &get, &slow)
+        .await;
+    assert_kind(&r, "timeout", "deadline");
+    let r = ex.invoke_for(&c, script, &get, &Limits::default()).await;
+    assert_eq!(body(&r), "ok");
+    assert_eq!(ex.stats().reused_total, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_every_worker_serves_one_invocation() {
+    let ex = executor(Isolation::Process).await;
+    let owner = picloud_shared::FunctionRef::new("tenant", "fn");
+    for _ in 0..4 {
+        let r = ex
+            .invoke_for(
+                &owner,
+                r#"fn handle(req) { "once" }"#,
+                &InvocationRequest::get("/"),
+                &Limits::default(),
+            )
+            .await;
+        assert_eq!(body(&r), "once");
+    }
+    assert_eq!(ex.stats().reused_total, 0);
+    assert_eq!(ex.stats().reusable, 0);
+}

@@ -3,6 +3,23 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// One function of one tenant: what a worker may be reused for
+/// (`ProcessConfig::max_invocations_per_worker` in the executor).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct FunctionRef {
+    pub tenant: String,
+    pub function: String,
+}
+
+impl FunctionRef {
+    pub fn new(tenant: impl Into<String>, function: impl Into<String>) -> Self {
+        Self {
+            tenant: tenant.into(),
+            function: function.into(),
+        }
+    }
+}
+
 /// An HTTP request as a script sees it (`req` in `fn handle(req)`).
 ///
 /// Bodies are text: a body that is not UTF-8 reaches the script with invalid sequences replaced

@@ -8,6 +8,7 @@ mod invocation;
 mod limits;
 
 pub use invocation::{
-    InvocationRequest, InvocationResponse, InvocationResult, LogLevel, LogLine, Outcome,
+    FunctionRef, InvocationRequest, InvocationResponse, InvocationResult, LogLevel, LogLine,
+    Outcome,
 };
 pub use limits::{Limits, MAX_CALL_LEVELS_CEILING, ScriptLimits};

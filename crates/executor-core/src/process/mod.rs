@@ -10,7 +10,7 @@ mod wire;
 mod worker;
 pub(crate) mod zygote;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSliceMut;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-use picloud_shared::{InvocationResult, Limits, Outcome};
+use picloud_shared::{FunctionRef, InvocationResult, Limits, Outcome};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, Semaphore};
 
@@ -37,6 +37,8 @@ struct Worker {
     pid: i32,
     channel: UnixStream,
     pidfd: OwnedFd,
+    /// Invocations answered so far.
+    served: u32,
 }
 
 impl Worker {
@@ -66,6 +68,9 @@ struct Pool {
     pending: AtomicUsize,
     target: AtomicUsize,
     busy: Mutex<HashSet<i32>>,
+    /// Workers that answered and may serve the same function again.
+    reusable: Mutex<HashMap<FunctionRef, Vec<Worker>>>,
+    reused_total: AtomicU64,
     last_miss: Mutex<Instant>,
     grown: Notify,
     spawned_total: AtomicU64,
@@ -120,6 +125,34 @@ impl Pool {
         worker.ok_or(ExecutorError::ShutDown)
     }
 
+    /// A worker that already served `owner` and may serve it again.
+    fn take_reusable(&self, owner: &FunctionRef) -> Option<Worker> {
+        let mut reusable = self.reusable.lock().ok()?;
+        let workers = reusable.get_mut(owner)?;
+        let worker = workers.pop();
+        if workers.is_empty() {
+            reusable.remove(owner);
+        }
+        if worker.is_some() {
+            self.reused_total.fetch_add(1, Ordering::Relaxed);
+        }
+        worker
+    }
+
+    /// Keeps a worker that answered for `owner`'s next invocation, unless it has served its
+    /// quota or `max_warm` workers are parked already (then it is dismissed and exits).
+    fn park(&self, owner: &FunctionRef, worker: Worker) {
+        if worker.served >= self.config.max_invocations_per_worker {
+            return;
+        }
+        if let Ok(mut reusable) = self.reusable.lock() {
+            let parked: usize = reusable.values().map(Vec::len).sum();
+            if parked < self.config.max_warm {
+                reusable.entry(owner.clone()).or_default().push(worker);
+            }
+        }
+    }
+
     /// No warm worker was there: grow the target (doubling, up to `max_warm`).
     fn missed(&self) {
         self.misses_total.fetch_add(1, Ordering::Relaxed);
@@ -151,6 +184,9 @@ impl Pool {
                 continue;
             }
             self.target.store(self.config.min_warm, Ordering::Release);
+            if let Ok(mut reusable) = self.reusable.lock() {
+                reusable.clear();
+            }
             loop {
                 let warm = self.warm.lock().map_or(0, |w| w.len());
                 if warm <= self.config.min_warm {
@@ -193,6 +229,7 @@ impl ProcessExecutor {
             max_memory_bytes: config.max_memory_bytes,
             consume_fuel: config.consume_fuel,
             worker_cpu_seconds: config.process.worker_cpu_seconds,
+            max_invocations_per_worker: config.process.max_invocations_per_worker,
             diagnostics: config.process.diagnostics,
         };
         let pool = Arc::new(Pool {
@@ -202,6 +239,8 @@ impl ProcessExecutor {
             pending: AtomicUsize::new(0),
             target: AtomicUsize::new(config.process.min_warm),
             busy: Mutex::new(HashSet::new()),
+            reusable: Mutex::new(HashMap::new()),
+            reused_total: AtomicU64::new(0),
             last_miss: Mutex::new(Instant::now()),
             grown: Notify::new(),
             spawned_total: AtomicU64::new(0),
@@ -246,6 +285,11 @@ impl ProcessExecutor {
             target: p.target.load(Ordering::Relaxed),
             spawned_total: p.spawned_total.load(Ordering::Relaxed),
             misses_total: p.misses_total.load(Ordering::Relaxed),
+            reusable: p
+                .reusable
+                .lock()
+                .map_or(0, |r| r.values().map(Vec::len).sum()),
+            reused_total: p.reused_total.load(Ordering::Relaxed),
         }
     }
 
@@ -264,18 +308,27 @@ impl ProcessExecutor {
         }
     }
 
-    pub async fn invoke(&self, input: Vec<u8>, limits: Limits) -> InvocationResult {
+    pub async fn invoke(
+        &self,
+        input: Vec<u8>,
+        limits: Limits,
+        owner: Option<&FunctionRef>,
+    ) -> InvocationResult {
         let started = Instant::now();
-        let worker = match self.pool.take().await {
-            Ok(w) => w,
-            Err(e) => {
-                return InvocationResult::failed(
-                    Outcome::Internal {
-                        message: e.to_string(),
-                    },
-                    started.elapsed(),
-                );
-            }
+        let reused = owner.and_then(|o| self.pool.take_reusable(o));
+        let mut worker = match reused {
+            Some(w) => w,
+            None => match self.pool.take().await {
+                Ok(w) => w,
+                Err(e) => {
+                    return InvocationResult::failed(
+                        Outcome::Internal {
+                            message: e.to_string(),
+                        },
+                        started.elapsed(),
+                    );
+                }
+            },
         };
         let _busy = Busy::new(&self.pool, worker.pid);
         let header = match serde_json::to_vec(&WorkerRequest::Invoke {
@@ -320,6 +373,17 @@ impl ProcessExecutor {
             }
         };
         result.duration_us = started.elapsed().as_micros() as u64;
+        drop(_busy);
+        // Only a worker that answered normally may be reused: one that timed out was killed,
+        // and one that failed internally is not trusted with another invocation.
+        let healthy = !matches!(
+            result.outcome,
+            Outcome::Timeout { .. } | Outcome::WorkerCrashed { .. } | Outcome::Internal { .. }
+        );
+        if let (Some(owner), true) = (owner, healthy) {
+            worker.served += 1;
+            self.pool.park(owner, worker);
+        }
         result
     }
 
@@ -353,6 +417,9 @@ impl Drop for ProcessExecutor {
         }
         if let Ok(mut w) = self.pool.warm.lock() {
             w.clear();
+        }
+        if let Ok(mut r) = self.pool.reusable.lock() {
+            r.clear();
         }
         self.pool.available.close();
     }
@@ -556,6 +623,7 @@ impl Zygote {
             pid: i32::from_le_bytes(pid),
             channel,
             pidfd,
+            served: 0,
         })
     }
 }

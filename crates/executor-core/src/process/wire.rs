@@ -68,6 +68,7 @@ pub(crate) struct ZygoteHello {
     pub max_memory_bytes: u64,
     pub consume_fuel: bool,
     pub worker_cpu_seconds: u64,
+    pub max_invocations_per_worker: u32,
     pub diagnostics: bool,
 }
 

@@ -56,33 +56,38 @@ fn serve(channel: &mut UnixStream, ctx: &ZygoteCtx) -> Result<(), String> {
     sandbox::restrict_worker(ctx.cpu_seconds)?;
     sandbox::enter_seccomp(&ctx.filter)?;
 
-    // Pre-instantiate while waiting costs the request nothing.
-    let mut store = Store::new(&ctx.engine, HostState::new(ctx.max_memory_bytes, 0));
-    store.limiter(|s| &mut s.memory);
-    let instance = ctx.pre.instantiate(&mut store);
+    let mut diagnostics = diagnostics;
+    for _ in 0..ctx.max_invocations {
+        // Pre-instantiate while waiting: it costs the request nothing. Every invocation gets a
+        // fresh store and instance, also in a reused worker.
+        let mut store = Store::new(&ctx.engine, HostState::new(ctx.max_memory_bytes, 0));
+        store.limiter(|s| &mut s.memory);
+        let instance = ctx.pre.instantiate(&mut store);
 
-    let Some(header) = wire::read_frame(channel, 1 << 20).map_err(|e| e.to_string())? else {
-        return Ok(()); // retired without work
-    };
-    let request: WorkerRequest =
-        serde_json::from_slice(&header).map_err(|e| format!("bad request: {e}"))?;
-    let answer = match request {
-        WorkerRequest::Invoke { limits } => {
-            let started = Instant::now();
-            let input = wire::read_frame(channel, MAX_INPUT)
-                .map_err(|e| e.to_string())?
-                .ok_or("the server sent no input")?;
-            let result = invoke(&mut store, instance, &input, &limits);
-            let result = host::finish(&mut store, result, &limits, started);
-            serde_json::to_vec(&result)
+        let Some(header) = wire::read_frame(channel, 1 << 20).map_err(|e| e.to_string())? else {
+            return Ok(()); // retired
+        };
+        let request: WorkerRequest =
+            serde_json::from_slice(&header).map_err(|e| format!("bad request: {e}"))?;
+        let answer = match request {
+            WorkerRequest::Invoke { limits } => {
+                let started = Instant::now();
+                let input = wire::read_frame(channel, MAX_INPUT)
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the server sent no input")?;
+                let result = invoke(&mut store, instance, &input, &limits);
+                let result = host::finish(&mut store, result, &limits, started);
+                serde_json::to_vec(&result)
+            }
+            WorkerRequest::Diagnose => {
+                let d = diagnostics.take().ok_or("diagnostics are disabled")?;
+                serde_json::to_vec(&d.report(channel.as_raw_fd(), ctx.module_fd)?)
+            }
         }
-        WorkerRequest::Diagnose => {
-            let d = diagnostics.ok_or("diagnostics are disabled")?;
-            serde_json::to_vec(&d.report(channel.as_raw_fd(), ctx.module_fd)?)
-        }
+        .map_err(|e| e.to_string())?;
+        wire::write_frame(channel, &answer).map_err(|e| e.to_string())?;
     }
-    .map_err(|e| e.to_string())?;
-    wire::write_frame(channel, &answer).map_err(|e| e.to_string())
+    Ok(())
 }
 
 fn invoke(

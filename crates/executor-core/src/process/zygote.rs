@@ -53,6 +53,7 @@ pub(crate) struct ZygoteCtx {
     pub filter: BpfProgram,
     pub max_memory_bytes: u64,
     pub cpu_seconds: u64,
+    pub max_invocations: u32,
     pub diagnostics: bool,
 }
 
@@ -113,6 +114,7 @@ fn prepare(hello: &ZygoteHello) -> Result<(ZygoteCtx, ZygoteReady), String> {
         filter,
         max_memory_bytes: hello.max_memory_bytes,
         cpu_seconds: hello.worker_cpu_seconds,
+        max_invocations: hello.max_invocations_per_worker.max(1),
         diagnostics: hello.diagnostics,
     };
     Ok((ctx, ZygoteReady::Ready { sandbox }))
