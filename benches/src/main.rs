@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
-use picloud_shared::{InvocationRequest, Limits};
+use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 use serde_json::json;
 
 const HELLO: &str = r#"fn handle(req) { `hello ${req.query.name ?? "world"}` }"#;
@@ -73,6 +73,17 @@ fn main() -> Result<()> {
             }
             hello.push(json!({ "what": isolation.as_str(), "clients": clients, "stats": stats }));
         }
+        // Process mode with workers reused up to 8 times for the same function.
+        let mut reuse = config(Isolation::Process);
+        reuse.process.max_invocations_per_worker = 8;
+        let ex = Arc::new(rt.block_on(Executor::start(reuse))?);
+        let stats = rt.block_on(load_for(ex, HELLO, Duration::from_secs(seconds), clients));
+        if only.is_some() {
+            eprintln!("process reused c{clients}: {stats}");
+        }
+        hello.push(
+            json!({ "what": "process, worker reused ×8", "clients": clients, "stats": stats }),
+        );
         eprintln!("hello world, {clients} client(s): done");
     }
     report.insert("hello".into(), json!(hello));
@@ -202,15 +213,38 @@ async fn load(
     duration: Duration,
     clients: usize,
 ) -> serde_json::Value {
+    load_as(ex, None, script, duration, clients).await
+}
+
+/// As [`load`], every invocation for one function (so workers may be reused).
+async fn load_for(
+    ex: Arc<Executor>,
+    script: &'static str,
+    duration: Duration,
+    clients: usize,
+) -> serde_json::Value {
+    let owner = FunctionRef::new("bench", "hello");
+    load_as(ex, Some(owner), script, duration, clients).await
+}
+
+async fn load_as(
+    ex: Arc<Executor>,
+    owner: Option<FunctionRef>,
+    script: &'static str,
+    duration: Duration,
+    clients: usize,
+) -> serde_json::Value {
     // Warm-up: one second, not measured.
-    run_clients(ex.clone(), script, Duration::from_secs(1), clients).await;
+    let warm_up = Duration::from_secs(1);
+    run_clients(ex.clone(), owner.clone(), script, warm_up, clients).await;
     let started = Instant::now();
-    let (micros, errors) = run_clients(ex, script, duration, clients).await;
+    let (micros, errors) = run_clients(ex, owner, script, duration, clients).await;
     stats(micros, started.elapsed(), errors)
 }
 
 async fn run_clients(
     ex: Arc<Executor>,
+    owner: Option<FunctionRef>,
     script: &'static str,
     duration: Duration,
     clients: usize,
@@ -219,6 +253,7 @@ async fn run_clients(
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
         let ex = ex.clone();
+        let owner = owner.clone();
         tasks.spawn(async move {
             let request = InvocationRequest::get("/");
             let limits = Limits::default();
@@ -226,7 +261,10 @@ async fn run_clients(
             let mut errors = 0;
             while Instant::now() < end {
                 let t = Instant::now();
-                let r = ex.invoke(script, &request, &limits).await;
+                let r = match &owner {
+                    Some(o) => ex.invoke_for(o, script, &request, &limits).await,
+                    None => ex.invoke(script, &request, &limits).await,
+                };
                 micros.push(t.elapsed().as_micros() as u64);
                 if !r.outcome.is_ok() {
                     errors += 1;
