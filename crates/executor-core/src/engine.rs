@@ -134,8 +134,7 @@ pub(crate) fn snapshot(
     let (cx, instrumented) = wizer.instrument(wasm).map_err(ExecutorError::guest)?;
     let module = Module::new(engine, &instrumented).map_err(ExecutorError::guest)?;
     let linker = host::linker(engine, &module).map_err(ExecutorError::guest)?;
-    let mut store = Store::new(engine, HostState::new(u64::MAX, 0));
-    store.limiter(|s| &mut s.memory);
+    let mut store = host::new_store(engine, u64::MAX, 0);
     if engine.get_consume_fuel() {
         store.set_fuel(u64::MAX).map_err(ExecutorError::guest)?;
     }

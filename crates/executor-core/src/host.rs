@@ -39,6 +39,18 @@ impl HostState {
     }
 }
 
+/// A store for one invocation, its memory limiter installed. `memory_limit` and
+/// `max_log_bytes` may be tightened later by [`arm_store`].
+pub(crate) fn new_store(
+    engine: &Engine,
+    memory_limit: u64,
+    max_log_bytes: u32,
+) -> Store<HostState> {
+    let mut store = Store::new(engine, HostState::new(memory_limit, max_log_bytes));
+    store.limiter(|s| &mut s.memory);
+    store
+}
+
 /// Enforces the memory limit and remembers *why* it refused: the trap it causes is a plain
 /// error, not a [`Trap`], so without this record a memory bomb would look like an internal
 /// failure.

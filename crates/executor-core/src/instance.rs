@@ -8,7 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use picloud_shared::{InvocationResult, Limits, Outcome};
-use wasmtime::{Engine, InstancePre, Store, UpdateDeadline};
+use wasmtime::{Engine, InstancePre, UpdateDeadline};
 
 use crate::error::ExecutorError;
 use crate::host::{self, HostState};
@@ -143,11 +143,11 @@ fn run_job(
 ) -> InvocationResult {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(limits.timeout_ms);
-    let mut store = Store::new(
+    let mut store = host::new_store(
         pre.module().engine(),
-        HostState::new(limits.memory_bytes, limits.max_log_bytes),
+        limits.memory_bytes,
+        limits.max_log_bytes,
     );
-    store.limiter(|s| &mut s.memory);
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         Ok(if Instant::now() >= deadline {

@@ -246,11 +246,7 @@ pub fn invoke_once(
     let engine = engine::engine(config, Isolation::Process)?;
     let guest = engine::load_guest(&engine, Isolation::Process, &config.cache_dir)?;
     let linker = host::linker(&engine, &guest.module).map_err(ExecutorError::guest)?;
-    let mut store = wasmtime::Store::new(
-        &engine,
-        host::HostState::new(limits.memory_bytes, limits.max_log_bytes),
-    );
-    store.limiter(|s| &mut s.memory);
+    let mut store = host::new_store(&engine, limits.memory_bytes, limits.max_log_bytes);
     let input = guest_input(script, request, limits);
     let result = host::arm_store(&mut store, limits)
         .and_then(|()| linker.instantiate(&mut store, &guest.module))

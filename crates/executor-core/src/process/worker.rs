@@ -60,8 +60,7 @@ fn serve(channel: &mut UnixStream, ctx: &ZygoteCtx) -> Result<(), String> {
     for _ in 0..ctx.max_invocations {
         // Pre-instantiate while waiting: it costs the request nothing. Every invocation gets a
         // fresh store and instance, also in a reused worker.
-        let mut store = Store::new(&ctx.engine, HostState::new(ctx.max_memory_bytes, 0));
-        store.limiter(|s| &mut s.memory);
+        let mut store = host::new_store(&ctx.engine, ctx.max_memory_bytes, 0);
         let instance = ctx.pre.instantiate(&mut store);
 
         let Some(header) = wire::read_frame(channel, 1 << 20).map_err(|e| e.to_string())? else {

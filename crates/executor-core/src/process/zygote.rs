@@ -15,7 +15,7 @@ use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use nix::unistd::{ForkResult, fork};
 use picloud_shared::{InvocationRequest, Limits};
 use seccompiler::BpfProgram;
-use wasmtime::{Engine, InstancePre, Module, Store};
+use wasmtime::{Engine, InstancePre, Module};
 
 use super::wire::{self, ZygoteHello, ZygoteReady};
 use super::worker;
@@ -129,11 +129,7 @@ fn warm_up(engine: &Engine, pre: &InstancePre<HostState>) -> Result<(), String> 
         &InvocationRequest::get("/"),
         &limits,
     );
-    let mut store = Store::new(
-        engine,
-        HostState::new(limits.memory_bytes, limits.max_log_bytes),
-    );
-    store.limiter(|s| &mut s.memory);
+    let mut store = host::new_store(engine, limits.memory_bytes, limits.max_log_bytes);
     let result = host::arm_store(&mut store, &limits)
         .and_then(|()| pre.instantiate(&mut store))
         .and_then(|instance| host::run(&mut store, &instance, &input));
