@@ -1,0 +1,582 @@
+//! The store. Both back ends run the same SQL text (sqlx binds `$1` positionally on SQLite
+//! too); only the migrations differ by dialect. The implementation is written once, in
+//! [`impl_store!`], and expanded for each pool type.
+
+use std::future::Future;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// An applied migration was edited, or migrating failed: start-up must stop.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+}
+
+impl StoreError {
+    fn from_sqlx(e: sqlx::Error, what: &'static str) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => Self::NotFound(what),
+            sqlx::Error::Database(d) if d.is_unique_violation() => Self::Conflict(what),
+            _ => Self::Database(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Tenant {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// A token as stored: never its secret, only a hash of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Token {
+    pub id: i64,
+    /// `None` for an admin token.
+    pub tenant_id: Option<i64>,
+    pub name: String,
+    pub admin: bool,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Function {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub name: String,
+    pub public: bool,
+    pub active_version: Option<i32>,
+    pub created_at: i64,
+}
+
+/// An immutable saved version of a function's script (its source is fetched separately).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Version {
+    pub function_id: i64,
+    pub version: i32,
+    pub sha256: String,
+    pub author: String,
+    pub created_at: i64,
+}
+
+/// An environment variable as listed: a secret's value is never read back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: Option<String>,
+    pub secret: bool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The control plane's data. Every method that names a tenant's object takes the tenant, so a
+/// caller cannot reach another tenant's data by id alone.
+pub trait Store: Send + Sync {
+    fn create_tenant(&self, name: &str) -> impl Future<Output = Result<Tenant>> + Send;
+    fn tenant_by_name(&self, name: &str) -> impl Future<Output = Result<Option<Tenant>>> + Send;
+    fn list_tenants(&self) -> impl Future<Output = Result<Vec<Tenant>>> + Send;
+
+    /// Stores a token by the hash of its secret.
+    fn create_token(
+        &self,
+        tenant_id: Option<i64>,
+        name: &str,
+        hash: &str,
+        admin: bool,
+    ) -> impl Future<Output = Result<Token>> + Send;
+    /// The unrevoked token with this hash.
+    fn token_by_hash(&self, hash: &str) -> impl Future<Output = Result<Option<Token>>> + Send;
+    /// A tenant's tokens, or (with `None`) the admin tokens.
+    fn list_tokens(
+        &self,
+        tenant_id: Option<i64>,
+    ) -> impl Future<Output = Result<Vec<Token>>> + Send;
+    fn revoke_token(
+        &self,
+        tenant_id: Option<i64>,
+        id: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    fn create_function(
+        &self,
+        tenant_id: i64,
+        name: &str,
+        public: bool,
+    ) -> impl Future<Output = Result<Function>> + Send;
+    fn function(
+        &self,
+        tenant_id: i64,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<Function>>> + Send;
+    fn list_functions(&self, tenant_id: i64) -> impl Future<Output = Result<Vec<Function>>> + Send;
+    fn delete_function(
+        &self,
+        tenant_id: i64,
+        name: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Saves `source` as the function's next version (1, 2, …) with its SHA-256.
+    fn add_version(
+        &self,
+        function_id: i64,
+        source: &str,
+        author: &str,
+    ) -> impl Future<Output = Result<Version>> + Send;
+    fn versions(&self, function_id: i64) -> impl Future<Output = Result<Vec<Version>>> + Send;
+    fn version_source(
+        &self,
+        function_id: i64,
+        version: i32,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Makes `version` the active one, in one transaction (deploy and rollback alike).
+    fn deploy(
+        &self,
+        function_id: i64,
+        version: i32,
+    ) -> impl Future<Output = Result<Function>> + Send;
+
+    fn set_env(
+        &self,
+        function_id: i64,
+        name: &str,
+        value: &str,
+        secret: bool,
+    ) -> impl Future<Output = Result<()>> + Send;
+    fn unset_env(&self, function_id: i64, name: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Variables for display: secrets without their values.
+    fn list_env(&self, function_id: i64) -> impl Future<Output = Result<Vec<EnvVar>>> + Send;
+    /// Every name and value, secrets included: for the executor only.
+    fn env_values(
+        &self,
+        function_id: i64,
+    ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+}
+
+macro_rules! impl_store {
+    ($store:ty) => {
+        impl Store for $store {
+            async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+                sqlx::query_as("INSERT INTO tenants (name, created_at) VALUES ($1, $2) RETURNING id, name, created_at")
+                    .bind(name)
+                    .bind(now_ms())
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(e, "tenant"))
+            }
+
+            async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+                sqlx::query_as("SELECT id, name, created_at FROM tenants WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+
+            async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+                sqlx::query_as("SELECT id, name, created_at FROM tenants ORDER BY name")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+
+            async fn create_token(&self, tenant_id: Option<i64>, name: &str, hash: &str, admin: bool) -> Result<Token> {
+                sqlx::query_as(
+                    "INSERT INTO tokens (tenant_id, name, hash, admin, created_at) VALUES ($1, $2, $3, $4, $5) \
+                     RETURNING id, tenant_id, name, admin, created_at, revoked_at",
+                )
+                .bind(tenant_id)
+                .bind(name)
+                .bind(hash)
+                .bind(admin)
+                .bind(now_ms())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "token"))
+            }
+
+            async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
+                sqlx::query_as(
+                    "SELECT id, tenant_id, name, admin, created_at, revoked_at FROM tokens \
+                     WHERE hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::Database)
+            }
+
+            async fn list_tokens(&self, tenant_id: Option<i64>) -> Result<Vec<Token>> {
+                let q = match tenant_id {
+                    Some(_) => "SELECT id, tenant_id, name, admin, created_at, revoked_at FROM tokens WHERE tenant_id = $1 ORDER BY id",
+                    None => "SELECT id, tenant_id, name, admin, created_at, revoked_at FROM tokens WHERE tenant_id IS NULL ORDER BY id",
+                };
+                let q = sqlx::query_as(q);
+                let q = match tenant_id {
+                    Some(t) => q.bind(t),
+                    None => q,
+                };
+                q.fetch_all(&self.pool).await.map_err(StoreError::Database)
+            }
+
+            async fn revoke_token(&self, tenant_id: Option<i64>, id: i64) -> Result<()> {
+                let q = match tenant_id {
+                    Some(_) => "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND tenant_id = $3",
+                    None => "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL AND tenant_id IS NULL",
+                };
+                let q = sqlx::query(q).bind(now_ms()).bind(id);
+                let q = match tenant_id {
+                    Some(t) => q.bind(t),
+                    None => q,
+                };
+                let done = q.execute(&self.pool).await.map_err(StoreError::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound("token"));
+                }
+                Ok(())
+            }
+
+            async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function> {
+                sqlx::query_as(
+                    "INSERT INTO functions (tenant_id, name, public, created_at) VALUES ($1, $2, $3, $4) \
+                     RETURNING id, tenant_id, name, public, active_version, created_at",
+                )
+                .bind(tenant_id)
+                .bind(name)
+                .bind(public)
+                .bind(now_ms())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "function"))
+            }
+
+            async fn function(&self, tenant_id: i64, name: &str) -> Result<Option<Function>> {
+                sqlx::query_as(
+                    "SELECT id, tenant_id, name, public, active_version, created_at FROM functions \
+                     WHERE tenant_id = $1 AND name = $2",
+                )
+                .bind(tenant_id)
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::Database)
+            }
+
+            async fn list_functions(&self, tenant_id: i64) -> Result<Vec<Function>> {
+                sqlx::query_as(
+                    "SELECT id, tenant_id, name, public, active_version, created_at FROM functions \
+                     WHERE tenant_id = $1 ORDER BY name",
+                )
+                .bind(tenant_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)
+            }
+
+            async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
+                let done = sqlx::query("DELETE FROM functions WHERE tenant_id = $1 AND name = $2")
+                    .bind(tenant_id)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound("function"));
+                }
+                Ok(())
+            }
+
+            async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
+                // The primary key (function_id, version) makes a concurrent save fail rather
+                // than share a number; the caller may retry.
+                sqlx::query_as(
+                    "INSERT INTO function_versions (function_id, version, source, sha256, author, created_at) \
+                     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM function_versions WHERE function_id = $1 \
+                     RETURNING function_id, version, sha256, author, created_at",
+                )
+                .bind(function_id)
+                .bind(source)
+                .bind(sha256_hex(source))
+                .bind(author)
+                .bind(now_ms())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "version"))
+            }
+
+            async fn versions(&self, function_id: i64) -> Result<Vec<Version>> {
+                sqlx::query_as(
+                    "SELECT function_id, version, sha256, author, created_at FROM function_versions \
+                     WHERE function_id = $1 ORDER BY version",
+                )
+                .bind(function_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)
+            }
+
+            async fn version_source(&self, function_id: i64, version: i32) -> Result<Option<String>> {
+                sqlx::query_scalar("SELECT source FROM function_versions WHERE function_id = $1 AND version = $2")
+                    .bind(function_id)
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+
+            async fn deploy(&self, function_id: i64, version: i32) -> Result<Function> {
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let exists: Option<i32> = sqlx::query_scalar(
+                    "SELECT version FROM function_versions WHERE function_id = $1 AND version = $2",
+                )
+                .bind(function_id)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                if exists.is_none() {
+                    return Err(StoreError::NotFound("version"));
+                }
+                let function = sqlx::query_as(
+                    "UPDATE functions SET active_version = $1 WHERE id = $2 \
+                     RETURNING id, tenant_id, name, public, active_version, created_at",
+                )
+                .bind(version)
+                .bind(function_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(function)
+            }
+
+            async fn set_env(&self, function_id: i64, name: &str, value: &str, secret: bool) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO env_vars (function_id, name, value, secret) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (function_id, name) DO UPDATE SET value = excluded.value, secret = excluded.secret",
+                )
+                .bind(function_id)
+                .bind(name)
+                .bind(value)
+                .bind(secret)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+                Ok(())
+            }
+
+            async fn unset_env(&self, function_id: i64, name: &str) -> Result<()> {
+                let done = sqlx::query("DELETE FROM env_vars WHERE function_id = $1 AND name = $2")
+                    .bind(function_id)
+                    .bind(name)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound("environment variable"));
+                }
+                Ok(())
+            }
+
+            async fn list_env(&self, function_id: i64) -> Result<Vec<EnvVar>> {
+                let rows: Vec<(String, String, bool)> = sqlx::query_as(
+                    "SELECT name, value, secret FROM env_vars WHERE function_id = $1 ORDER BY name",
+                )
+                .bind(function_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(name, value, secret)| EnvVar {
+                        name,
+                        value: (!secret).then_some(value),
+                        secret,
+                    })
+                    .collect())
+            }
+
+            async fn env_values(&self, function_id: i64) -> Result<Vec<(String, String)>> {
+                sqlx::query_as("SELECT name, value FROM env_vars WHERE function_id = $1 ORDER BY name")
+                    .bind(function_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+        }
+    };
+}
+
+/// The store on PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and runs the PostgreSQL migrations (sqlx takes an advisory lock, so several
+    /// managers may start at once; an edited migration stops start-up).
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached or a migration fails.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .connect(url)
+            .await
+            .map_err(StoreError::Database)?;
+        sqlx::migrate!("../../migrations/postgres")
+            .run(&pool)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// The store in an embedded SQLite file.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the SQLite file at `path` in WAL mode with foreign keys on,
+    /// and runs the SQLite migrations.
+    ///
+    /// # Errors
+    ///
+    /// When the file cannot be opened or a migration fails.
+    pub async fn open(path: &Path) -> Result<Self> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(StoreError::Database)?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(StoreError::Database)?;
+        sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+impl_store!(PgStore);
+impl_store!(SqliteStore);
+
+/// Either store, chosen at start-up: PostgreSQL when a database URL is configured, else SQLite.
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Postgres(PgStore),
+    Sqlite(SqliteStore),
+}
+
+macro_rules! delegate {
+    ($self:ident, $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            AnyStore::Postgres(s) => s.$method($($arg),*).await,
+            AnyStore::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        delegate!(self, create_tenant(name))
+    }
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        delegate!(self, tenant_by_name(name))
+    }
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        delegate!(self, list_tenants())
+    }
+    async fn create_token(
+        &self,
+        tenant_id: Option<i64>,
+        name: &str,
+        hash: &str,
+        admin: bool,
+    ) -> Result<Token> {
+        delegate!(self, create_token(tenant_id, name, hash, admin))
+    }
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
+        delegate!(self, token_by_hash(hash))
+    }
+    async fn list_tokens(&self, tenant_id: Option<i64>) -> Result<Vec<Token>> {
+        delegate!(self, list_tokens(tenant_id))
+    }
+    async fn revoke_token(&self, tenant_id: Option<i64>, id: i64) -> Result<()> {
+        delegate!(self, revoke_token(tenant_id, id))
+    }
+    async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function> {
+        delegate!(self, create_function(tenant_id, name, public))
+    }
+    async fn function(&self, tenant_id: i64, name: &str) -> Result<Option<Function>> {
+        delegate!(self, function(tenant_id, name))
+    }
+    async fn list_functions(&self, tenant_id: i64) -> Result<Vec<Function>> {
+        delegate!(self, list_functions(tenant_id))
+    }
+    async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
+        delegate!(self, delete_function(tenant_id, name))
+    }
+    async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
+        delegate!(self, add_version(function_id, source, author))
+    }
+    async fn versions(&self, function_id: i64) -> Result<Vec<Version>> {
+        delegate!(self, versions(function_id))
+    }
+    async fn version_source(&self, function_id: i64, version: i32) -> Result<Option<String>> {
+        delegate!(self, version_source(function_id, version))
+    }
+    async fn deploy(&self, function_id: i64, version: i32) -> Result<Function> {
+        delegate!(self, deploy(function_id, version))
+    }
+    async fn set_env(&self, function_id: i64, name: &str, value: &str, secret: bool) -> Result<()> {
+        delegate!(self, set_env(function_id, name, value, secret))
+    }
+    async fn unset_env(&self, function_id: i64, name: &str) -> Result<()> {
+        delegate!(self, unset_env(function_id, name))
+    }
+    async fn list_env(&self, function_id: i64) -> Result<Vec<EnvVar>> {
+        delegate!(self, list_env(function_id))
+    }
+    async fn env_values(&self, function_id: i64) -> Result<Vec<(String, String)>> {
+        delegate!(self, env_values(function_id))
+    }
+}

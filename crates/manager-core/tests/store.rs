@@ -1,0 +1,357 @@
+//! The store conformance suite, run against BOTH back ends: an SQLite file and a real
+//! PostgreSQL (`PICLOUD_TEST_DATABASE_URL`, default the local server's `test` database; each
+//! test gets a database of its own). A PostgreSQL that cannot be reached fails the test.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use picloud_manager_core::{PgStore, SqliteStore, Store, StoreError};
+use sqlx::Connection;
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+fn admin_url() -> String {
+    std::env::var("PICLOUD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.into())
+}
+
+/// A fresh PostgreSQL database for one test, named after the process and a counter.
+async fn fresh_pg() -> PgStore {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "picloud_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for these tests: {e}"));
+    drop_stale_databases(&mut conn).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("drop old test database");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("PICLOUD_TEST_DATABASE_URL must name a database: {admin}"),
+    };
+    PgStore::connect(&url).await.expect("connect and migrate")
+}
+
+/// Drops the databases of earlier test processes that are gone (each test process makes its
+/// own and does not outlive it).
+async fn drop_stale_databases(conn: &mut sqlx::PgConnection) {
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'picloud_test_%'")
+            .fetch_all(&mut *conn)
+            .await
+            .expect("list test databases");
+    for name in names {
+        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+            // Another test process may be dropping it at the same moment.
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+}
+
+fn sqlite_path() -> PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sqlite-stores");
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(format!(
+        "{}-{}.db",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+async fn fresh_sqlite() -> SqliteStore {
+    SqliteStore::open(&sqlite_path())
+        .await
+        .expect("open and migrate")
+}
+
+/// Runs `$name(store)` against each back end.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name(&super::fresh_sqlite().await).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(&super::fresh_pg().await).await
+            }
+        }
+    )*};
+}
+
+conformance!(
+    tenants_are_unique,
+    tokens_are_found_by_hash_until_revoked,
+    functions_belong_to_their_tenant,
+    versions_are_numbered_and_hashed,
+    deploy_and_rollback,
+    env_secrets_are_write_only,
+);
+
+async fn tenants_are_unique(s: &impl Store) {
+    let a = s.create_tenant("acme").await.expect("create");
+    assert_eq!(a.name, "acme");
+    assert!(matches!(
+        s.create_tenant("acme").await,
+        Err(StoreError::Conflict("tenant"))
+    ));
+    s.create_tenant("beta").await.expect("create");
+    let names: Vec<String> = s
+        .list_tenants()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["acme", "beta"]);
+    assert_eq!(s.tenant_by_name("acme").await.expect("get"), Some(a));
+    assert_eq!(s.tenant_by_name("nope").await.expect("get"), None);
+}
+
+async fn tokens_are_found_by_hash_until_revoked(s: &impl Store) {
+    let t = s.create_tenant("acme").await.expect("tenant");
+    let admin = s
+        .create_token(None, "root", "hash-admin", true)
+        .await
+        .expect("admin token");
+    assert!(admin.admin && admin.tenant_id.is_none());
+    let tok = s
+        .create_token(Some(t.id), "ci", "hash-1", false)
+        .await
+        .expect("token");
+    assert_eq!(
+        s.token_by_hash("hash-1").await.expect("get"),
+        Some(tok.clone())
+    );
+    assert!(matches!(
+        s.create_token(Some(t.id), "dup", "hash-1", false).await,
+        Err(StoreError::Conflict("token"))
+    ));
+    assert_eq!(s.list_tokens(Some(t.id)).await.expect("list").len(), 1);
+    assert_eq!(s.list_tokens(None).await.expect("list admin").len(), 1);
+    // Another tenant cannot revoke it, nor can the admin scope.
+    let other = s.create_tenant("other").await.expect("tenant");
+    assert!(matches!(
+        s.revoke_token(Some(other.id), tok.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.revoke_token(None, tok.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    s.revoke_token(Some(t.id), tok.id).await.expect("revoke");
+    assert_eq!(s.token_by_hash("hash-1").await.expect("get"), None);
+    assert!(matches!(
+        s.revoke_token(Some(t.id), tok.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+async fn functions_belong_to_their_tenant(s: &impl Store) {
+    let a = s.create_tenant("a").await.expect("tenant");
+    let b = s.create_tenant("b").await.expect("tenant");
+    let f = s
+        .create_function(a.id, "hello", true)
+        .await
+        .expect("create");
+    assert_eq!(
+        (f.name.as_str(), f.public, f.active_version),
+        ("hello", true, None)
+    );
+    assert!(matches!(
+        s.create_function(a.id, "hello", false).await,
+        Err(StoreError::Conflict("function"))
+    ));
+    // The same name in another tenant is another function.
+    s.create_function(b.id, "hello", false)
+        .await
+        .expect("b's hello");
+    assert_eq!(
+        s.function(a.id, "hello").await.expect("get"),
+        Some(f.clone())
+    );
+    assert_eq!(s.list_functions(a.id).await.expect("list").len(), 1);
+    assert!(matches!(
+        s.delete_function(b.id, "nope").await,
+        Err(StoreError::NotFound("function"))
+    ));
+    s.delete_function(a.id, "hello").await.expect("delete");
+    assert_eq!(s.function(a.id, "hello").await.expect("get"), None);
+    assert!(
+        s.function(b.id, "hello").await.expect("get").is_some(),
+        "b's function is untouched"
+    );
+}
+
+async fn versions_are_numbered_and_hashed(s: &impl Store) {
+    let t = s.create_tenant("t").await.expect("tenant");
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    let v1 = s
+        .add_version(f.id, "fn handle(req) { 1 }", "alice")
+        .await
+        .expect("v1");
+    let v2 = s
+        .add_version(f.id, "fn handle(req) { 2 }", "bob")
+        .await
+        .expect("v2");
+    assert_eq!((v1.version, v2.version), (1, 2));
+    // sha256("fn handle(req) { 1 }"), computed independently.
+    assert_eq!(v1.sha256.len(), 64);
+    assert_ne!(v1.sha256, v2.sha256);
+    assert_eq!(
+        s.version_source(f.id, 1).await.expect("source").as_deref(),
+        Some("fn handle(req) { 1 }")
+    );
+    assert_eq!(s.version_source(f.id, 3).await.expect("source"), None);
+    let listed = s.versions(f.id).await.expect("versions");
+    assert_eq!(listed, vec![v1, v2]);
+}
+
+async fn deploy_and_rollback(s: &impl Store) {
+    let t = s.create_tenant("t").await.expect("tenant");
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    s.add_version(f.id, "fn handle(req) { 1 }", "a")
+        .await
+        .expect("v1");
+    s.add_version(f.id, "fn handle(req) { 2 }", "a")
+        .await
+        .expect("v2");
+    assert_eq!(
+        s.deploy(f.id, 2).await.expect("deploy").active_version,
+        Some(2)
+    );
+    assert_eq!(
+        s.deploy(f.id, 1).await.expect("rollback").active_version,
+        Some(1)
+    );
+    // A version that does not exist changes nothing.
+    assert!(matches!(
+        s.deploy(f.id, 9).await,
+        Err(StoreError::NotFound("version"))
+    ));
+    assert_eq!(
+        s.function(t.id, "f")
+            .await
+            .expect("get")
+            .and_then(|f| f.active_version),
+        Some(1)
+    );
+}
+
+async fn env_secrets_are_write_only(s: &impl Store) {
+    let t = s.create_tenant("t").await.expect("tenant");
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    s.set_env(f.id, "REGION", "eu", false).await.expect("set");
+    s.set_env(f.id, "API_KEY", "s3cr3t", true)
+        .await
+        .expect("set secret");
+    s.set_env(f.id, "REGION", "us", false)
+        .await
+        .expect("overwrite");
+    let listed = s.list_env(f.id).await.expect("list");
+    assert_eq!(listed.len(), 2);
+    assert_eq!(
+        (
+            listed[0].name.as_str(),
+            listed[0].value.as_deref(),
+            listed[0].secret
+        ),
+        ("API_KEY", None, true)
+    );
+    assert_eq!(
+        (listed[1].name.as_str(), listed[1].value.as_deref()),
+        ("REGION", Some("us"))
+    );
+    assert_eq!(
+        s.env_values(f.id).await.expect("values"),
+        vec![
+            ("API_KEY".to_string(), "s3cr3t".to_string()),
+            ("REGION".into(), "us".into())
+        ]
+    );
+    s.unset_env(f.id, "REGION").await.expect("unset");
+    assert!(matches!(
+        s.unset_env(f.id, "REGION").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+#[tokio::test]
+async fn sqlite_data_survives_reopening_and_an_edited_migration_stops_start_up() {
+    let path = sqlite_path();
+    {
+        let s = SqliteStore::open(&path).await.expect("open");
+        let t = s.create_tenant("keep").await.expect("tenant");
+        let f = s.create_function(t.id, "f", true).await.expect("function");
+        s.add_version(f.id, "fn handle(req) { 1 }", "a")
+            .await
+            .expect("version");
+    }
+    let s = SqliteStore::open(&path).await.expect("reopen");
+    let t = s
+        .tenant_by_name("keep")
+        .await
+        .expect("get")
+        .expect("still there");
+    let f = s
+        .function(t.id, "f")
+        .await
+        .expect("get")
+        .expect("still there");
+    assert_eq!(s.versions(f.id).await.expect("versions").len(), 1);
+    drop(s);
+
+    // Simulate an edited migration: the recorded checksum no longer matches the file.
+    let url = format!("sqlite://{}", path.display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00'")
+        .execute(&mut conn)
+        .await
+        .expect("tamper");
+    drop(conn);
+    let err = SqliteStore::open(&path)
+        .await
+        .expect_err("an edited migration stops start-up");
+    assert!(err.to_string().contains("migration"), "{err}");
+    assert!(err.to_string().contains("modified"), "{err}");
+}
+
+#[tokio::test]
+async fn postgres_edited_migration_stops_start_up() {
+    let store = fresh_pg().await;
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea")
+        .execute(store.pool())
+        .await
+        .expect("tamper");
+    let db: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(store.pool())
+        .await
+        .expect("name");
+    let url = match admin_url().rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => unreachable!("checked in fresh_pg"),
+    };
+    let err = PgStore::connect(&url)
+        .await
+        .expect_err("an edited migration stops start-up");
+    assert!(err.to_string().contains("modified"), "{err}");
+}
