@@ -355,3 +355,66 @@ async fn postgres_edited_migration_stops_start_up() {
         .expect_err("an edited migration stops start-up");
     assert!(err.to_string().contains("modified"), "{err}");
 }
+
+mod admin_bootstrap {
+    use picloud_manager_core::Store;
+    use picloud_manager_core::auth::{TOKEN_PREFIX, bootstrap_admin, hash_token};
+
+    async fn first_start_creates_one_admin_token(s: &impl Store) {
+        let token = bootstrap_admin(s, None)
+            .await
+            .expect("bootstrap")
+            .expect("a new token");
+        assert!(token.starts_with(TOKEN_PREFIX) && token.len() == TOKEN_PREFIX.len() + 64);
+        let stored = s
+            .token_by_hash(&hash_token(&token))
+            .await
+            .expect("get")
+            .expect("stored by hash");
+        assert!(stored.admin);
+        // Only the hash is stored: the plain token appears in no listed field.
+        let listed = format!("{:?}", s.list_tokens(None).await.expect("list"));
+        assert!(!listed.contains(&token));
+        // A second start creates nothing, and ignores a chosen token.
+        assert_eq!(
+            bootstrap_admin(s, Some("x".repeat(30).as_str()))
+                .await
+                .expect("again"),
+            None
+        );
+        assert_eq!(s.list_tokens(None).await.expect("list").len(), 1);
+    }
+
+    async fn a_chosen_admin_token_is_used(s: &impl Store) {
+        assert!(
+            bootstrap_admin(s, Some("short")).await.is_err(),
+            "too short is refused"
+        );
+        let chosen = "pc_automation-token-0123456789";
+        assert_eq!(
+            bootstrap_admin(s, Some(chosen))
+                .await
+                .expect("bootstrap")
+                .as_deref(),
+            Some(chosen)
+        );
+        assert!(
+            s.token_by_hash(&hash_token(chosen))
+                .await
+                .expect("get")
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        first_start_creates_one_admin_token(&super::fresh_sqlite().await).await;
+        a_chosen_admin_token_is_used(&super::fresh_sqlite().await).await;
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        first_start_creates_one_admin_token(&super::fresh_pg().await).await;
+        a_chosen_admin_token_is_used(&super::fresh_pg().await).await;
+    }
+}

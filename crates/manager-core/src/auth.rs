@@ -1,0 +1,66 @@
+//! API tokens: random secrets shown once, stored only as a SHA-256 hash; and the admin token
+//! created at first start.
+
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError};
+
+/// Every token starts with this, so a leaked one is recognisable (secret scanners, logs).
+pub const TOKEN_PREFIX: &str = "pc_";
+
+/// A new random token: the prefix and 32 random bytes in hex.
+///
+/// # Errors
+///
+/// When the operating system has no randomness to give.
+pub fn generate_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex(&bytes)))
+}
+
+/// What the store keeps of a token.
+pub fn hash_token(token: &str) -> String {
+    hex(&Sha256::digest(token.as_bytes()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why the admin token could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no randomness for a token: {0}")]
+    Random(#[from] getrandom::Error),
+    #[error("PICLOUD_ADMIN_TOKEN is too short: use at least 24 characters")]
+    TooShort,
+}
+
+/// At first start (no admin token exists yet) creates one and returns it, to be printed once:
+/// `chosen` (from `PICLOUD_ADMIN_TOKEN`, for automation) or a fresh random one. Returns `None`
+/// when an admin token already exists; `chosen` is then ignored.
+///
+/// # Errors
+///
+/// When the store fails, or `chosen` is shorter than 24 characters.
+pub async fn bootstrap_admin(
+    store: &impl Store,
+    chosen: Option<&str>,
+) -> Result<Option<String>, BootstrapError> {
+    let existing = store.list_tokens(None).await?;
+    if existing.iter().any(|t| t.admin && t.revoked_at.is_none()) {
+        return Ok(None);
+    }
+    let token = match chosen {
+        Some(t) if t.len() < 24 => return Err(BootstrapError::TooShort),
+        Some(t) => t.to_string(),
+        None => generate_token()?,
+    };
+    store
+        .create_token(None, "admin", &hash_token(&token), true)
+        .await?;
+    Ok(Some(token))
+}
