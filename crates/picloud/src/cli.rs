@@ -21,6 +21,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the server: function endpoints and health checks (management API to come).
+    Serve(crate::serve::ServeArgs),
     /// Run one script through the executor and print the response, the outcome and its costs.
     Invoke(InvokeArgs),
     /// Benchmark baseline: run one invocation in this very process, without pool or sandbox,
@@ -60,7 +62,12 @@ pub struct InvokeArgs {
 
 /// Runs the command line; the exit code is 0 when the invocation's outcome is `ok`.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `picloud` alone (what `cargo run -p picloud` runs) is `picloud serve`.
+    let cli = if std::env::args_os().len() <= 1 {
+        Cli::parse_from(["picloud", "serve"])
+    } else {
+        Cli::parse()
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PICLOUD_LOG")
@@ -89,6 +96,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(args) => invoke(args).await,
         Command::InvokeOnce(args) => {
             let (script, request, limits, config) = prepare(&args)?;

@@ -2,3 +2,4 @@
 //! tests can reach the same code the binary runs.
 
 pub mod cli;
+pub mod serve;
