@@ -12,9 +12,15 @@ fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("module-cache")
 }
 
-async fn executor(isolation: Isolation) -> Executor {
+/// The defaults, with this package's `picloud` binary as the zygote.
+fn config(isolation: Isolation) -> ExecutorConfig {
     let mut config = ExecutorConfig::new(isolation, cache_dir());
     config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    config
+}
+
+async fn executor(isolation: Isolation) -> Executor {
+    let mut config = config(isolation);
     config.process.diagnostics = true;
     Executor::start(config).await.expect("the executor starts")
 }
@@ -419,8 +425,7 @@ async fn hundred_concurrent_invocations_complete(mode: Isolation) {
 }
 
 async fn unmetered_engine_still_runs_and_stops_on_deadline(mode: Isolation) {
-    let mut config = ExecutorConfig::new(mode, cache_dir());
-    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    let mut config = config(mode);
     config.consume_fuel = false;
     let ex = Executor::start(config)
         .await
@@ -523,8 +528,7 @@ async fn worker_sees_its_own_sandbox() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diagnostics_are_off_unless_configured() {
-    let mut config = ExecutorConfig::new(Isolation::Process, cache_dir());
-    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    let config = config(Isolation::Process);
     let ex = Executor::start(config).await.expect("starts");
     assert!(ex.diagnose().await.is_err());
 }
@@ -640,8 +644,7 @@ fn cpu_ticks(pid: i32) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_grows_under_load_shrinks_when_idle_and_idles_without_cpu() {
-    let mut config = ExecutorConfig::new(Isolation::Process, cache_dir());
-    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    let mut config = config(Isolation::Process);
     config.process.min_warm = 1;
     config.process.max_warm = 8;
     config.process.shrink_after = Duration::from_millis(400);
@@ -745,8 +748,7 @@ async fn start_up_failures_are_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_is_reused_only_for_the_same_function_when_configured() {
     use picloud_shared::FunctionRef;
-    let mut config = ExecutorConfig::new(Isolation::Process, cache_dir());
-    config.process.program = Some(env!("CARGO_BIN_EXE_picloud").into());
+    let mut config = config(Isolation::Process);
     config.process.max_invocations_per_worker = 3;
     let ex = Executor::start(config).await.expect("starts");
     let get = InvocationRequest::get("/");

@@ -84,30 +84,33 @@ fn data_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// Seeds the embedded store in `dir` with a deployed function, as the management API will (it
+/// comes next).
+async fn deploy(dir: &Path, tenant: &str, function: &str, source: &str) {
+    let store = SqliteStore::open(&dir.join("picloud.db"))
+        .await
+        .expect("store");
+    let t = store.create_tenant(tenant).await.expect("tenant");
+    let f = store
+        .create_function(t.id, function, true)
+        .await
+        .expect("function");
+    let v = store
+        .add_version(f.id, source, "test")
+        .await
+        .expect("version");
+    store.deploy(f.id, v.version).await.expect("deploy");
+}
+
 #[tokio::test]
 async fn serves_functions_from_the_embedded_store_and_survives_a_restart() {
     let dir = data_dir("restart");
-    // Seed the embedded store as the management API will (it comes next).
-    {
-        let store = SqliteStore::open(&dir.join("picloud.db"))
-            .await
-            .expect("store");
-        let t = store.create_tenant("acme").await.expect("tenant");
-        let f = store
-            .create_function(t.id, "hello", true)
-            .await
-            .expect("function");
-        let source = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../examples/hello.rhai"
-        ))
-        .expect("example");
-        let v = store
-            .add_version(f.id, &source, "test")
-            .await
-            .expect("version");
-        store.deploy(f.id, v.version).await.expect("deploy");
-    }
+    let source = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/hello.rhai"
+    ))
+    .expect("example");
+    deploy(&dir, "acme", "hello", &source).await;
 
     let mut server = start(&dir);
     assert!(
@@ -170,21 +173,7 @@ async fn serves_functions_from_the_embedded_store_and_survives_a_restart() {
 #[tokio::test]
 async fn a_failing_function_answers_with_its_outcome() {
     let dir = data_dir("failing");
-    {
-        let store = SqliteStore::open(&dir.join("picloud.db"))
-            .await
-            .expect("store");
-        let t = store.create_tenant("acme").await.expect("tenant");
-        let f = store
-            .create_function(t.id, "spin", true)
-            .await
-            .expect("function");
-        let v = store
-            .add_version(f.id, "fn handle(req) { loop {} }", "test")
-            .await
-            .expect("version");
-        store.deploy(f.id, v.version).await.expect("deploy");
-    }
+    deploy(&dir, "acme", "spin", "fn handle(req) { loop {} }").await;
     let server = start(&dir);
     let (status, body) = http(&server.addr, "POST", "/fn/acme/spin");
     assert_eq!(status, 507, "{body}");
