@@ -10,6 +10,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use utoipa::ToSchema;
+
+use crate::limits::LimitOverrides;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// Why a store operation failed.
@@ -38,15 +41,18 @@ impl StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Tenant {
     pub id: i64,
     pub name: String,
     pub created_at: i64,
+    /// The admin's ceilings on this tenant's function limits.
+    #[sqlx(flatten)]
+    pub ceilings: LimitOverrides,
 }
 
 /// A token as stored: never its secret, only a hash of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Token {
     pub id: i64,
     /// `None` for an admin token.
@@ -57,7 +63,7 @@ pub struct Token {
     pub revoked_at: Option<i64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Function {
     pub id: i64,
     pub tenant_id: i64,
@@ -65,10 +71,13 @@ pub struct Function {
     pub public: bool,
     pub active_version: Option<i32>,
     pub created_at: i64,
+    /// The limits this function chose.
+    #[sqlx(flatten)]
+    pub limits: LimitOverrides,
 }
 
 /// An immutable saved version of a function's script (its source is fetched separately).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Version {
     pub function_id: i64,
     pub version: i32,
@@ -78,7 +87,7 @@ pub struct Version {
 }
 
 /// An environment variable as listed: a secret's value is never read back.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EnvVar {
     pub name: String,
     pub value: Option<String>,
@@ -103,7 +112,14 @@ fn sha256_hex(text: &str) -> String {
 pub trait Store: Send + Sync {
     fn create_tenant(&self, name: &str) -> impl Future<Output = Result<Tenant>> + Send;
     fn tenant_by_name(&self, name: &str) -> impl Future<Output = Result<Option<Tenant>>> + Send;
+    fn tenant(&self, id: i64) -> impl Future<Output = Result<Option<Tenant>>> + Send;
     fn list_tenants(&self) -> impl Future<Output = Result<Vec<Tenant>>> + Send;
+    /// Sets the admin's ceilings on a tenant's function limits (`None`: the platform's).
+    fn set_tenant_ceilings(
+        &self,
+        tenant_id: i64,
+        ceilings: &LimitOverrides,
+    ) -> impl Future<Output = Result<Tenant>> + Send;
 
     /// Stores a token by the hash of its secret.
     fn create_token(
@@ -138,6 +154,13 @@ pub trait Store: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<Option<Function>>> + Send;
     fn list_functions(&self, tenant_id: i64) -> impl Future<Output = Result<Vec<Function>>> + Send;
+    /// Sets whether the function is public and the limits it chose (`None`: the default).
+    fn update_function(
+        &self,
+        function_id: i64,
+        public: bool,
+        limits: &LimitOverrides,
+    ) -> impl Future<Output = Result<Function>> + Send;
     fn delete_function(
         &self,
         tenant_id: i64,
@@ -181,11 +204,24 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
 }
 
+// Column lists as macros so that `concat!` can build each query as one literal.
+macro_rules! tenant_cols {
+    () => {
+        "id, name, created_at, max_timeout_ms AS timeout_ms, max_fuel AS fuel, max_memory_bytes AS memory_bytes, max_concurrency AS concurrency"
+    };
+}
+
+macro_rules! function_cols {
+    () => {
+        "id, tenant_id, name, public, active_version, created_at, timeout_ms, fuel, memory_bytes, concurrency"
+    };
+}
+
 macro_rules! impl_store {
     ($store:ty) => {
         impl Store for $store {
             async fn create_tenant(&self, name: &str) -> Result<Tenant> {
-                sqlx::query_as("INSERT INTO tenants (name, created_at) VALUES ($1, $2) RETURNING id, name, created_at")
+                sqlx::query_as(concat!("INSERT INTO tenants (name, created_at) VALUES ($1, $2) RETURNING ", tenant_cols!()))
                     .bind(name)
                     .bind(now_ms())
                     .fetch_one(&self.pool)
@@ -194,15 +230,39 @@ macro_rules! impl_store {
             }
 
             async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
-                sqlx::query_as("SELECT id, name, created_at FROM tenants WHERE name = $1")
+                sqlx::query_as(concat!("SELECT ", tenant_cols!(), " FROM tenants WHERE name = $1"))
                     .bind(name)
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(StoreError::Database)
             }
 
+            async fn tenant(&self, id: i64) -> Result<Option<Tenant>> {
+                sqlx::query_as(concat!("SELECT ", tenant_cols!(), " FROM tenants WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+
+            async fn set_tenant_ceilings(&self, tenant_id: i64, ceilings: &LimitOverrides) -> Result<Tenant> {
+                sqlx::query_as(concat!(
+                    "UPDATE tenants SET max_timeout_ms = $1, max_fuel = $2, max_memory_bytes = $3, max_concurrency = $4 \
+                     WHERE id = $5 RETURNING ",
+                    tenant_cols!()
+                ))
+                .bind(ceilings.timeout_ms)
+                .bind(ceilings.fuel)
+                .bind(ceilings.memory_bytes)
+                .bind(ceilings.concurrency)
+                .bind(tenant_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "tenant"))
+            }
+
             async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-                sqlx::query_as("SELECT id, name, created_at FROM tenants ORDER BY name")
+                sqlx::query_as(concat!("SELECT ", tenant_cols!(), " FROM tenants ORDER BY name"))
                     .fetch_all(&self.pool)
                     .await
                     .map_err(StoreError::Database)
@@ -266,8 +326,7 @@ macro_rules! impl_store {
 
             async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function> {
                 sqlx::query_as(
-                    "INSERT INTO functions (tenant_id, name, public, created_at) VALUES ($1, $2, $3, $4) \
-                     RETURNING id, tenant_id, name, public, active_version, created_at",
+                    concat!("INSERT INTO functions (tenant_id, name, public, created_at) VALUES ($1, $2, $3, $4) RETURNING ", function_cols!()),
                 )
                 .bind(tenant_id)
                 .bind(name)
@@ -280,8 +339,7 @@ macro_rules! impl_store {
 
             async fn function(&self, tenant_id: i64, name: &str) -> Result<Option<Function>> {
                 sqlx::query_as(
-                    "SELECT id, tenant_id, name, public, active_version, created_at FROM functions \
-                     WHERE tenant_id = $1 AND name = $2",
+                    concat!("SELECT ", function_cols!(), " FROM functions WHERE tenant_id = $1 AND name = $2"),
                 )
                 .bind(tenant_id)
                 .bind(name)
@@ -292,13 +350,29 @@ macro_rules! impl_store {
 
             async fn list_functions(&self, tenant_id: i64) -> Result<Vec<Function>> {
                 sqlx::query_as(
-                    "SELECT id, tenant_id, name, public, active_version, created_at FROM functions \
-                     WHERE tenant_id = $1 ORDER BY name",
+                    concat!("SELECT ", function_cols!(), " FROM functions WHERE tenant_id = $1 ORDER BY name"),
                 )
                 .bind(tenant_id)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::Database)
+            }
+
+            async fn update_function(&self, function_id: i64, public: bool, limits: &LimitOverrides) -> Result<Function> {
+                sqlx::query_as(concat!(
+                    "UPDATE functions SET public = $1, timeout_ms = $2, fuel = $3, memory_bytes = $4, concurrency = $5 \
+                     WHERE id = $6 RETURNING ",
+                    function_cols!()
+                ))
+                .bind(public)
+                .bind(limits.timeout_ms)
+                .bind(limits.fuel)
+                .bind(limits.memory_bytes)
+                .bind(limits.concurrency)
+                .bind(function_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "function"))
             }
 
             async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
@@ -366,8 +440,7 @@ macro_rules! impl_store {
                     return Err(StoreError::NotFound("version"));
                 }
                 let function = sqlx::query_as(
-                    "UPDATE functions SET active_version = $1 WHERE id = $2 \
-                     RETURNING id, tenant_id, name, public, active_version, created_at",
+                    concat!("UPDATE functions SET active_version = $1 WHERE id = $2 RETURNING ", function_cols!()),
                 )
                 .bind(version)
                 .bind(function_id)
@@ -522,8 +595,18 @@ impl Store for AnyStore {
     async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
         delegate!(self, tenant_by_name(name))
     }
+    async fn tenant(&self, id: i64) -> Result<Option<Tenant>> {
+        delegate!(self, tenant(id))
+    }
     async fn list_tenants(&self) -> Result<Vec<Tenant>> {
         delegate!(self, list_tenants())
+    }
+    async fn set_tenant_ceilings(
+        &self,
+        tenant_id: i64,
+        ceilings: &LimitOverrides,
+    ) -> Result<Tenant> {
+        delegate!(self, set_tenant_ceilings(tenant_id, ceilings))
     }
     async fn create_token(
         &self,
@@ -551,6 +634,14 @@ impl Store for AnyStore {
     }
     async fn list_functions(&self, tenant_id: i64) -> Result<Vec<Function>> {
         delegate!(self, list_functions(tenant_id))
+    }
+    async fn update_function(
+        &self,
+        function_id: i64,
+        public: bool,
+        limits: &LimitOverrides,
+    ) -> Result<Function> {
+        delegate!(self, update_function(function_id, public, limits))
     }
     async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
         delegate!(self, delete_function(tenant_id, name))

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use picloud_manager_core::{PgStore, SqliteStore, Store, StoreError};
+use picloud_manager_core::{LimitOverrides, PgStore, SqliteStore, Store, StoreError};
 use sqlx::Connection;
 
 const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
@@ -103,7 +103,50 @@ conformance!(
     versions_are_numbered_and_hashed,
     deploy_and_rollback,
     env_secrets_are_write_only,
+    limits_and_ceilings_are_stored_as_chosen,
 );
+
+async fn limits_and_ceilings_are_stored_as_chosen(s: &impl Store) {
+    let t = s.create_tenant("acme").await.expect("tenant");
+    assert_eq!(
+        t.ceilings,
+        LimitOverrides::default(),
+        "nothing chosen at first"
+    );
+    let ceilings = LimitOverrides {
+        timeout_ms: Some(10_000),
+        concurrency: Some(4),
+        ..LimitOverrides::default()
+    };
+    let t2 = s.set_tenant_ceilings(t.id, &ceilings).await.expect("set");
+    assert_eq!(t2.ceilings, ceilings);
+    assert_eq!(s.tenant(t.id).await.expect("get"), Some(t2.clone()));
+    assert_eq!(s.tenant_by_name("acme").await.expect("get"), Some(t2));
+    assert!(matches!(
+        s.set_tenant_ceilings(t.id + 1000, &ceilings).await,
+        Err(StoreError::NotFound("tenant"))
+    ));
+
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    assert_eq!(f.limits, LimitOverrides::default());
+    let limits = LimitOverrides {
+        fuel: Some(5_000_000_000),
+        memory_bytes: Some(128 << 20),
+        ..LimitOverrides::default()
+    };
+    let f2 = s
+        .update_function(f.id, false, &limits)
+        .await
+        .expect("update");
+    assert_eq!((f2.public, f2.limits), (false, limits));
+    assert_eq!(s.function(t.id, "f").await.expect("get"), Some(f2));
+    // Back to the defaults.
+    let f3 = s
+        .update_function(f.id, true, &LimitOverrides::default())
+        .await
+        .expect("update");
+    assert_eq!((f3.public, f3.limits), (true, LimitOverrides::default()));
+}
 
 async fn tenants_are_unique(s: &impl Store) {
     let a = s.create_tenant("acme").await.expect("create");
