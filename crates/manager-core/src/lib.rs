@@ -1,11 +1,16 @@
-//! PiCloud's control plane (DESIGN.md §4). This first part is the data: one [`Store`]
-//! interface with two implementations, PostgreSQL (the source of truth in a cluster) and an
-//! embedded SQLite file (the zero-setup default), each migrated at start-up by sqlx's migrator.
+//! PiCloud's control plane (DESIGN.md §4): the data, in one [`Store`] interface with two
+//! implementations — PostgreSQL (the source of truth in a cluster) and an embedded SQLite file
+//! (the zero-setup default), each migrated at start-up by sqlx's migrator — and the management
+//! API over it ([`api`]).
 
+pub mod api;
 pub mod auth;
+pub mod limits;
 mod names;
+pub mod script;
 mod store;
 
+pub use limits::{FunctionLimits, LimitOverrides};
 pub use names::{InvalidName, validate_name};
 pub use store::{
     AnyStore, EnvVar, Function, PgStore, SqliteStore, Store, StoreError, Tenant, Token, Version,

@@ -1,6 +1,7 @@
-//! `picloud serve`: the all-in-one server. This first part opens the store (embedded SQLite in
-//! the data directory, or PostgreSQL), creates the admin token at first start, starts the
-//! executor and serves the function endpoints and health checks; the management API follows.
+//! `picloud serve`: the all-in-one server. It opens the store (embedded SQLite in the data
+//! directory, or PostgreSQL), creates the admin token at first start, starts the executor, and
+//! serves the management API (`/api/v1`), the function endpoints (`/fn/…`) and health checks
+//! from one process tree.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,13 +12,17 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use clap::Args;
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
-use picloud_manager_core::{AnyStore, PgStore, SqliteStore, Store};
+use picloud_manager_core::api::{
+    ApiConfig, ApiError, ApiState, InvokeFuture, Invoker, authenticate, executor_limits,
+};
+use picloud_manager_core::{AnyStore, FunctionLimits, PgStore, SqliteStore, Store};
 use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 
 #[derive(Debug, Args)]
@@ -28,6 +33,9 @@ pub struct ServeArgs {
     /// Where the embedded database and the module cache live.
     #[arg(long, env = "PICLOUD_DATA_DIR", default_value = "./picloud-data")]
     pub data_dir: PathBuf,
+    /// Where the compiled guest is cached. Default: `cache` in the data directory.
+    #[arg(long, env = "PICLOUD_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// PostgreSQL URL; without it PiCloud uses an SQLite file in the data directory.
     #[arg(long, env = "PICLOUD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -41,12 +49,27 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
     pub grace_seconds: u64,
+    /// Largest script a version may hold, in bytes (larger: 413).
+    #[arg(long, env = "PICLOUD_MAX_SCRIPT_BYTES", default_value_t = ApiConfig::default().max_script_bytes)]
+    pub max_script_bytes: usize,
+    /// Largest request body the API and the function endpoints accept, in bytes (larger: 413).
+    #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
+    pub max_body_bytes: usize,
 }
 
-#[derive(Clone)]
-struct AppState {
-    store: AnyStore,
-    executor: Arc<Executor>,
+/// The executor as the API's [`Invoker`].
+struct ExecutorInvoker(Arc<Executor>);
+
+impl Invoker for ExecutorInvoker {
+    fn invoke<'a>(
+        &'a self,
+        owner: &'a FunctionRef,
+        script: &'a str,
+        request: &'a InvocationRequest,
+        limits: &'a Limits,
+    ) -> InvokeFuture<'a> {
+        Box::pin(self.0.invoke_for(owner, script, request, limits))
+    }
 }
 
 /// Runs the server until SIGTERM or Ctrl-C.
@@ -76,23 +99,31 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
              Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI."
         );
     }
-    let executor = Executor::start(ExecutorConfig::new(
+    let mut config = ExecutorConfig::new(
         args.isolation,
-        args.data_dir.join("cache"),
-    ))
-    .await
-    .context("starting the executor")?;
-    let state = AppState {
+        args.cache_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("cache")),
+    );
+    // The executor must allow what the highest ceiling lets a function choose.
+    config.max_memory_bytes = config
+        .max_memory_bytes
+        .max(FunctionLimits::CEILING.memory_bytes);
+    let executor = Arc::new(
+        Executor::start(config)
+            .await
+            .context("starting the executor")?,
+    );
+    let state = ApiState {
         store,
-        executor: Arc::new(executor),
+        invoker: Arc::new(ExecutorInvoker(executor)),
+        in_flight: Arc::default(),
+        config: ApiConfig {
+            max_script_bytes: args.max_script_bytes,
+            max_body_bytes: args.max_body_bytes,
+        },
     };
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/fn/{tenant}/{function}", any(invoke))
-        .route("/fn/{tenant}/{function}/", any(invoke))
-        .route("/fn/{tenant}/{function}/{*rest}", any(invoke))
-        .with_state(state);
+    let app = app(state);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -115,6 +146,21 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The whole HTTP surface: API, function endpoints, health checks; JSON 404 for the rest.
+fn app(state: ApiState) -> Router {
+    let endpoints = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/fn/{tenant}/{function}", any(invoke))
+        .route("/fn/{tenant}/{function}/", any(invoke))
+        .route("/fn/{tenant}/{function}/{*rest}", any(invoke))
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .with_state(state.clone());
+    picloud_manager_core::api::router(state)
+        .merge(endpoints)
+        .fallback(|| async { ApiError::NotFound("route").into_response() })
+}
+
 async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -130,7 +176,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn ready(State(state): State<AppState>) -> Response {
+async fn ready(State(state): State<ApiState>) -> Response {
     match state.store.list_tenants().await {
         Ok(_) => "ready".into_response(),
         Err(e) => {
@@ -149,42 +195,87 @@ fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// What an endpoint runs: the function's active source and its limits.
+struct Target {
+    function_id: i64,
+    script: String,
+    limits: FunctionLimits,
+}
+
+/// Finds the active version of `tenant/function`, checking the caller's token when the
+/// function is not public. A function the caller may not see is "not found".
+async fn target(
+    state: &ApiState,
+    tenant: &str,
+    function: &str,
+    headers: &HeaderMap,
+) -> Result<Target, ApiError> {
+    let not_found = ApiError::NotFound("function");
+    let t = state
+        .store
+        .tenant_by_name(tenant)
+        .await?
+        .ok_or(ApiError::NotFound("function"))?;
+    let f = state
+        .store
+        .function(t.id, function)
+        .await?
+        .ok_or(ApiError::NotFound("function"))?;
+    if !f.public {
+        let principal = authenticate(&state.store, headers).await?;
+        if !principal.can_reach(&t) {
+            return Err(not_found);
+        }
+    }
+    let version = f.active_version.ok_or(ApiError::NotFound("function"))?;
+    let script = state
+        .store
+        .version_source(f.id, version)
+        .await?
+        .ok_or(not_found)?;
+    Ok(Target {
+        function_id: f.id,
+        script,
+        limits: FunctionLimits::resolve(&f.limits, &t.ceilings),
+    })
+}
+
 /// `/fn/{tenant}/{function}/{*rest}`: runs the function's active version.
 async fn invoke(
-    State(state): State<AppState>,
+    State(state): State<ApiState>,
     Path(params): Path<BTreeMap<String, String>>,
     Query(query): Query<BTreeMap<String, String>>,
     method: Method,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let (Some(tenant), Some(function)) = (params.get("tenant"), params.get("function")) else {
-        return error(StatusCode::NOT_FOUND, "not_found", "no such function");
+        return ApiError::NotFound("function").into_response();
     };
-    let not_found = || error(StatusCode::NOT_FOUND, "not_found", "no such function");
-    let source = async {
-        let Some(t) = state.store.tenant_by_name(tenant).await? else {
-            return Ok(None);
-        };
-        let Some(f) = state.store.function(t.id, function).await? else {
-            return Ok(None);
-        };
-        let Some(version) = f.active_version else {
-            return Ok(None);
-        };
-        state.store.version_source(f.id, version).await
-    };
-    let script = match source.await {
-        Ok(Some(s)) => s,
-        Ok(None) => return not_found(),
-        Err(e) => {
-            tracing::error!(error = %e, "looking up a function");
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "internal error",
-            );
+    let body = match body {
+        Ok(b) => b,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::TooLarge(format!(
+                "the request body is larger than {} bytes",
+                state.config.max_body_bytes
+            ))
+            .into_response();
         }
+        Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
+    };
+    let target = match target(&state, tenant, function, &headers).await {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let Some(_place) = state
+        .in_flight
+        .try_acquire(target.function_id, target.limits.concurrency)
+    else {
+        return ApiError::TooManyRequests(format!(
+            "{} invocations of this function are running, its concurrency limit",
+            target.limits.concurrency
+        ))
+        .into_response();
     };
     let request = InvocationRequest {
         method: method.to_string(),
@@ -198,8 +289,13 @@ async fn invoke(
     };
     let owner = FunctionRef::new(tenant.clone(), function.clone());
     let result = state
-        .executor
-        .invoke_for(&owner, &script, &request, &Limits::default())
+        .invoker
+        .invoke(
+            &owner,
+            &target.script,
+            &request,
+            &executor_limits(&target.limits),
+        )
         .await;
     match result.response {
         Some(r) => {

@@ -24,6 +24,7 @@ impl FunctionRef {
 ///
 /// Bodies are text: a body that is not UTF-8 reaches the script with invalid sequences replaced
 /// by U+FFFD.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvocationRequest {
     pub method: String,
@@ -48,6 +49,7 @@ impl InvocationRequest {
 }
 
 /// What a script answered, already turned into HTTP terms by the guest (DESIGN.md §3).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvocationResponse {
     pub status: u16,
@@ -58,6 +60,7 @@ pub struct InvocationResponse {
 }
 
 /// Severity of a log line written by a script.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogLevel {
@@ -108,6 +111,7 @@ impl LogLevel {
 }
 
 /// One line of a script's log (`print`, `debug`, `log(level, msg)`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
     pub level: LogLevel,
@@ -116,6 +120,7 @@ pub struct LogLine {
 
 /// How an invocation ended. Every invocation ends in exactly one of these, whatever the script
 /// did; the `kind` names are part of the public API (JSON bodies, metrics labels).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
@@ -204,6 +209,7 @@ impl Outcome {
 }
 
 /// Everything the executor reports about one invocation.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InvocationResult {
     pub outcome: Outcome,

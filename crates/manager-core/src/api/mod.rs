@@ -1,0 +1,321 @@
+//! The management API under `/api/v1` (DESIGN.md §4): JSON over HTTP with bearer tokens.
+//!
+//! Every route is registered through `utoipa-axum`, so the OpenAPI document served at
+//! `/api/v1/openapi.json` is built from the same handlers that answer: it cannot drift.
+//!
+//! Tenancy is in the path (`/api/v1/tenants/{tenant}/…`). A tenant's token reaches only its own
+//! tenant; anything else answers 404 exactly as if it did not exist, so a token cannot probe
+//! which other tenants or functions there are. An admin token reaches every tenant.
+
+mod error;
+mod functions;
+mod tenants;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::HeaderMap;
+use axum::http::request::Parts;
+use axum::response::IntoResponse;
+use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail, Json, Path};
+
+use crate::auth::hash_token;
+use crate::limits::FunctionLimits;
+use crate::store::{AnyStore, Function, Store, Tenant};
+
+/// A future the invoker returns; boxed so that [`Invoker`] can be a trait object.
+pub type InvokeFuture<'a> = Pin<Box<dyn Future<Output = InvocationResult> + Send + 'a>>;
+
+/// Runs a script: the executor in the all-in-one server, a node's executor in a cluster.
+/// The API needs it for test-invokes.
+pub trait Invoker: Send + Sync + 'static {
+    fn invoke<'a>(
+        &'a self,
+        owner: &'a FunctionRef,
+        script: &'a str,
+        request: &'a InvocationRequest,
+        limits: &'a Limits,
+    ) -> InvokeFuture<'a>;
+}
+
+/// Sizes the API accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiConfig {
+    /// Largest script source, in bytes; larger is answered 413. Default 256 KiB.
+    pub max_script_bytes: usize,
+    /// Largest request body, in bytes; larger is answered 413. Default 1 MiB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_script_bytes: 256 << 10,
+            max_body_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What the API handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: AnyStore,
+    pub invoker: Arc<dyn Invoker>,
+    pub in_flight: Arc<InFlight>,
+    pub config: ApiConfig,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Invocations running per function, against the function's `concurrency` limit. Counting
+/// rather than holding a semaphore per function lets a changed limit apply at once.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    running: Mutex<HashMap<i64, u64>>,
+}
+
+/// One running invocation; dropping it frees its place.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    in_flight: Arc<InFlight>,
+    function_id: i64,
+}
+
+impl InFlight {
+    /// A place for one more invocation of `function_id`, or `None` when `limit` are running.
+    pub fn try_acquire(self: &Arc<Self>, function_id: i64, limit: u64) -> Option<InFlightGuard> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let n = running.entry(function_id).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(InFlightGuard {
+            in_flight: Arc::clone(self),
+            function_id,
+        })
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let mut running = self
+            .in_flight
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = running.get_mut(&self.function_id) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                running.remove(&self.function_id);
+            }
+        }
+    }
+}
+
+/// Who is calling: the token presented, resolved.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: i64,
+    pub token_name: String,
+    /// `None` for an admin token.
+    pub tenant_id: Option<i64>,
+    pub admin: bool,
+}
+
+impl Principal {
+    /// Whether this caller may act on `tenant`'s objects.
+    pub fn can_reach(&self, tenant: &Tenant) -> bool {
+        self.admin || self.tenant_id == Some(tenant.id)
+    }
+
+    fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this needs an admin token"))
+        }
+    }
+}
+
+/// Resolves the `Authorization: Bearer …` header to an unrevoked token.
+///
+/// # Errors
+///
+/// 401 when the header is missing or malformed, or names no unrevoked token; 503 when the
+/// database does not answer.
+pub async fn authenticate(store: &AnyStore, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(ApiError::Unauthorized(
+            "missing token: send `Authorization: Bearer <token>`",
+        ));
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized(
+            "malformed Authorization header: use `Bearer <token>`",
+        ))?;
+    let Some(token) = store.token_by_hash(&hash_token(token)).await? else {
+        return Err(ApiError::Unauthorized("unknown or revoked token"));
+    };
+    Ok(Principal {
+        token_id: token.id,
+        token_name: token.name,
+        tenant_id: token.tenant_id,
+        admin: token.admin,
+    })
+}
+
+impl FromRequestParts<ApiState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        authenticate(&state.store, &parts.headers).await
+    }
+}
+
+/// The tenant named in the path, if the caller may reach it; otherwise 404, as if it did not
+/// exist.
+async fn reachable_tenant(
+    state: &ApiState,
+    principal: &Principal,
+    name: &str,
+) -> Result<Tenant, ApiError> {
+    match state.store.tenant_by_name(name).await? {
+        Some(t) if principal.can_reach(&t) => Ok(t),
+        _ => Err(ApiError::NotFound("tenant")),
+    }
+}
+
+/// The tenant and function named in the path, if the caller may reach them.
+async fn reachable_function(
+    state: &ApiState,
+    principal: &Principal,
+    tenant: &str,
+    function: &str,
+) -> Result<(Tenant, Function), ApiError> {
+    let tenant = reachable_tenant(state, principal, tenant).await?;
+    let function = state
+        .store
+        .function(tenant.id, function)
+        .await?
+        .ok_or(ApiError::NotFound("function"))?;
+    Ok((tenant, function))
+}
+
+/// The limits a function runs under, as the executor takes them.
+pub fn executor_limits(limits: &FunctionLimits) -> Limits {
+    Limits {
+        fuel: limits.fuel,
+        memory_bytes: limits.memory_bytes,
+        timeout_ms: limits.timeout_ms,
+        ..Limits::default()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "PiCloud management API",
+        description = "Tenants, tokens, functions, versions, deploys, environment and test invocations. \
+                       Every route but this document needs `Authorization: Bearer <token>`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody, ErrorDetail))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API's routes and the OpenAPI document built from them.
+fn routes() -> OpenApiRouter<ApiState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(tenants::whoami))
+        .routes(routes!(tenants::list_tenants, tenants::create_tenant))
+        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(tenants::set_ceilings))
+        .routes(routes!(tenants::list_tokens, tenants::create_token))
+        .routes(routes!(tenants::revoke_token))
+        .routes(routes!(
+            tenants::list_admin_tokens,
+            tenants::create_admin_token
+        ))
+        .routes(routes!(tenants::revoke_admin_token))
+        .routes(routes!(
+            functions::list_functions,
+            functions::create_function
+        ))
+        .routes(routes!(
+            functions::get_function,
+            functions::update_function,
+            functions::delete_function
+        ))
+        .routes(routes!(functions::list_versions, functions::create_version))
+        .routes(routes!(functions::get_version))
+        .routes(routes!(functions::deploy))
+        .routes(routes!(functions::rollback))
+        .routes(routes!(functions::list_env))
+        .routes(routes!(functions::set_env, functions::unset_env))
+        .routes(routes!(functions::test_invoke))
+}
+
+/// The OpenAPI document of the API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+/// The `/api/v1` router, its state applied; JSON errors for unknown routes and methods too.
+pub fn router(state: ApiState) -> Router {
+    let (router, doc) = routes().split_for_parts();
+    let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".to_string()));
+    let max_body = state.config.max_body_bytes;
+    router
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = Arc::clone(&doc);
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        doc.as_str().to_owned(),
+                    )
+                }
+            }),
+        )
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this route does not take that method").into_response()
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}

@@ -1,0 +1,313 @@
+//! Helpers shared by the server tests: a real `picloud serve` process on a loopback port, on
+//! SQLite or on a fresh database of the local PostgreSQL, and a small HTTP client.
+#![allow(dead_code)] // each test binary uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::Connection;
+
+/// The admin token the test servers are started with (`PICLOUD_ADMIN_TOKEN`).
+pub const ADMIN: &str = "pc_test_admin_0123456789abcdef0123456789";
+
+const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// The PostgreSQL the tests may create databases in.
+pub fn pg_admin_url() -> String {
+    std::env::var("PICLOUD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.into())
+}
+
+/// A running `picloud serve`, killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: String,
+    /// What it printed before it listened.
+    pub stdout: Vec<String>,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A data directory of its own for one test.
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("data dir");
+    dir
+}
+
+/// One module cache for all test servers, so each does not compile the guest again.
+pub fn shared_cache() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("serve-guest-cache")
+}
+
+impl Server {
+    /// Starts a server on `data_dir` (SQLite) or `database_url` (PostgreSQL) with the test
+    /// admin token, and waits until it listens.
+    pub fn start(data_dir: &Path, database_url: Option<&str>) -> Self {
+        Self::start_with(data_dir, database_url, Some(ADMIN))
+    }
+
+    /// As [`Server::start`]; `admin_token: None` lets the server make up its own.
+    pub fn start_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        admin_token: Option<&str>,
+    ) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_picloud"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .arg("--cache-dir")
+            .arg(shared_cache())
+            .env_remove("PICLOUD_ADMIN_TOKEN")
+            .env_remove("PICLOUD_DATABASE_URL")
+            .stdout(Stdio::piped());
+        if let Some(token) = admin_token {
+            cmd.env("PICLOUD_ADMIN_TOKEN", token);
+        }
+        if let Some(url) = database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        let mut child = cmd.spawn().expect("picloud serve starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut stdout = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let addr = loop {
+            assert!(Instant::now() < deadline, "no 'listening' line: {stdout:?}");
+            let Some(line) = lines.next() else {
+                panic!("the server exited before listening: {stdout:?}");
+            };
+            let line = line.expect("utf-8");
+            if let Some(addr) = line.strip_prefix("PiCloud listening on http://") {
+                break addr.to_string();
+            }
+            stdout.push(line);
+        };
+        // Keep reading so that the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            addr,
+            stdout,
+            data_dir: data_dir.to_path_buf(),
+            database_url: database_url.map(str::to_string),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(&mut self) {
+        // SAFETY: kill(2) on the server this test started.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) },
+            0
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "exit after SIGTERM: {status:?}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The same server again on the same data.
+    pub fn restart(mut self) -> Self {
+        self.stop();
+        Self::start(&self.data_dir.clone(), self.database_url.clone().as_deref())
+    }
+}
+
+/// A fresh PostgreSQL database for one test; its URL.
+pub fn fresh_pg() -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "picloud_test_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed) + 1000
+    );
+    let admin = pg_admin_url();
+    block_on(async {
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for these tests: {e}"));
+        let stale: Vec<String> = sqlx::query_scalar(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'picloud_test_%'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("list test databases");
+        for db in stale {
+            let pid = db.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .expect("drop");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+    });
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("PICLOUD_TEST_DATABASE_URL must name a database: {admin}"),
+    }
+}
+
+/// Terminates every connection to the database of `url` (as an operator's restart would).
+/// Returns how many were terminated.
+pub fn terminate_connections(url: &str) -> i64 {
+    let db = url.rsplit('/').next().expect("database name").to_string();
+    let admin = pg_admin_url();
+    block_on(async {
+        let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect");
+        let rows: Vec<bool> = sqlx::query_scalar(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(db)
+        .fetch_all(&mut conn)
+        .await
+        .expect("terminate");
+        rows.into_iter().filter(|t| *t).count() as i64
+    })
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// A plain HTTP client that hands back every status with its body.
+pub struct Http {
+    agent: ureq::Agent,
+    base: String,
+}
+
+/// A body to send.
+pub enum Body<'a> {
+    None,
+    Json(Value),
+    /// Raw bytes with a content type.
+    Raw(&'a str, &'a [u8]),
+}
+
+impl Http {
+    pub fn new(server: &Server) -> Self {
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        Self {
+            agent,
+            base: format!("http://{}", server.addr),
+        }
+    }
+
+    /// Sends `method path` with an optional bearer token; returns the status, the body as
+    /// JSON (`Value::String` when it is not JSON) and the content type.
+    pub fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let response = match body {
+            Body::None => {
+                let mut r = match method {
+                    "GET" => self.agent.get(&url),
+                    "DELETE" => self.agent.delete(&url),
+                    "HEAD" => self.agent.head(&url),
+                    "OPTIONS" => self.agent.options(&url),
+                    // A body-carrying method sent without a body.
+                    _ => {
+                        let mut r = match method {
+                            "PUT" => self.agent.put(&url),
+                            "PATCH" => self.agent.patch(&url),
+                            _ => self.agent.post(&url),
+                        };
+                        if let Some(a) = &auth {
+                            r = r.header("Authorization", a);
+                        }
+                        return read(r.send_empty());
+                    }
+                };
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.call()
+            }
+            Body::Json(v) => {
+                let mut r = self.with_body(method, &url);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send_json(&v)
+            }
+            Body::Raw(content_type, bytes) => {
+                let mut r = self
+                    .with_body(method, &url)
+                    .header("Content-Type", content_type);
+                if let Some(a) = &auth {
+                    r = r.header("Authorization", a);
+                }
+                r.send(bytes)
+            }
+        };
+        read(response)
+    }
+
+    fn with_body(
+        &self,
+        method: &str,
+        url: &str,
+    ) -> ureq::RequestBuilder<ureq::typestate::WithBody> {
+        match method {
+            "PUT" => self.agent.put(url),
+            "PATCH" => self.agent.patch(url),
+            _ => self.agent.post(url),
+        }
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.call("GET", path, token, Body::None)
+    }
+
+    pub fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
+        self.call("POST", path, token, Body::Json(body))
+    }
+}
+
+fn read(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16, Value) {
+    let mut response = response.expect("the server answers");
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().expect("body");
+    let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, value)
+}
