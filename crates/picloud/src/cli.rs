@@ -8,6 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
 use picloud_shared::{InvocationRequest, InvocationResult, Limits};
 
+use crate::client::{ClientArgs, EnvCommand, FnCommand, TenantCommand, TokenCommand};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "picloud",
@@ -19,10 +21,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A client command with the options every client command takes.
+#[derive(Debug, Args)]
+pub struct ClientCommand<C: Subcommand> {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: C,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: function endpoints and health checks (management API to come).
+    /// Run the server: management API, function endpoints, health checks (the default).
     Serve(crate::serve::ServeArgs),
+    /// Manage functions on a server: deploy, list, versions, rollback, invoke, delete.
+    #[command(name = "fn")]
+    Fn(ClientCommand<FnCommand>),
+    /// Manage a function's environment variables and secrets.
+    Env(ClientCommand<EnvCommand>),
+    /// Manage API tokens.
+    Token(ClientCommand<TokenCommand>),
+    /// Manage tenants (admin).
+    Tenant(ClientCommand<TenantCommand>),
     /// Run one script through the executor and print the response, the outcome and its costs.
     Invoke(InvokeArgs),
     /// Benchmark baseline: run one invocation in this very process, without pool or sandbox,
@@ -98,6 +118,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(args) => invoke(args).await,
+        // The client is blocking (one call at a time); keep it off the async threads.
+        Command::Fn(c) => blocking(move || crate::client::run_fn(&c.client, &c.command)).await,
+        Command::Env(c) => blocking(move || crate::client::run_env(&c.client, &c.command)).await,
+        Command::Token(c) => {
+            blocking(move || crate::client::run_token(&c.client, &c.command)).await
+        }
+        Command::Tenant(c) => {
+            blocking(move || crate::client::run_tenant(&c.client, &c.command)).await
+        }
         Command::InvokeOnce(args) => {
             let (script, request, limits, config) = prepare(&args)?;
             let result = picloud_executor_core::invoke_once(&config, &script, &request, &limits)?;
@@ -105,6 +134,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn blocking(f: impl FnOnce() -> Result<ExitCode> + Send + 'static) -> Result<ExitCode> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("the command panicked")?
 }
 
 /// The default module cache directory.

@@ -1,5 +1,6 @@
-//! The all-in-one PiCloud binary's library half: the command line. Kept in a library so that
+//! The all-in-one PiCloud binary's library half: the command line, its API client and the server. Kept in a library so that
 //! tests can reach the same code the binary runs.
 
 pub mod cli;
+pub mod client;
 pub mod serve;

@@ -1,0 +1,482 @@
+//! The CLI's side of the management API: `picloud fn …`, `env …`, `token …`, `tenant …`.
+//! Each command is one or two API calls; `--json` prints what the API answered.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// Where the server is and who we are.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The server's address.
+    #[arg(
+        long,
+        global = true,
+        env = "PICLOUD_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// An API token (`pc_…`).
+    #[arg(long, global = true, env = "PICLOUD_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The tenant to act on. Default: the token's own tenant (an admin token must name one).
+    #[arg(long, global = true, env = "PICLOUD_TENANT")]
+    pub tenant: Option<String>,
+    /// Print the API's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FnCommand {
+    /// Save FILE as a new version of NAME (creating the function if needed) and deploy it.
+    Deploy {
+        name: String,
+        file: PathBuf,
+        /// Make a new function token-protected rather than public.
+        #[arg(long)]
+        private: bool,
+    },
+    /// List the functions.
+    List,
+    /// List a function's versions.
+    Versions { name: String },
+    /// Make an earlier version active again (default: the one before the active version).
+    Rollback { name: String, version: Option<i32> },
+    /// Run a function once through the API and show the result (exit 1 unless it succeeded).
+    Invoke {
+        name: String,
+        /// The request as JSON: {"method", "path", "query", "headers", "body"}.
+        #[arg(long)]
+        request: Option<String>,
+        /// Run this saved version instead of the active one.
+        #[arg(long)]
+        version: Option<i32>,
+        /// Run this script instead (not saved).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Delete a function with its versions and variables.
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCommand {
+    /// Set a variable of a function.
+    Set {
+        function: String,
+        name: String,
+        value: String,
+        /// Write-only: the API never shows the value again.
+        #[arg(long)]
+        secret: bool,
+    },
+    /// Remove a variable of a function.
+    Unset { function: String, name: String },
+    /// List a function's variables (secrets without values).
+    List { function: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once.
+    Create {
+        name: String,
+        /// An admin token (needs an admin token).
+        #[arg(long)]
+        admin: bool,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Revoke a token by id.
+    Revoke {
+        id: i64,
+        #[arg(long)]
+        admin: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant (needs an admin token).
+    Create { name: String },
+    /// List tenants (needs an admin token).
+    List,
+}
+
+/// A blocking API client: the CLI does one thing at a time.
+struct Client {
+    agent: ureq::Agent,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> Result<Self> {
+        let Some(token) = args.token.clone() else {
+            bail!(
+                "no token: set PICLOUD_TOKEN (the admin token is printed at the server's first start)"
+            );
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        Ok(Self {
+            agent,
+            base: args.server.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    /// Sends a request; returns the JSON answer, or fails with the API's error message.
+    fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        let url = format!("{}/api/v1{path}", self.base);
+        let auth = format!("Bearer {}", self.token);
+        let response = match (method, body) {
+            ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
+            ("DELETE", _) => self
+                .agent
+                .delete(&url)
+                .header("Authorization", &auth)
+                .call(),
+            (m, b) => {
+                let b = b.cloned().unwrap_or_else(|| json!({}));
+                let req = match m {
+                    "PUT" => self.agent.put(&url),
+                    "PATCH" => self.agent.patch(&url),
+                    _ => self.agent.post(&url),
+                };
+                req.header("Authorization", &auth).send_json(&b)
+            }
+        };
+        let mut response =
+            response.with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .context("reading the server's answer")?;
+        let value: Value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text)
+                .with_context(|| format!("the server answered {status} with non-JSON: {text}"))?
+        };
+        if !status.is_success() {
+            let message = value["error"]["message"].as_str().unwrap_or(&text);
+            let at = match (
+                value["error"]["line"].as_u64(),
+                value["error"]["column"].as_u64(),
+            ) {
+                (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
+                _ => String::new(),
+            };
+            bail!("{} {message}{at}", status.as_u16());
+        }
+        Ok(value)
+    }
+
+    /// The tenant to act on: the flag, else the token's own.
+    fn tenant(&self, args: &ClientArgs) -> Result<String> {
+        if let Some(t) = &args.tenant {
+            return Ok(t.clone());
+        }
+        let me = self.call("GET", "/whoami", None)?;
+        match me["tenant"].as_str() {
+            Some(t) => Ok(t.to_string()),
+            None => {
+                bail!("this is an admin token: say which tenant with --tenant or PICLOUD_TENANT")
+            }
+        }
+    }
+}
+
+fn print(args: &ClientArgs, value: &Value, human: impl FnOnce(&Value) -> String) -> Result<()> {
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", human(value));
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
+    let client = Client::new(args)?;
+    let tenant = client.tenant(args)?;
+    let fns = format!("/tenants/{tenant}/functions");
+    match command {
+        FnCommand::Deploy {
+            name,
+            file,
+            private,
+        } => {
+            let source = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let existing = client.call("GET", &format!("{fns}/{name}"), None);
+            let function = match existing {
+                Ok(_) => {
+                    client.call(
+                        "POST",
+                        &format!("{fns}/{name}/versions"),
+                        Some(&json!({ "source": source, "deploy": true })),
+                    )?;
+                    client.call("GET", &format!("{fns}/{name}"), None)?
+                }
+                Err(e) if e.to_string().starts_with("404 no such function") => client.call(
+                    "POST",
+                    &fns,
+                    Some(&json!({ "name": name, "public": !private, "source": source, "deploy": true })),
+                )?,
+                Err(e) => return Err(e),
+            };
+            print(args, &function, |f| {
+                format!(
+                    "deployed {} version {} at {}{}\n",
+                    s(&f["name"]),
+                    s(&f["active_version"]),
+                    client.base,
+                    s(&f["endpoint"])
+                )
+            })?;
+        }
+        FnCommand::List => {
+            let list = client.call("GET", &fns, None)?;
+            print(args, &list, |l| {
+                let mut out = format!("{:<32} {:>7} {:<8} ENDPOINT\n", "NAME", "ACTIVE", "ACCESS");
+                for f in l.as_array().into_iter().flatten() {
+                    let access = if f["public"].as_bool() == Some(true) {
+                        "public"
+                    } else {
+                        "token"
+                    };
+                    out += &format!(
+                        "{:<32} {:>7} {:<8} {}\n",
+                        s(&f["name"]),
+                        s(&f["active_version"]),
+                        access,
+                        s(&f["endpoint"])
+                    );
+                }
+                out
+            })?;
+        }
+        FnCommand::Versions { name } => {
+            let list = client.call("GET", &format!("{fns}/{name}/versions"), None)?;
+            print(args, &list, |l| {
+                let mut out = format!(
+                    "{:>7}  {:<16} {:<20} SHA-256\n",
+                    "VERSION", "AUTHOR", "SAVED (unix ms)"
+                );
+                for v in l.as_array().into_iter().flatten() {
+                    let mark = if v["active"].as_bool() == Some(true) {
+                        "*"
+                    } else {
+                        " "
+                    };
+                    out += &format!(
+                        "{:>6}{mark}  {:<16} {:<20} {}\n",
+                        s(&v["version"]),
+                        s(&v["author"]),
+                        s(&v["created_at"]),
+                        s(&v["sha256"])
+                    );
+                }
+                out
+            })?;
+        }
+        FnCommand::Rollback { name, version } => {
+            let f = client.call(
+                "POST",
+                &format!("{fns}/{name}/rollback"),
+                Some(&json!({ "version": version })),
+            )?;
+            print(args, &f, |f| {
+                format!(
+                    "{} now runs version {}\n",
+                    s(&f["name"]),
+                    s(&f["active_version"])
+                )
+            })?;
+        }
+        FnCommand::Invoke {
+            name,
+            request,
+            version,
+            file,
+        } => {
+            let request = match request {
+                Some(r) => {
+                    serde_json::from_str::<Value>(r).context("--request is not valid JSON")?
+                }
+                None => json!({}),
+            };
+            let source = match file {
+                Some(f) => Some(
+                    std::fs::read_to_string(f)
+                        .with_context(|| format!("cannot read {}", f.display()))?,
+                ),
+                None => None,
+            };
+            let result = client.call(
+                "POST",
+                &format!("{fns}/{name}/invoke"),
+                Some(&json!({ "request": request, "version": version, "source": source })),
+            )?;
+            let parsed: picloud_shared::InvocationResult =
+                serde_json::from_value(result.clone())
+                    .context("the server's result is not an invocation result")?;
+            print(args, &result, |_| crate::cli::render(&parsed))?;
+            return Ok(if parsed.outcome.is_ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+        FnCommand::Delete { name } => {
+            client.call("DELETE", &format!("{fns}/{name}"), None)?;
+            print(args, &json!({ "deleted": name }), |_| {
+                format!("deleted {name}\n")
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_env(args: &ClientArgs, command: &EnvCommand) -> Result<ExitCode> {
+    let client = Client::new(args)?;
+    let tenant = client.tenant(args)?;
+    match command {
+        EnvCommand::Set {
+            function,
+            name,
+            value,
+            secret,
+        } => {
+            let v = client.call(
+                "PUT",
+                &format!("/tenants/{tenant}/functions/{function}/env/{name}"),
+                Some(&json!({ "value": value, "secret": secret })),
+            )?;
+            let kind = if *secret { "secret" } else { "variable" };
+            print(args, &v, |_| format!("set {kind} {name} of {function}\n"))?;
+        }
+        EnvCommand::Unset { function, name } => {
+            client.call(
+                "DELETE",
+                &format!("/tenants/{tenant}/functions/{function}/env/{name}"),
+                None,
+            )?;
+            print(args, &json!({ "unset": name }), |_| {
+                format!("unset {name} of {function}\n")
+            })?;
+        }
+        EnvCommand::List { function } => {
+            let list = client.call(
+                "GET",
+                &format!("/tenants/{tenant}/functions/{function}/env"),
+                None,
+            )?;
+            print(args, &list, |l| {
+                let mut out = String::new();
+                for v in l.as_array().into_iter().flatten() {
+                    let value = if v["secret"].as_bool() == Some(true) {
+                        "(secret)".to_string()
+                    } else {
+                        s(&v["value"])
+                    };
+                    out += &format!("{}={value}\n", s(&v["name"]));
+                }
+                out
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_token(args: &ClientArgs, command: &TokenCommand) -> Result<ExitCode> {
+    let client = Client::new(args)?;
+    let base = |admin: bool| -> Result<String> {
+        Ok(if admin {
+            "/admin/tokens".to_string()
+        } else {
+            format!("/tenants/{}/tokens", client.tenant(args)?)
+        })
+    };
+    match command {
+        TokenCommand::Create { name, admin } => {
+            let t = client.call("POST", &base(*admin)?, Some(&json!({ "name": name })))?;
+            print(args, &t, |t| {
+                format!(
+                    "created token {} (id {}); its secret, shown once:\n\n    {}\n\n",
+                    s(&t["name"]),
+                    s(&t["id"]),
+                    s(&t["token"])
+                )
+            })?;
+        }
+        TokenCommand::List { admin } => {
+            let list = client.call("GET", &base(*admin)?, None)?;
+            print(args, &list, |l| {
+                let mut out = format!(
+                    "{:>6}  {:<32} {:<20} REVOKED\n",
+                    "ID", "NAME", "CREATED (unix ms)"
+                );
+                for t in l.as_array().into_iter().flatten() {
+                    out += &format!(
+                        "{:>6}  {:<32} {:<20} {}\n",
+                        s(&t["id"]),
+                        s(&t["name"]),
+                        s(&t["created_at"]),
+                        s(&t["revoked_at"])
+                    );
+                }
+                out
+            })?;
+        }
+        TokenCommand::Revoke { id, admin } => {
+            client.call("DELETE", &format!("{}/{id}", base(*admin)?), None)?;
+            print(args, &json!({ "revoked": id }), |_| {
+                format!("revoked token {id}\n")
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_tenant(args: &ClientArgs, command: &TenantCommand) -> Result<ExitCode> {
+    let client = Client::new(args)?;
+    match command {
+        TenantCommand::Create { name } => {
+            let t = client.call("POST", "/tenants", Some(&json!({ "name": name })))?;
+            print(args, &t, |t| format!("created tenant {}\n", s(&t["name"])))?;
+        }
+        TenantCommand::List => {
+            let list = client.call("GET", "/tenants", None)?;
+            print(args, &list, |l| {
+                l.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| format!("{}\n", s(&t["name"])))
+                    .collect()
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

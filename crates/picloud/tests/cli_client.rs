@@ -1,0 +1,211 @@
+//! The CLI against a real server: `fn`, `env`, `token` and `tenant` commands, human output and
+//! `--json`, and clear failures.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{ADMIN, Http, Server, data_dir};
+use serde_json::{Value, json};
+
+fn picloud(server: &Server, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(args)
+        .env("PICLOUD_SERVER", server.url(""))
+        .env("PICLOUD_TOKEN", token)
+        .env_remove("PICLOUD_TENANT")
+        .output()
+        .expect("picloud runs")
+}
+
+fn ok(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn json_of(out: &Output) -> Value {
+    serde_json::from_str(&ok(out)).expect("--json prints JSON")
+}
+
+#[test]
+fn deploy_list_versions_rollback_invoke_env_and_tokens() {
+    let server = Server::start(&data_dir("cli-client"), None);
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples");
+    let hello = format!("{examples}/hello.rhai");
+    let json_example = format!("{examples}/json.rhai");
+
+    // Admin: a tenant and a token for it.
+    assert!(
+        ok(&picloud(&server, ADMIN, &["tenant", "create", "acme"])).contains("created tenant acme")
+    );
+    let t = json_of(&picloud(
+        &server,
+        ADMIN,
+        &["token", "create", "main", "--tenant", "acme", "--json"],
+    ));
+    let token = t["token"].as_str().expect("secret").to_string();
+    // An admin token must say which tenant.
+    let out = picloud(&server, ADMIN, &["fn", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tenant"));
+
+    // Deploy creates, then adds versions; the tenant comes from the token.
+    let out = ok(&picloud(
+        &server,
+        &token,
+        &["fn", "deploy", "hello", &hello],
+    ));
+    assert!(out.contains("deployed hello version 1 at http://"), "{out}");
+    let f = json_of(&picloud(
+        &server,
+        &token,
+        &["fn", "deploy", "hello", &json_example, "--json"],
+    ));
+    assert_eq!(f["active_version"], 2);
+    let http = Http::new(&server);
+    // v2 (the JSON echo) is live: without a JSON body it answers 400.
+    assert_eq!(http.get("/fn/acme/hello", None).0, 400);
+
+    let list = ok(&picloud(&server, &token, &["fn", "list"]));
+    assert!(
+        list.contains("hello") && list.contains("/fn/acme/hello"),
+        "{list}"
+    );
+    let versions = json_of(&picloud(
+        &server,
+        &token,
+        &["fn", "versions", "hello", "--json"],
+    ));
+    assert_eq!(versions.as_array().map(Vec::len), Some(2));
+    assert!(ok(&picloud(&server, &token, &["fn", "versions", "hello"])).contains("2*"));
+
+    let out = ok(&picloud(&server, &token, &["fn", "rollback", "hello", "1"]));
+    assert!(out.contains("hello now runs version 1"), "{out}");
+    assert_eq!(
+        http.get("/fn/acme/hello?name=cli", None),
+        (200, json!("hello cli"))
+    );
+
+    // Invoke through the API: exit 0 and the response; a failing one exits 1.
+    let out = ok(&picloud(
+        &server,
+        &token,
+        &[
+            "fn",
+            "invoke",
+            "hello",
+            "--request",
+            r#"{"query":{"name":"pi"}}"#,
+        ],
+    ));
+    assert!(
+        out.contains("hello pi") && out.contains("outcome: ok"),
+        "{out}"
+    );
+    let bad = std::env::temp_dir().join(format!("picloud-bad-{}.rhai", std::process::id()));
+    std::fs::write(&bad, "fn handle(req) { throw \"no\" }").expect("write");
+    let out = picloud(
+        &server,
+        &token,
+        &[
+            "fn",
+            "invoke",
+            "hello",
+            "--file",
+            bad.to_str().expect("utf-8"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("script_error")
+            || String::from_utf8_lossy(&out.stdout).contains("no")
+    );
+    // A script that does not compile is refused at deploy with its position.
+    std::fs::write(&bad, "fn handle(req) {\n let = 1;\n}").expect("write");
+    let out = picloud(
+        &server,
+        &token,
+        &["fn", "deploy", "hello", bad.to_str().expect("utf-8")],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("422") && stderr.contains("line 2"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(&bad);
+
+    // Env: set, secret, list, unset.
+    ok(&picloud(
+        &server,
+        &token,
+        &["env", "set", "hello", "GREETING", "hi"],
+    ));
+    ok(&picloud(
+        &server,
+        &token,
+        &["env", "set", "hello", "KEY", "s3cret", "--secret"],
+    ));
+    let env = ok(&picloud(&server, &token, &["env", "list", "hello"]));
+    assert!(
+        env.contains("GREETING=hi") && env.contains("KEY=(secret)") && !env.contains("s3cret"),
+        "{env}"
+    );
+    ok(&picloud(
+        &server,
+        &token,
+        &["env", "unset", "hello", "GREETING"],
+    ));
+    assert!(!ok(&picloud(&server, &token, &["env", "list", "hello"])).contains("GREETING"));
+
+    // Tokens: create, list, revoke; the revoked one is refused.
+    let ci = json_of(&picloud(
+        &server,
+        &token,
+        &["token", "create", "ci", "--json"],
+    ));
+    let ci_secret = ci["token"].as_str().expect("secret").to_string();
+    let listed = ok(&picloud(&server, &token, &["token", "list"]));
+    assert!(
+        listed.contains("ci") && !listed.contains(&ci_secret),
+        "{listed}"
+    );
+    let id = ci["id"].to_string();
+    ok(&picloud(&server, &token, &["token", "revoke", &id]));
+    let out = picloud(&server, &ci_secret, &["fn", "list"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+
+    ok(&picloud(&server, &token, &["fn", "delete", "hello"]));
+    assert_eq!(http.get("/fn/acme/hello", None).0, 404);
+}
+
+#[test]
+fn no_token_or_no_server_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["fn", "list"])
+        .env_remove("PICLOUD_TOKEN")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PICLOUD_TOKEN"));
+    let out = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args([
+            "fn",
+            "list",
+            "--server",
+            "http://127.0.0.1:1",
+            "--tenant",
+            "x",
+        ])
+        .env("PICLOUD_TOKEN", "pc_x")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
+}
