@@ -9,6 +9,8 @@ pub mod limits;
 mod names;
 pub mod script;
 mod store;
+#[doc(hidden)]
+pub mod testing;
 
 pub use limits::{FunctionLimits, LimitOverrides};
 pub use names::{InvalidName, validate_name};

@@ -5,60 +5,15 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use picloud_manager_core::testing::fresh_pg_database;
 use picloud_manager_core::{LimitOverrides, PgStore, SqliteStore, Store, StoreError};
 use sqlx::Connection;
 
-const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-fn admin_url() -> String {
-    std::env::var("PICLOUD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.into())
-}
-
-/// A fresh PostgreSQL database for one test, named after the process and a counter.
+/// A store on a fresh PostgreSQL database.
 async fn fresh_pg() -> PgStore {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "picloud_test_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let admin = admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin)
+    PgStore::connect(&fresh_pg_database().await)
         .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for these tests: {e}"));
-    drop_stale_databases(&mut conn).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("drop old test database");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut conn)
-        .await
-        .expect("create test database");
-    let url = match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("PICLOUD_TEST_DATABASE_URL must name a database: {admin}"),
-    };
-    PgStore::connect(&url).await.expect("connect and migrate")
-}
-
-/// Drops the databases of earlier test processes that are gone (each test process makes its
-/// own and does not outlive it).
-async fn drop_stale_databases(conn: &mut sqlx::PgConnection) {
-    let names: Vec<String> =
-        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'picloud_test_%'")
-            .fetch_all(&mut *conn)
-            .await
-            .expect("list test databases");
-    for name in names {
-        let pid = name.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
-        if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
-            // Another test process may be dropping it at the same moment.
-            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut *conn)
-                .await;
-        }
-    }
+        .expect("connect and migrate")
 }
 
 fn sqlite_path() -> PathBuf {
@@ -380,19 +335,12 @@ async fn sqlite_data_survives_reopening_and_an_edited_migration_stops_start_up()
 
 #[tokio::test]
 async fn postgres_edited_migration_stops_start_up() {
-    let store = fresh_pg().await;
+    let url = fresh_pg_database().await;
+    let store = PgStore::connect(&url).await.expect("connect and migrate");
     sqlx::query("UPDATE _sqlx_migrations SET checksum = '\\x00'::bytea")
         .execute(store.pool())
         .await
         .expect("tamper");
-    let db: String = sqlx::query_scalar("SELECT current_database()")
-        .fetch_one(store.pool())
-        .await
-        .expect("name");
-    let url = match admin_url().rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db}"),
-        None => unreachable!("checked in fresh_pg"),
-    };
     let err = PgStore::connect(&url)
         .await
         .expect_err("an edited migration stops start-up");

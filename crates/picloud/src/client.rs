@@ -27,7 +27,7 @@ pub struct ClientArgs {
     #[arg(long, global = true, env = "PICLOUD_TENANT")]
     pub tenant: Option<String>,
     /// Print the API's JSON answer instead of text.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "PICLOUD_JSON")]
     pub json: bool,
 }
 

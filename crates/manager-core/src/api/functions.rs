@@ -18,6 +18,10 @@ use crate::names::validate_name;
 use crate::script::check_script;
 use crate::store::{EnvVar, Function, Store, Tenant, Version};
 
+/// Most functions one tenant may have (a soft cap: concurrent creates may pass it by a few).
+pub const MAX_FUNCTIONS: usize = 1_000;
+/// Most versions one function may keep; every save is kept, so this bounds a tenant's storage.
+pub const MAX_VERSIONS: usize = 1_000;
 /// Most variables one function may have.
 pub const MAX_ENV_VARS: usize = 100;
 /// Longest value of one variable, in bytes.
@@ -252,6 +256,11 @@ pub async fn create_function(
     if let Some(source) = &body.source {
         checked(&state, source).await?;
     }
+    if state.store.list_functions(tenant.id).await?.len() >= MAX_FUNCTIONS {
+        return Err(ApiError::Conflict(format!(
+            "a tenant may have at most {MAX_FUNCTIONS} functions"
+        )));
+    }
     let mut function = state
         .store
         .create_function(tenant.id, &body.name, body.public)
@@ -360,6 +369,11 @@ pub async fn create_version(
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     checked(&state, &body.source).await?;
+    if state.store.versions(function.id).await?.len() >= MAX_VERSIONS {
+        return Err(ApiError::Conflict(format!(
+            "a function may keep at most {MAX_VERSIONS} versions: create a new function"
+        )));
+    }
     let version = state
         .store
         .add_version(function.id, &body.source, &principal.token_name)

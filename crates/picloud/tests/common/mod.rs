@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -14,12 +13,7 @@ use sqlx::Connection;
 /// The admin token the test servers are started with (`PICLOUD_ADMIN_TOKEN`).
 pub const ADMIN: &str = "pc_test_admin_0123456789abcdef0123456789";
 
-const DEFAULT_PG: &str = "postgres://postgres@127.0.0.1:5432/test";
-
-/// The PostgreSQL the tests may create databases in.
-pub fn pg_admin_url() -> String {
-    std::env::var("PICLOUD_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_PG.into())
-}
+use picloud_manager_core::testing::pg_admin_url;
 
 /// A running `picloud serve`, killed when dropped.
 pub struct Server {
@@ -139,44 +133,7 @@ impl Server {
 
 /// A fresh PostgreSQL database for one test; its URL.
 pub fn fresh_pg() -> String {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let name = format!(
-        "picloud_test_{}_{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed) + 1000
-    );
-    let admin = pg_admin_url();
-    block_on(async {
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("PostgreSQL at {admin} is required for these tests: {e}"));
-        let stale: Vec<String> = sqlx::query_scalar(
-            "SELECT datname FROM pg_database WHERE datname LIKE 'picloud_test_%'",
-        )
-        .fetch_all(&mut conn)
-        .await
-        .expect("list test databases");
-        for db in stale {
-            let pid = db.split('_').nth(2).and_then(|p| p.parse::<u32>().ok());
-            if pid.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists()) {
-                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                    .execute(&mut conn)
-                    .await;
-            }
-        }
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .expect("drop");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut conn)
-            .await
-            .expect("create test database");
-    });
-    match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{name}"),
-        None => panic!("PICLOUD_TEST_DATABASE_URL must name a database: {admin}"),
-    }
+    block_on(picloud_manager_core::testing::fresh_pg_database())
 }
 
 /// Terminates every connection to the database of `url` (as an operator's restart would).
