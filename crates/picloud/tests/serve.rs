@@ -110,3 +110,43 @@ fn function_outcomes_are_http_answers() {
         );
     }
 }
+
+#[test]
+fn sigterm_lets_an_invocation_in_flight_finish_then_exits() {
+    let mut server = Server::start(&data_dir("drain"), None);
+    let http = Http::new(&server);
+    let admin = Some(common::ADMIN);
+    assert_eq!(
+        http.post("/api/v1/tenants", admin, json!({ "name": "acme" }))
+            .0,
+        201
+    );
+    // About 0.4 s of work.
+    let slow = "fn handle(req) { let n = 0; while n < 1000000 { n += 1; } \"finished\" }";
+    let (s, b) = http.post(
+        "/api/v1/tenants/acme/functions",
+        admin,
+        json!({ "name": "slow", "source": slow, "deploy": true, "limits": { "fuel": 9000000000i64 } }),
+    );
+    assert_eq!(s, 201, "{b}");
+    let url = server.url("/fn/acme/slow");
+    let in_flight = std::thread::spawn(move || {
+        let mut r = ureq::get(&url).call().expect("answered despite SIGTERM");
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().expect("body"),
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !in_flight.is_finished(),
+        "the invocation should still be running"
+    );
+    server.stop(); // SIGTERM, then waits for a clean exit
+    assert_eq!(
+        in_flight.join().expect("thread"),
+        (200, "finished".to_string())
+    );
+    // It no longer accepts.
+    assert!(std::net::TcpStream::connect(&server.addr).is_err());
+}
