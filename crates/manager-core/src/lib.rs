@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod limits;
 mod names;
+pub mod routes;
 pub mod script;
 mod store;
 #[doc(hidden)]
@@ -14,6 +15,7 @@ pub mod testing;
 
 pub use limits::{FunctionLimits, LimitOverrides};
 pub use names::{InvalidName, validate_name};
+pub use routes::{Route, RouteEvent, RouteWatch};
 pub use store::{
     AnyStore, EnvVar, Function, PgStore, SqliteStore, Store, StoreError, Tenant, Token, Version,
 };

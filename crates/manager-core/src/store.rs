@@ -12,7 +12,10 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use utoipa::ToSchema;
 
+use tokio::sync::broadcast;
+
 use crate::limits::LimitOverrides;
+use crate::routes::{Route, RouteEvent, RouteRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 /// Why a store operation failed.
@@ -167,6 +170,16 @@ pub trait Store: Send + Sync {
         name: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// Every function with an active version, as its endpoint runs it.
+    fn routes(&self) -> impl Future<Output = Result<Vec<Route>>> + Send;
+    /// One function's route; `None` when it has none (no active version, or deleted).
+    fn function_route(
+        &self,
+        function_id: i64,
+    ) -> impl Future<Output = Result<Option<Route>>> + Send;
+    /// The routes of one tenant's functions.
+    fn tenant_routes(&self, tenant_id: i64) -> impl Future<Output = Result<Vec<Route>>> + Send;
+
     /// Saves `source` as the function's next version (1, 2, …) with its SHA-256.
     fn add_version(
         &self,
@@ -217,6 +230,16 @@ macro_rules! function_cols {
     };
 }
 
+macro_rules! route_select {
+    () => {
+        "SELECT t.id AS tenant_id, t.name AS tenant_name, f.id AS function_id, f.name AS function_name, \
+         f.public, v.version, v.source, f.timeout_ms, f.fuel, f.memory_bytes, f.concurrency, \
+         t.max_timeout_ms, t.max_fuel, t.max_memory_bytes, t.max_concurrency \
+         FROM functions f JOIN tenants t ON t.id = f.tenant_id \
+         JOIN function_versions v ON v.function_id = f.id AND v.version = f.active_version"
+    };
+}
+
 macro_rules! impl_store {
     ($store:ty) => {
         impl Store for $store {
@@ -246,7 +269,8 @@ macro_rules! impl_store {
             }
 
             async fn set_tenant_ceilings(&self, tenant_id: i64, ceilings: &LimitOverrides) -> Result<Tenant> {
-                sqlx::query_as(concat!(
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let tenant = sqlx::query_as(concat!(
                     "UPDATE tenants SET max_timeout_ms = $1, max_fuel = $2, max_memory_bytes = $3, max_concurrency = $4 \
                      WHERE id = $5 RETURNING ",
                     tenant_cols!()
@@ -256,9 +280,14 @@ macro_rules! impl_store {
                 .bind(ceilings.memory_bytes)
                 .bind(ceilings.concurrency)
                 .bind(tenant_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| StoreError::from_sqlx(e, "tenant"))
+                .map_err(|e| StoreError::from_sqlx(e, "tenant"))?;
+                let event = RouteEvent::Tenant(tenant_id);
+                Self::notify(&mut tx, event).await?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                self.after_commit(event);
+                Ok(tenant)
             }
 
             async fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -359,7 +388,8 @@ macro_rules! impl_store {
             }
 
             async fn update_function(&self, function_id: i64, public: bool, limits: &LimitOverrides) -> Result<Function> {
-                sqlx::query_as(concat!(
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let function = sqlx::query_as(concat!(
                     "UPDATE functions SET public = $1, timeout_ms = $2, fuel = $3, memory_bytes = $4, concurrency = $5 \
                      WHERE id = $6 RETURNING ",
                     function_cols!()
@@ -370,22 +400,58 @@ macro_rules! impl_store {
                 .bind(limits.memory_bytes)
                 .bind(limits.concurrency)
                 .bind(function_id)
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| StoreError::from_sqlx(e, "function"))
+                .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                let event = RouteEvent::Function(function_id);
+                Self::notify(&mut tx, event).await?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                self.after_commit(event);
+                Ok(function)
             }
 
             async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
-                let done = sqlx::query("DELETE FROM functions WHERE tenant_id = $1 AND name = $2")
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let id: Option<i64> = sqlx::query_scalar("DELETE FROM functions WHERE tenant_id = $1 AND name = $2 RETURNING id")
                     .bind(tenant_id)
                     .bind(name)
-                    .execute(&self.pool)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(StoreError::Database)?;
-                if done.rows_affected() == 0 {
+                let Some(id) = id else {
                     return Err(StoreError::NotFound("function"));
-                }
+                };
+                let event = RouteEvent::Function(id);
+                Self::notify(&mut tx, event).await?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                self.after_commit(event);
                 Ok(())
+            }
+
+            async fn routes(&self) -> Result<Vec<Route>> {
+                let rows: Vec<RouteRow> = sqlx::query_as(route_select!())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(rows.into_iter().map(Route::from).collect())
+            }
+
+            async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
+                let row: Option<RouteRow> = sqlx::query_as(concat!(route_select!(), " WHERE f.id = $1"))
+                    .bind(function_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(row.map(Route::from))
+            }
+
+            async fn tenant_routes(&self, tenant_id: i64) -> Result<Vec<Route>> {
+                let rows: Vec<RouteRow> = sqlx::query_as(concat!(route_select!(), " WHERE t.id = $1"))
+                    .bind(tenant_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(rows.into_iter().map(Route::from).collect())
             }
 
             async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
@@ -447,7 +513,10 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                let event = RouteEvent::Function(function_id);
+                Self::notify(&mut tx, event).await?;
                 tx.commit().await.map_err(StoreError::Database)?;
+                self.after_commit(event);
                 Ok(function)
             }
 
@@ -542,6 +611,7 @@ impl PgStore {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    events: broadcast::Sender<RouteEvent>,
 }
 
 impl SqliteStore {
@@ -565,7 +635,47 @@ impl SqliteStore {
             .await
             .map_err(StoreError::Database)?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self { pool, events })
+    }
+}
+
+impl PgStore {
+    /// Announces a change to every listener, from inside the changing transaction: the
+    /// notification is delivered if and when it commits.
+    async fn notify(
+        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+        event: RouteEvent,
+    ) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(crate::routes::CHANNEL)
+            .bind(event.payload())
+            .execute(&mut **tx)
+            .await
+            .map_err(StoreError::Database)?;
+        Ok(())
+    }
+
+    fn after_commit(&self, _event: RouteEvent) {}
+}
+
+impl SqliteStore {
+    async fn notify(
+        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        _event: RouteEvent,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// An embedded database has one process: changes are announced in-process.
+    fn after_commit(&self, event: RouteEvent) {
+        // No subscriber is fine: nobody runs endpoints.
+        let _ = self.events.send(event);
+    }
+
+    /// Route changes committed through this store (and its clones) from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RouteEvent> {
+        self.events.subscribe()
     }
 }
 
@@ -645,6 +755,15 @@ impl Store for AnyStore {
     }
     async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
         delegate!(self, delete_function(tenant_id, name))
+    }
+    async fn routes(&self) -> Result<Vec<Route>> {
+        delegate!(self, routes())
+    }
+    async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
+        delegate!(self, function_route(function_id))
+    }
+    async fn tenant_routes(&self, tenant_id: i64) -> Result<Vec<Route>> {
+        delegate!(self, tenant_routes(tenant_id))
     }
     async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
         delegate!(self, add_version(function_id, source, author))

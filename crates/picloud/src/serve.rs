@@ -1,9 +1,8 @@
 //! `picloud serve`: the all-in-one server. It opens the store (embedded SQLite in the data
 //! directory, or PostgreSQL), creates the admin token at first start, starts the executor, and
-//! serves the management API (`/api/v1`), the function endpoints (`/fn/…`) and health checks
-//! from one process tree.
+//! serves the management API (`/api/v1`), the function endpoints (`/fn/…`, from the
+//! orchestrator's in-memory routing table) and health checks from one process tree.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,18 +10,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::get;
 use clap::Args;
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
-use picloud_manager_core::api::{
-    ApiConfig, ApiError, ApiState, InvokeFuture, Invoker, authenticate, executor_limits,
-};
+use picloud_manager_core::api::{ApiConfig, ApiError, ApiState, InFlight, InvokeFuture, Invoker};
 use picloud_manager_core::{AnyStore, FunctionLimits, PgStore, SqliteStore, Store};
+use picloud_orchestrator_core::{EndpointState, LocalRoutes, start_routing};
 use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 
 #[derive(Debug, Args)]
@@ -114,16 +110,32 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .await
             .context("starting the executor")?,
     );
+    let table = start_routing(store.clone())
+        .await
+        .context("loading the routing table")?;
+    let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker(executor));
+    let in_flight = Arc::new(InFlight::default());
+    let endpoints = EndpointState {
+        table: Arc::clone(&table),
+        store: store.clone(),
+        invoker: Arc::clone(&invoker),
+        in_flight: Arc::clone(&in_flight),
+        max_body_bytes: args.max_body_bytes,
+    };
     let state = ApiState {
+        routes: Some(Arc::new(LocalRoutes {
+            table,
+            store: store.clone(),
+        })),
         store,
-        invoker: Arc::new(ExecutorInvoker(executor)),
-        in_flight: Arc::default(),
+        invoker,
+        in_flight,
         config: ApiConfig {
             max_script_bytes: args.max_script_bytes,
             max_body_bytes: args.max_body_bytes,
         },
     };
-    let app = app(state);
+    let app = app(state, endpoints);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -147,17 +159,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// The whole HTTP surface: API, function endpoints, health checks; JSON 404 for the rest.
-fn app(state: ApiState) -> Router {
-    let endpoints = Router::new()
+fn app(state: ApiState, endpoints: EndpointState) -> Router {
+    let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .route("/fn/{tenant}/{function}", any(invoke))
-        .route("/fn/{tenant}/{function}/", any(invoke))
-        .route("/fn/{tenant}/{function}/{*rest}", any(invoke))
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .with_state(state.clone());
     picloud_manager_core::api::router(state)
-        .merge(endpoints)
+        .merge(picloud_orchestrator_core::router(endpoints))
+        .merge(health)
         .fallback(|| async { ApiError::NotFound("route").into_response() })
 }
 
@@ -193,136 +202,4 @@ async fn ready(State(state): State<ApiState>) -> Response {
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
     let body = serde_json::json!({ "error": { "kind": kind, "message": message } });
     (status, axum::Json(body)).into_response()
-}
-
-/// What an endpoint runs: the function's active source and its limits.
-struct Target {
-    function_id: i64,
-    script: String,
-    limits: FunctionLimits,
-}
-
-/// Finds the active version of `tenant/function`, checking the caller's token when the
-/// function is not public. A function the caller may not see is "not found".
-async fn target(
-    state: &ApiState,
-    tenant: &str,
-    function: &str,
-    headers: &HeaderMap,
-) -> Result<Target, ApiError> {
-    let not_found = ApiError::NotFound("function");
-    let t = state
-        .store
-        .tenant_by_name(tenant)
-        .await?
-        .ok_or(ApiError::NotFound("function"))?;
-    let f = state
-        .store
-        .function(t.id, function)
-        .await?
-        .ok_or(ApiError::NotFound("function"))?;
-    if !f.public {
-        let principal = authenticate(&state.store, headers).await?;
-        if !principal.can_reach(&t) {
-            return Err(not_found);
-        }
-    }
-    let version = f.active_version.ok_or(ApiError::NotFound("function"))?;
-    let script = state
-        .store
-        .version_source(f.id, version)
-        .await?
-        .ok_or(not_found)?;
-    Ok(Target {
-        function_id: f.id,
-        script,
-        limits: FunctionLimits::resolve(&f.limits, &t.ceilings),
-    })
-}
-
-/// `/fn/{tenant}/{function}/{*rest}`: runs the function's active version.
-async fn invoke(
-    State(state): State<ApiState>,
-    Path(params): Path<BTreeMap<String, String>>,
-    Query(query): Query<BTreeMap<String, String>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let (Some(tenant), Some(function)) = (params.get("tenant"), params.get("function")) else {
-        return ApiError::NotFound("function").into_response();
-    };
-    let body = match body {
-        Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return ApiError::TooLarge(format!(
-                "the request body is larger than {} bytes",
-                state.config.max_body_bytes
-            ))
-            .into_response();
-        }
-        Err(e) => return ApiError::BadRequest(e.body_text()).into_response(),
-    };
-    let target = match target(&state, tenant, function, &headers).await {
-        Ok(t) => t,
-        Err(e) => return e.into_response(),
-    };
-    let Some(_place) = state
-        .in_flight
-        .try_acquire(target.function_id, target.limits.concurrency)
-    else {
-        return ApiError::TooManyRequests(format!(
-            "{} invocations of this function are running, its concurrency limit",
-            target.limits.concurrency
-        ))
-        .into_response();
-    };
-    let request = InvocationRequest {
-        method: method.to_string(),
-        path: format!("/{}", params.get("rest").map_or("", String::as_str)),
-        query,
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    };
-    let owner = FunctionRef::new(tenant.clone(), function.clone());
-    let result = state
-        .invoker
-        .invoke(
-            &owner,
-            &target.script,
-            &request,
-            &executor_limits(&target.limits),
-        )
-        .await;
-    match result.response {
-        Some(r) => {
-            let mut response = (
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
-                r.body,
-            )
-                .into_response();
-            for (k, v) in r.headers {
-                if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
-                    response.headers_mut().insert(k, v);
-                }
-            }
-            response
-        }
-        None => {
-            let status = StatusCode::from_u16(result.outcome.http_status())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            // Internal failures are logged, not shown to the client.
-            let message = match &result.outcome {
-                picloud_shared::Outcome::Internal { message } => {
-                    tracing::error!(%tenant, %function, %message, "invocation failed internally");
-                    "internal error".to_string()
-                }
-                other => other.describe(),
-            };
-            error(status, result.outcome.kind(), &message)
-        }
-    }
 }

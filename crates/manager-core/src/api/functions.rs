@@ -15,6 +15,7 @@ use super::{
 };
 use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::names::validate_name;
+use crate::routes::RouteEvent;
 use crate::script::check_script;
 use crate::store::{EnvVar, Function, Store, Tenant, Version};
 
@@ -278,6 +279,7 @@ pub async fn create_function(
             .await?;
         if body.deploy {
             function = state.store.deploy(function.id, version.version).await?;
+            state.route_changed(RouteEvent::Function(function.id)).await;
         }
     }
     Ok((StatusCode::CREATED, Json(view(&tenant, function))))
@@ -317,6 +319,7 @@ pub async fn update_function(
         .store
         .update_function(function.id, body.public.unwrap_or(function.public), &limits)
         .await?;
+    state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(Json(view(&tenant, function)))
 }
 
@@ -328,11 +331,13 @@ pub async fn delete_function(
     principal: Principal,
     Path(path): Path<FunctionPath>,
 ) -> Result<StatusCode, ApiError> {
-    let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
+    let (tenant, function) =
+        reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     state
         .store
-        .delete_function(tenant.id, &path.function)
+        .delete_function(tenant.id, &function.name)
         .await?;
+    state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -385,6 +390,7 @@ pub async fn create_version(
             .deploy(function.id, version.version)
             .await?
             .active_version;
+        state.route_changed(RouteEvent::Function(function.id)).await;
     }
     Ok((StatusCode::CREATED, Json(version_view(version, active))))
 }
@@ -430,6 +436,7 @@ pub async fn deploy(
     let (tenant, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     let function = state.store.deploy(function.id, body.version).await?;
+    state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(Json(view(&tenant, function)))
 }
 
@@ -467,6 +474,7 @@ pub async fn rollback(
         }
     };
     let function = state.store.deploy(function.id, target).await?;
+    state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(Json(view(&tenant, function)))
 }
 

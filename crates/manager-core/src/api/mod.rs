@@ -31,6 +31,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail, Json, Path};
 
 use crate::auth::hash_token;
 use crate::limits::FunctionLimits;
+use crate::routes::RouteEvent;
 use crate::store::{AnyStore, Function, Store, Tenant};
 
 /// A future the invoker returns; boxed so that [`Invoker`] can be a trait object.
@@ -46,6 +47,13 @@ pub trait Invoker: Send + Sync + 'static {
         request: &'a InvocationRequest,
         limits: &'a Limits,
     ) -> InvokeFuture<'a>;
+}
+
+/// Told of each route change the API commits, before the API answers: the all-in-one server's
+/// routing table applies it at once, so a deploy is live by the time its answer arrives (other
+/// nodes hear of it through the store's announcements).
+pub trait RouteSink: Send + Sync + 'static {
+    fn changed(&self, event: RouteEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// Sizes the API accepts.
@@ -73,6 +81,16 @@ pub struct ApiState {
     pub invoker: Arc<dyn Invoker>,
     pub in_flight: Arc<InFlight>,
     pub config: ApiConfig,
+    /// The local routing table, if this process serves endpoints.
+    pub routes: Option<Arc<dyn RouteSink>>,
+}
+
+impl ApiState {
+    async fn route_changed(&self, event: RouteEvent) {
+        if let Some(routes) = &self.routes {
+            routes.changed(event).await;
+        }
+    }
 }
 
 impl std::fmt::Debug for ApiState {

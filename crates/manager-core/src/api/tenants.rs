@@ -9,6 +9,7 @@ use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_tena
 use crate::auth::{generate_token, hash_token};
 use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::names::validate_name;
+use crate::routes::RouteEvent;
 use crate::store::{Store, Tenant, Token};
 
 /// A tenant with the ceilings in force on its functions' limits.
@@ -177,6 +178,7 @@ pub async fn set_ceilings(
     let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
     body.check_ceilings()?;
     let tenant = state.store.set_tenant_ceilings(tenant.id, &body).await?;
+    state.route_changed(RouteEvent::Tenant(tenant.id)).await;
     Ok(Json(tenant.into()))
 }
 

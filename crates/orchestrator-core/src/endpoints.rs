@@ -1,0 +1,154 @@
+//! `/fn/{tenant}/{function}/{*rest}`: runs a function's active version.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use picloud_manager_core::AnyStore;
+use picloud_manager_core::api::{ApiError, InFlight, Invoker, authenticate, executor_limits};
+use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
+
+use crate::RoutingTable;
+
+/// What the endpoints share.
+#[derive(Clone)]
+pub struct EndpointState {
+    pub table: Arc<RoutingTable>,
+    /// Only for the tokens of token-protected functions.
+    pub store: AnyStore,
+    pub invoker: Arc<dyn Invoker>,
+    pub in_flight: Arc<InFlight>,
+    /// Largest request body, in bytes; larger is answered 413.
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for EndpointState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EndpointState")
+            .field("routes", &self.table.len())
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The function endpoints, their state applied.
+pub fn router(state: EndpointState) -> Router {
+    Router::new()
+        .route("/fn/{tenant}/{function}", any(invoke))
+        .route("/fn/{tenant}/{function}/", any(invoke))
+        .route("/fn/{tenant}/{function}/{*rest}", any(invoke))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
+        .with_state(state)
+}
+
+async fn invoke(
+    State(state): State<EndpointState>,
+    Path(params): Path<BTreeMap<String, String>>,
+    Query(query): Query<BTreeMap<String, String>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match run(&state, &params, query, method, headers, body).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(
+    state: &EndpointState,
+    params: &BTreeMap<String, String>,
+    query: BTreeMap<String, String>,
+    method: Method,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let (Some(tenant), Some(function)) = (params.get("tenant"), params.get("function")) else {
+        return Err(ApiError::NotFound("function"));
+    };
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge(format!(
+                "the request body is larger than {} bytes",
+                state.max_body_bytes
+            ))
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
+    let route = state
+        .table
+        .get(tenant, function)
+        .ok_or(ApiError::NotFound("function"))?;
+    if !route.public {
+        // A token of another tenant is answered as if the function did not exist.
+        let principal = authenticate(&state.store, &headers).await?;
+        if !(principal.admin || principal.tenant_id == Some(route.tenant_id)) {
+            return Err(ApiError::NotFound("function"));
+        }
+    }
+    let Some(_place) = state
+        .in_flight
+        .try_acquire(route.function_id, route.limits.concurrency)
+    else {
+        return Err(ApiError::TooManyRequests(format!(
+            "{} invocations of this function are running, its concurrency limit",
+            route.limits.concurrency
+        )));
+    };
+    let request = InvocationRequest {
+        method: method.to_string(),
+        path: format!("/{}", params.get("rest").map_or("", String::as_str)),
+        query,
+        headers: headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+            .collect(),
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let owner = FunctionRef::new(route.tenant.clone(), route.function.clone());
+    let result = state
+        .invoker
+        .invoke(
+            &owner,
+            &route.source,
+            &request,
+            &executor_limits(&route.limits),
+        )
+        .await;
+    Ok(match result.response {
+        Some(r) => {
+            let mut response = (
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                r.body,
+            )
+                .into_response();
+            for (k, v) in r.headers {
+                if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+                    response.headers_mut().insert(k, v);
+                }
+            }
+            response
+        }
+        None => {
+            let status = StatusCode::from_u16(result.outcome.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            // Internal failures are logged, not shown to the client.
+            let message = match &result.outcome {
+                Outcome::Internal { message } => {
+                    tracing::error!(%tenant, %function, %message, "invocation failed internally");
+                    "internal error".to_string()
+                }
+                other => other.describe(),
+            };
+            let body = serde_json::json!({ "error": { "kind": result.outcome.kind(), "message": message } });
+            (status, axum::Json(body)).into_response()
+        }
+    })
+}

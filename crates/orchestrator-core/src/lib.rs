@@ -1,0 +1,11 @@
+//! PiCloud's ingress (DESIGN.md §2): the function endpoints `/fn/{tenant}/{function}/{*rest}`,
+//! served from a routing table held in memory, and dispatch to the executor. Nothing on the
+//! request path of a public function touches the database; the table follows the store's
+//! change announcements ([`picloud_manager_core::RouteEvent`]) and reloads everything after a
+//! reconnect.
+
+mod endpoints;
+mod table;
+
+pub use endpoints::{EndpointState, router};
+pub use table::{LocalRoutes, RoutingTable, start_routing};

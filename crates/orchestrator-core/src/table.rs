@@ -1,0 +1,146 @@
+//! The routing table: every routable function, by tenant and name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use picloud_manager_core::api::RouteSink;
+use picloud_manager_core::{AnyStore, Route, RouteEvent, Store, StoreError};
+
+/// Routes by tenant name, then function name (looked up by `&str`, without allocating).
+#[derive(Debug, Default)]
+struct Tables {
+    by_name: HashMap<String, HashMap<String, Arc<Route>>>,
+}
+
+impl Tables {
+    fn insert(&mut self, route: Route) {
+        self.by_name
+            .entry(route.tenant.clone())
+            .or_default()
+            .insert(route.function.clone(), Arc::new(route));
+    }
+
+    fn remove_where(&mut self, keep: impl Fn(&Route) -> bool) {
+        for functions in self.by_name.values_mut() {
+            functions.retain(|_, r| keep(r));
+        }
+        self.by_name.retain(|_, f| !f.is_empty());
+    }
+}
+
+/// What the endpoints run, held in memory.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    tables: RwLock<Tables>,
+}
+
+impl RoutingTable {
+    /// The route of `tenant/function`, if it has an active version.
+    pub fn get(&self, tenant: &str, function: &str) -> Option<Arc<Route>> {
+        let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        tables.by_name.get(tenant)?.get(function).cloned()
+    }
+
+    /// How many functions are routable.
+    pub fn len(&self) -> usize {
+        let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
+        tables.by_name.values().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Replaces everything with what the store holds.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails; the table is then unchanged.
+    pub async fn reload(&self, store: &AnyStore) -> Result<(), StoreError> {
+        let routes = store.routes().await?;
+        let mut fresh = Tables::default();
+        for route in routes {
+            fresh.insert(route);
+        }
+        *self.tables.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
+    /// Brings the table up to date with one change.
+    ///
+    /// # Errors
+    ///
+    /// When the store fails; the table is then unchanged.
+    pub async fn apply(&self, store: &AnyStore, event: RouteEvent) -> Result<(), StoreError> {
+        match event {
+            RouteEvent::Resync => self.reload(store).await,
+            RouteEvent::Function(id) => {
+                let route = store.function_route(id).await?;
+                let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+                // Renamed or deleted functions leave no stale name behind.
+                tables.remove_where(|r| r.function_id != id);
+                if let Some(route) = route {
+                    tables.insert(route);
+                }
+                Ok(())
+            }
+            RouteEvent::Tenant(id) => {
+                let routes = store.tenant_routes(id).await?;
+                let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+                tables.remove_where(|r| r.tenant_id != id);
+                for route in routes {
+                    tables.insert(route);
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Loads the routing table and keeps it current for as long as the runtime runs: subscribes
+/// to changes first (so none falls between the load and the subscription), loads everything,
+/// then applies each change. A change that cannot be applied (the database is away) is retried
+/// as a full reload every second until it succeeds.
+///
+/// # Errors
+///
+/// When the first load fails.
+pub async fn start_routing(store: AnyStore) -> Result<Arc<RoutingTable>, StoreError> {
+    let mut watch = store.watch_routes().await?;
+    let table = Arc::new(RoutingTable::default());
+    table.reload(&store).await?;
+    let kept = Arc::clone(&table);
+    tokio::spawn(async move {
+        loop {
+            let mut event = watch.next().await;
+            while let Err(e) = kept.apply(&store, event).await {
+                tracing::warn!(error = %e, "cannot update the routing table; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                event = RouteEvent::Resync;
+            }
+        }
+    });
+    Ok(table)
+}
+
+/// The routing table of this process as the API's [`RouteSink`]: a change the API commits is
+/// applied before the API answers. A failure is left to the watcher, which retries.
+#[derive(Debug)]
+pub struct LocalRoutes {
+    pub table: Arc<RoutingTable>,
+    pub store: AnyStore,
+}
+
+impl RouteSink for LocalRoutes {
+    fn changed(&self, event: RouteEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async move {
+            if let Err(e) = self.table.apply(&self.store, event).await {
+                tracing::warn!(error = %e, "cannot apply a route change now; the watcher will");
+            }
+        })
+    }
+}
