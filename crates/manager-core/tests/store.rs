@@ -59,6 +59,7 @@ conformance!(
     deploy_and_rollback,
     env_secrets_are_write_only,
     limits_and_ceilings_are_stored_as_chosen,
+    routes_are_the_active_versions,
 );
 
 async fn limits_and_ceilings_are_stored_as_chosen(s: &impl Store) {
@@ -101,6 +102,108 @@ async fn limits_and_ceilings_are_stored_as_chosen(s: &impl Store) {
         .await
         .expect("update");
     assert_eq!((f3.public, f3.limits), (true, LimitOverrides::default()));
+}
+
+async fn routes_are_the_active_versions(s: &impl Store) {
+    let t = s.create_tenant("acme").await.expect("tenant");
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    s.add_version(f.id, "fn handle(r) { 1 }", "a")
+        .await
+        .expect("v1");
+    assert_eq!(
+        s.routes().await.expect("routes"),
+        vec![],
+        "nothing deployed"
+    );
+    assert_eq!(s.function_route(f.id).await.expect("route"), None);
+    s.deploy(f.id, 1).await.expect("deploy");
+    let ceilings = LimitOverrides {
+        fuel: Some(2_000_000),
+        ..LimitOverrides::default()
+    };
+    s.set_tenant_ceilings(t.id, &ceilings)
+        .await
+        .expect("ceilings");
+    let route = s
+        .function_route(f.id)
+        .await
+        .expect("route")
+        .expect("deployed");
+    assert_eq!(
+        (
+            route.tenant.as_str(),
+            route.function.as_str(),
+            route.version,
+            route.source.as_str()
+        ),
+        ("acme", "f", 1, "fn handle(r) { 1 }")
+    );
+    assert_eq!(
+        route.limits.fuel, 2_000_000,
+        "the tenant's ceiling is applied"
+    );
+    assert_eq!(s.routes().await.expect("routes"), vec![route.clone()]);
+    assert_eq!(s.tenant_routes(t.id).await.expect("routes"), vec![route]);
+    s.delete_function(t.id, "f").await.expect("delete");
+    assert_eq!(s.routes().await.expect("routes"), vec![]);
+}
+
+async fn next(watch: &mut picloud_manager_core::RouteWatch) -> picloud_manager_core::RouteEvent {
+    tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+        .await
+        .expect("announced within 5 s")
+}
+
+/// Each committed change is announced to a watcher: by NOTIFY on PostgreSQL, in-process on
+/// SQLite.
+async fn changes_are_announced(store: picloud_manager_core::AnyStore) {
+    use picloud_manager_core::RouteEvent;
+    let mut watch = store.watch_routes().await.expect("watch");
+    let t = store.create_tenant("acme").await.expect("tenant");
+    let f = store
+        .create_function(t.id, "f", true)
+        .await
+        .expect("function");
+    store
+        .add_version(f.id, "fn handle(r) { 1 }", "a")
+        .await
+        .expect("v1");
+    store.deploy(f.id, 1).await.expect("deploy");
+    assert_eq!(next(&mut watch).await, RouteEvent::Function(f.id));
+    store
+        .update_function(f.id, false, &LimitOverrides::default())
+        .await
+        .expect("update");
+    assert_eq!(next(&mut watch).await, RouteEvent::Function(f.id));
+    store
+        .set_tenant_ceilings(t.id, &LimitOverrides::default())
+        .await
+        .expect("ceilings");
+    assert_eq!(next(&mut watch).await, RouteEvent::Tenant(t.id));
+    store.delete_function(t.id, "f").await.expect("delete");
+    assert_eq!(next(&mut watch).await, RouteEvent::Function(f.id));
+    // A failed change announces nothing: a deploy of a missing version rolls back.
+    let g = store
+        .create_function(t.id, "g", true)
+        .await
+        .expect("function");
+    assert!(store.deploy(g.id, 7).await.is_err());
+    store
+        .add_version(g.id, "fn handle(r) { 2 }", "a")
+        .await
+        .expect("v1");
+    store.deploy(g.id, 1).await.expect("deploy");
+    assert_eq!(next(&mut watch).await, RouteEvent::Function(g.id));
+}
+
+#[tokio::test]
+async fn changes_are_announced_on_sqlite() {
+    changes_are_announced(picloud_manager_core::AnyStore::Sqlite(fresh_sqlite().await)).await;
+}
+
+#[tokio::test]
+async fn changes_are_announced_on_postgres() {
+    changes_are_announced(picloud_manager_core::AnyStore::Postgres(fresh_pg().await)).await;
 }
 
 async fn tenants_are_unique(s: &impl Store) {
