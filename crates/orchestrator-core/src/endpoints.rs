@@ -97,6 +97,10 @@ async fn run(
         .in_flight
         .try_acquire(route.function_id, route.limits.concurrency)
     else {
+        state
+            .table
+            .metrics()
+            .rejected_concurrency(&route.tenant, &route.function);
         return Err(ApiError::TooManyRequests(format!(
             "{} invocations of this function are running, its concurrency limit",
             route.limits.concurrency
@@ -122,6 +126,10 @@ async fn run(
             &executor_limits(&route.limits),
         )
         .await;
+    state
+        .table
+        .metrics()
+        .observe(&route.tenant, &route.function, &result);
     Ok(match result.response {
         Some(r) => {
             let mut response = (

@@ -5,7 +5,9 @@
 //! reconnect.
 
 mod endpoints;
+pub mod metrics;
 mod table;
 
 pub use endpoints::{EndpointState, router};
+pub use metrics::{Metrics, PoolFigures};
 pub use table::{LocalRoutes, RoutingTable, start_routing};

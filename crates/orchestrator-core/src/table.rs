@@ -1,6 +1,6 @@
 //! The routing table: every routable function, by tenant and name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -8,6 +8,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use picloud_manager_core::api::RouteSink;
+
+use crate::metrics::Metrics;
 use picloud_manager_core::{AnyStore, Route, RouteEvent, Store, StoreError};
 
 /// Routes by tenant name, then function name (looked up by `&str`, without allocating).
@@ -32,13 +34,51 @@ impl Tables {
     }
 }
 
+impl Tables {
+    fn keys(&self) -> HashSet<(String, String)> {
+        self.by_name
+            .iter()
+            .flat_map(|(t, fs)| fs.keys().map(move |f| (t.clone(), f.clone())))
+            .collect()
+    }
+}
+
 /// What the endpoints run, held in memory.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     tables: RwLock<Tables>,
+    metrics: Arc<Metrics>,
 }
 
 impl RoutingTable {
+    /// An empty table whose functions get series in `metrics` while they are routable.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            tables: RwLock::default(),
+            metrics,
+        }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Changes the tables, then creates the series of functions that became routable and
+    /// removes those of functions that stopped being.
+    fn change(&self, f: impl FnOnce(&mut Tables)) {
+        let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        let before = tables.keys();
+        f(&mut tables);
+        let after = tables.keys();
+        drop(tables);
+        for (t, f) in after.difference(&before) {
+            self.metrics.add_function(t, f);
+        }
+        for (t, f) in before.difference(&after) {
+            self.metrics.remove_function(t, f);
+        }
+    }
+
     /// The route of `tenant/function`, if it has an active version.
     pub fn get(&self, tenant: &str, function: &str) -> Option<Arc<Route>> {
         let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
@@ -66,7 +106,7 @@ impl RoutingTable {
         for route in routes {
             fresh.insert(route);
         }
-        *self.tables.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        self.change(|tables| *tables = fresh);
         Ok(())
     }
 
@@ -80,21 +120,23 @@ impl RoutingTable {
             RouteEvent::Resync => self.reload(store).await,
             RouteEvent::Function(id) => {
                 let route = store.function_route(id).await?;
-                let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
-                // Renamed or deleted functions leave no stale name behind.
-                tables.remove_where(|r| r.function_id != id);
-                if let Some(route) = route {
-                    tables.insert(route);
-                }
+                self.change(|tables| {
+                    // Renamed or deleted functions leave no stale name behind.
+                    tables.remove_where(|r| r.function_id != id);
+                    if let Some(route) = route {
+                        tables.insert(route);
+                    }
+                });
                 Ok(())
             }
             RouteEvent::Tenant(id) => {
                 let routes = store.tenant_routes(id).await?;
-                let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
-                tables.remove_where(|r| r.tenant_id != id);
-                for route in routes {
-                    tables.insert(route);
-                }
+                self.change(|tables| {
+                    tables.remove_where(|r| r.tenant_id != id);
+                    for route in routes {
+                        tables.insert(route);
+                    }
+                });
                 Ok(())
             }
         }
@@ -109,9 +151,12 @@ impl RoutingTable {
 /// # Errors
 ///
 /// When the first load fails.
-pub async fn start_routing(store: AnyStore) -> Result<Arc<RoutingTable>, StoreError> {
+pub async fn start_routing(
+    store: AnyStore,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<RoutingTable>, StoreError> {
     let mut watch = store.watch_routes().await?;
-    let table = Arc::new(RoutingTable::default());
+    let table = Arc::new(RoutingTable::new(metrics));
     table.reload(&store).await?;
     let kept = Arc::clone(&table);
     tokio::spawn(async move {

@@ -16,9 +16,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
-use picloud_manager_core::api::{ApiConfig, ApiError, ApiState, InFlight, InvokeFuture, Invoker};
+use picloud_manager_core::api::{
+    ApiConfig, ApiError, ApiState, InFlight, InvokeFuture, Invoker, MetricsSource,
+};
 use picloud_manager_core::{AnyStore, FunctionLimits, PgStore, SqliteStore, Store};
-use picloud_orchestrator_core::{EndpointState, LocalRoutes, start_routing};
+use picloud_orchestrator_core::{EndpointState, LocalRoutes, Metrics, PoolFigures, start_routing};
 use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 
 #[derive(Debug, Args)]
@@ -51,6 +53,24 @@ pub struct ServeArgs {
     /// Largest request body the API and the function endpoints accept, in bytes (larger: 413).
     #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
+}
+
+/// The endpoints' metrics with the executor's pool figures.
+struct ServerMetrics {
+    metrics: Arc<Metrics>,
+    executor: Arc<Executor>,
+}
+
+impl MetricsSource for ServerMetrics {
+    fn render(&self, tenant: Option<&str>) -> String {
+        let stats = self.executor.stats();
+        let pool = PoolFigures {
+            warm: stats.warm as u64,
+            busy: stats.busy as u64,
+            cold_starts_total: stats.misses_total,
+        };
+        self.metrics.render(pool, tenant)
+    }
 }
 
 /// The executor as the API's [`Invoker`].
@@ -110,9 +130,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             .await
             .context("starting the executor")?,
     );
-    let table = start_routing(store.clone())
+    let metrics = Arc::new(Metrics::new());
+    let table = start_routing(store.clone(), Arc::clone(&metrics))
         .await
         .context("loading the routing table")?;
+    let metrics_source = Arc::new(ServerMetrics {
+        metrics,
+        executor: Arc::clone(&executor),
+    });
     let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker(executor));
     let in_flight = Arc::new(InFlight::default());
     let endpoints = EndpointState {
@@ -127,6 +152,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             table,
             store: store.clone(),
         })),
+        metrics: Some(Arc::clone(&metrics_source) as Arc<dyn MetricsSource>),
         store,
         invoker,
         in_flight,
@@ -135,7 +161,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             max_body_bytes: args.max_body_bytes,
         },
     };
-    let app = app(state, endpoints);
+    let app = app(state, endpoints, metrics_source);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -159,14 +185,31 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 /// The whole HTTP surface: API, function endpoints, health checks; JSON 404 for the rest.
-fn app(state: ApiState, endpoints: EndpointState) -> Router {
+fn app(state: ApiState, endpoints: EndpointState, metrics: Arc<ServerMetrics>) -> Router {
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(state.clone());
+    // Everything, for the operator's Prometheus; Caddy keeps it off the public routes.
+    let operator = Router::new().route(
+        "/metrics",
+        get(move || {
+            let metrics = Arc::clone(&metrics);
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    metrics.render(None),
+                )
+            }
+        }),
+    );
     picloud_manager_core::api::router(state)
         .merge(picloud_orchestrator_core::router(endpoints))
         .merge(health)
+        .merge(operator)
         .fallback(|| async { ApiError::NotFound("route").into_response() })
 }
 

@@ -847,6 +847,7 @@ fn the_openapi_document_covers_every_route_and_docs_api_md_lists_them() {
         .collect();
     for (m, p) in [
         ("get", "/api/v1/whoami"),
+        ("get", "/api/v1/metrics"),
         ("get", "/api/v1/tenants"),
         ("post", "/api/v1/tenants"),
         ("put", "/api/v1/tenants/{tenant}/ceilings"),

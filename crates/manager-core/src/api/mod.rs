@@ -56,6 +56,12 @@ pub trait RouteSink: Send + Sync + 'static {
     fn changed(&self, event: RouteEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
+/// The server's metrics in the Prometheus text format: everything, or only `tenant`'s
+/// function series.
+pub trait MetricsSource: Send + Sync + 'static {
+    fn render(&self, tenant: Option<&str>) -> String;
+}
+
 /// Sizes the API accepts.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiConfig {
@@ -83,6 +89,8 @@ pub struct ApiState {
     pub config: ApiConfig,
     /// The local routing table, if this process serves endpoints.
     pub routes: Option<Arc<dyn RouteSink>>,
+    /// The metrics of the endpoints this process serves, if any.
+    pub metrics: Option<Arc<dyn MetricsSource>>,
 }
 
 impl ApiState {
@@ -306,6 +314,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(functions::list_env))
         .routes(routes!(functions::set_env, functions::unset_env))
         .routes(routes!(functions::test_invoke))
+        .routes(routes!(tenants::metrics))
 }
 
 /// The OpenAPI document of the API.

@@ -297,3 +297,43 @@ pub async fn revoke_admin_token(
     state.store.revoke_token(None, path.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// The metrics of the caller's functions in the Prometheus text format, so that a tenant can
+/// point its own Prometheus at it with its token (`authorization: { credentials: … }`). An
+/// admin token gets every series. Only on a server that serves endpoints.
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "tenants",
+    responses((status = 200, content_type = "text/plain; version=0.0.4", body = String),
+              (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn metrics(
+    State(state): State<ApiState>,
+    principal: Principal,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    let Some(metrics) = &state.metrics else {
+        return Err(ApiError::NotFound("metrics on this server"));
+    };
+    let tenant = match principal.tenant_id {
+        None => None,
+        Some(id) => Some(
+            state
+                .store
+                .tenant(id)
+                .await?
+                .ok_or(ApiError::Unauthorized("unknown or revoked token"))?
+                .name,
+        ),
+    };
+    // A tenant token never gets the unfiltered text, even for a tenant that vanished.
+    if !principal.admin && tenant.is_none() {
+        return Err(ApiError::Unauthorized("unknown or revoked token"));
+    }
+    let text = metrics.render(tenant.as_deref());
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}

@@ -1,0 +1,222 @@
+//! Per-function Prometheus metrics (DESIGN.md §5), labelled `tenant` and `function`.
+//!
+//! A function's series exist from the moment it is routable, every outcome pre-set to 0 (so a
+//! rate or an alert on `script_error` works before the first error), and disappear when it
+//! stops being routable (deleted, or nothing deployed).
+
+use std::sync::Mutex;
+
+use picloud_shared::{InvocationResult, Outcome};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Pool figures read at scrape time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolFigures {
+    pub warm: u64,
+    pub busy: u64,
+    /// Invocations so far that found no warm worker and waited for one.
+    pub cold_starts_total: u64,
+}
+
+/// The metrics of one server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    invocations: IntCounterVec,
+    duration: HistogramVec,
+    fuel: IntCounterVec,
+    memory: HistogramVec,
+    rejected: IntCounterVec,
+    pool_warm: IntGauge,
+    pool_busy: IntGauge,
+    cold_starts: IntCounter,
+    cold_starts_seen: Mutex<u64>,
+}
+
+const FUNCTION: [&str; 2] = ["tenant", "function"];
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // The metric definitions below are constants: only a programming error makes them fail.
+    #[allow(clippy::expect_used)]
+    r.expect("a valid, uniquely named metric")
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let invocations = must(IntCounterVec::new(
+            Opts::new(
+                "picloud_function_invocations_total",
+                "Invocations of the function, by outcome.",
+            ),
+            &["tenant", "function", "outcome"],
+        ));
+        let duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "picloud_function_duration_seconds",
+                "Time an invocation took in the executor.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0,
+            ]),
+            &FUNCTION,
+        ));
+        let fuel = must(IntCounterVec::new(
+            Opts::new(
+                "picloud_function_fuel_consumed_total",
+                "Wasm fuel the function's invocations used.",
+            ),
+            &FUNCTION,
+        ));
+        let memory = must(HistogramVec::new(
+            HistogramOpts::new(
+                "picloud_function_peak_memory_bytes",
+                "Peak linear memory of an invocation.",
+            )
+            .buckets(prometheus::exponential_buckets(1_048_576.0, 2.0, 9).unwrap_or_default()),
+            &FUNCTION,
+        ));
+        let rejected = must(IntCounterVec::new(
+            Opts::new(
+                "picloud_function_rejected_total",
+                "Requests refused before running, by reason.",
+            ),
+            &["tenant", "function", "reason"],
+        ));
+        let pool_warm = must(IntGauge::new(
+            "picloud_pool_warm_workers",
+            "Sandboxed worker processes waiting for an invocation.",
+        ));
+        let pool_busy = must(IntGauge::new(
+            "picloud_pool_busy_workers",
+            "Worker processes running an invocation.",
+        ));
+        let cold_starts = must(IntCounter::new(
+            "picloud_pool_cold_starts_total",
+            "Invocations that found no warm worker and waited for one.",
+        ));
+        for c in [
+            Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(duration.clone()),
+            Box::new(fuel.clone()),
+            Box::new(memory.clone()),
+            Box::new(rejected.clone()),
+            Box::new(pool_warm.clone()),
+            Box::new(pool_busy.clone()),
+            Box::new(cold_starts.clone()),
+        ] {
+            must(registry.register(c));
+        }
+        Self {
+            registry,
+            invocations,
+            duration,
+            fuel,
+            memory,
+            rejected,
+            pool_warm,
+            pool_busy,
+            cold_starts,
+            cold_starts_seen: Mutex::new(0),
+        }
+    }
+
+    /// Creates the function's series, every outcome at 0.
+    pub fn add_function(&self, tenant: &str, function: &str) {
+        for kind in Outcome::KINDS {
+            self.invocations
+                .with_label_values(&[tenant, function, kind]);
+        }
+        self.rejected
+            .with_label_values(&[tenant, function, "concurrency"]);
+        self.duration.with_label_values(&[tenant, function]);
+        self.fuel.with_label_values(&[tenant, function]);
+        self.memory.with_label_values(&[tenant, function]);
+    }
+
+    /// Removes the function's series.
+    pub fn remove_function(&self, tenant: &str, function: &str) {
+        for kind in Outcome::KINDS {
+            let _ = self
+                .invocations
+                .remove_label_values(&[tenant, function, kind]);
+        }
+        let _ = self
+            .rejected
+            .remove_label_values(&[tenant, function, "concurrency"]);
+        let _ = self.duration.remove_label_values(&[tenant, function]);
+        let _ = self.fuel.remove_label_values(&[tenant, function]);
+        let _ = self.memory.remove_label_values(&[tenant, function]);
+    }
+
+    /// Records one invocation.
+    pub fn observe(&self, tenant: &str, function: &str, result: &InvocationResult) {
+        self.invocations
+            .with_label_values(&[tenant, function, result.outcome.kind()])
+            .inc();
+        self.duration
+            .with_label_values(&[tenant, function])
+            .observe(result.duration_us as f64 / 1e6);
+        self.fuel
+            .with_label_values(&[tenant, function])
+            .inc_by(result.fuel_used);
+        self.memory
+            .with_label_values(&[tenant, function])
+            .observe(result.peak_memory_bytes as f64);
+    }
+
+    /// Records a request refused at the concurrency limit.
+    pub fn rejected_concurrency(&self, tenant: &str, function: &str) {
+        self.rejected
+            .with_label_values(&[tenant, function, "concurrency"])
+            .inc();
+    }
+
+    /// The text exposition: everything, or (with `tenant`) only that tenant's function series.
+    pub fn render(&self, pool: PoolFigures, tenant: Option<&str>) -> String {
+        self.pool_warm.set(pool.warm as i64);
+        self.pool_busy.set(pool.busy as i64);
+        {
+            let mut seen = self
+                .cold_starts_seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if pool.cold_starts_total > *seen {
+                self.cold_starts.inc_by(pool.cold_starts_total - *seen);
+                *seen = pool.cold_starts_total;
+            }
+        }
+        let mut families = self.registry.gather();
+        if let Some(tenant) = tenant {
+            families.retain_mut(|family| {
+                let mine: Vec<_> = family
+                    .get_metric()
+                    .iter()
+                    .filter(|m| {
+                        m.get_label()
+                            .iter()
+                            .any(|l| l.name() == "tenant" && l.value() == tenant)
+                    })
+                    .cloned()
+                    .collect();
+                family.set_metric(mine);
+                !family.get_metric().is_empty()
+            });
+        }
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode the metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
