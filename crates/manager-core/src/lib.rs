@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod limits;
 mod names;
+pub mod records;
 pub mod routes;
 pub mod script;
 mod store;
@@ -15,6 +16,7 @@ pub mod testing;
 
 pub use limits::{FunctionLimits, LimitOverrides};
 pub use names::{InvalidName, validate_name};
+pub use records::{InvocationRecord, RecordConfig, RecordFilter, Recorder, Trigger};
 pub use routes::{Route, RouteEvent, RouteWatch};
 pub use store::{
     AnyStore, EnvVar, Function, PgStore, SqliteStore, Store, StoreError, Tenant, Token, Version,

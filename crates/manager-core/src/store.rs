@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use tokio::sync::broadcast;
 
 use crate::limits::LimitOverrides;
+use crate::records::{InvocationRecord, RecordFilter, RecordRow};
 use crate::routes::{Route, RouteEvent, RouteRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
@@ -97,7 +98,7 @@ pub struct EnvVar {
     pub secret: bool,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
@@ -179,6 +180,25 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Option<Route>>> + Send;
     /// The routes of one tenant's functions.
     fn tenant_routes(&self, tenant_id: i64) -> impl Future<Output = Result<Vec<Route>>> + Send;
+
+    /// Writes records in one transaction.
+    fn insert_records(
+        &self,
+        records: &[InvocationRecord],
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// A function's records, newest first.
+    fn records(
+        &self,
+        function_id: i64,
+        filter: &RecordFilter,
+    ) -> impl Future<Output = Result<Vec<InvocationRecord>>> + Send;
+    /// Deletes records older than `older_than` (Unix ms) and all but the newest
+    /// `per_function` of each function; returns how many.
+    fn prune_records(
+        &self,
+        older_than: i64,
+        per_function: u32,
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Saves `source` as the function's next version (1, 2, …) with its SHA-256.
     fn add_version(
@@ -426,6 +446,73 @@ macro_rules! impl_store {
                 tx.commit().await.map_err(StoreError::Database)?;
                 self.after_commit(event);
                 Ok(())
+            }
+
+            async fn insert_records(&self, records: &[InvocationRecord]) -> Result<()> {
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                for r in records {
+                    let logs = serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into());
+                    sqlx::query(
+                        "INSERT INTO invocations (tenant_id, function_id, version, trigger_kind, outcome, status, at, \
+                         duration_us, fuel, peak_memory, message, logs, logs_truncated) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                    )
+                    .bind(r.tenant_id)
+                    .bind(r.function_id)
+                    .bind(r.version)
+                    .bind(r.trigger.as_str())
+                    .bind(&r.outcome)
+                    .bind(i32::from(r.status))
+                    .bind(r.at)
+                    .bind(i64::try_from(r.duration_us).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(r.fuel_used).unwrap_or(i64::MAX))
+                    .bind(i64::try_from(r.peak_memory_bytes).unwrap_or(i64::MAX))
+                    .bind(&r.message)
+                    .bind(logs)
+                    .bind(r.logs_truncated)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                }
+                tx.commit().await.map_err(StoreError::Database)
+            }
+
+            async fn records(&self, function_id: i64, filter: &RecordFilter) -> Result<Vec<InvocationRecord>> {
+                let rows: Vec<RecordRow> = sqlx::query_as(
+                    "SELECT id, tenant_id, function_id, version, trigger_kind, outcome, status, at, duration_us, fuel, \
+                     peak_memory, message, logs, logs_truncated FROM invocations \
+                     WHERE function_id = $1 AND ($2 IS NULL OR outcome = $2) AND ($3 IS NULL OR at >= $3) \
+                     AND ($4 IS NULL OR at < $4) AND ($5 IS NULL OR id < $5) ORDER BY id DESC LIMIT $6",
+                )
+                .bind(function_id)
+                .bind(&filter.outcome)
+                .bind(filter.since)
+                .bind(filter.until)
+                .bind(filter.before_id)
+                .bind(i64::from(filter.limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+                Ok(rows.into_iter().map(InvocationRecord::from).collect())
+            }
+
+            async fn prune_records(&self, older_than: i64, per_function: u32) -> Result<u64> {
+                let old = sqlx::query("DELETE FROM invocations WHERE at < $1")
+                    .bind(older_than)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?
+                    .rows_affected();
+                let extra = sqlx::query(
+                    "DELETE FROM invocations WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER \
+                     (PARTITION BY function_id ORDER BY id DESC) AS n FROM invocations) ranked WHERE n > $1)",
+                )
+                .bind(i64::from(per_function))
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::Database)?
+                .rows_affected();
+                Ok(old + extra)
             }
 
             async fn routes(&self) -> Result<Vec<Route>> {
@@ -758,6 +845,19 @@ impl Store for AnyStore {
     }
     async fn routes(&self) -> Result<Vec<Route>> {
         delegate!(self, routes())
+    }
+    async fn insert_records(&self, records: &[InvocationRecord]) -> Result<()> {
+        delegate!(self, insert_records(records))
+    }
+    async fn records(
+        &self,
+        function_id: i64,
+        filter: &RecordFilter,
+    ) -> Result<Vec<InvocationRecord>> {
+        delegate!(self, records(function_id, filter))
+    }
+    async fn prune_records(&self, older_than: i64, per_function: u32) -> Result<u64> {
+        delegate!(self, prune_records(older_than, per_function))
     }
     async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
         delegate!(self, function_route(function_id))

@@ -60,6 +60,7 @@ conformance!(
     env_secrets_are_write_only,
     limits_and_ceilings_are_stored_as_chosen,
     routes_are_the_active_versions,
+    records_are_written_queried_and_pruned,
 );
 
 async fn limits_and_ceilings_are_stored_as_chosen(s: &impl Store) {
@@ -204,6 +205,115 @@ async fn changes_are_announced_on_sqlite() {
 #[tokio::test]
 async fn changes_are_announced_on_postgres() {
     changes_are_announced(picloud_manager_core::AnyStore::Postgres(fresh_pg().await)).await;
+}
+
+async fn records_are_written_queried_and_pruned(s: &impl Store) {
+    use picloud_manager_core::{InvocationRecord, RecordFilter, Trigger};
+    use picloud_shared::{InvocationResult, LogLevel, LogLine, Outcome};
+    let t = s.create_tenant("acme").await.expect("tenant");
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    let g = s.create_function(t.id, "g", true).await.expect("function");
+    let result = |outcome: Outcome| InvocationResult {
+        outcome,
+        response: None,
+        duration_us: 1500,
+        fuel_used: 42,
+        peak_memory_bytes: 1 << 20,
+        logs: vec![LogLine {
+            level: LogLevel::Info,
+            message: "hi".into(),
+        }],
+        logs_truncated: false,
+    };
+    let mut batch = Vec::new();
+    for i in 0..10 {
+        let outcome = if i % 2 == 0 {
+            Outcome::Ok
+        } else {
+            Outcome::Timeout { limit_ms: 5 }
+        };
+        let mut r = InvocationRecord::new(t.id, f.id, 1, Trigger::Http, &result(outcome));
+        r.at = 1_000 + i;
+        batch.push(r);
+    }
+    batch.push(InvocationRecord::new(
+        t.id,
+        g.id,
+        2,
+        Trigger::Test,
+        &result(Outcome::Ok),
+    ));
+    s.insert_records(&batch).await.expect("insert");
+
+    let all = RecordFilter {
+        limit: 100,
+        ..RecordFilter::default()
+    };
+    let got = s.records(f.id, &all).await.expect("records");
+    assert_eq!(got.len(), 10);
+    assert!(got.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    let newest = &got[0];
+    assert_eq!(
+        (newest.at, newest.outcome.as_str(), newest.status),
+        (1_009, "timeout", 504)
+    );
+    assert_eq!(newest.logs, batch[9].logs);
+    assert_eq!(
+        (newest.fuel_used, newest.duration_us, newest.trigger),
+        (42, 1500, Trigger::Http)
+    );
+    let timeouts = RecordFilter {
+        outcome: Some("timeout".into()),
+        ..all.clone()
+    };
+    assert_eq!(s.records(f.id, &timeouts).await.expect("records").len(), 5);
+    let window = RecordFilter {
+        since: Some(1_002),
+        until: Some(1_005),
+        ..all.clone()
+    };
+    let at: Vec<i64> = s
+        .records(f.id, &window)
+        .await
+        .expect("records")
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(at, vec![1_004, 1_003, 1_002]);
+    let page = RecordFilter {
+        before_id: Some(got[2].id),
+        limit: 3,
+        ..RecordFilter::default()
+    };
+    let ids: Vec<i64> = s
+        .records(f.id, &page)
+        .await
+        .expect("records")
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(ids, vec![got[3].id, got[4].id, got[5].id]);
+    assert_eq!(
+        s.records(g.id, &all).await.expect("records")[0].trigger,
+        Trigger::Test
+    );
+
+    // Prune: by age (f's records are at 1,000–1,009 ms), then by count per function.
+    assert_eq!(s.prune_records(1_003, 1_000).await.expect("prune"), 3);
+    assert_eq!(s.records(f.id, &all).await.expect("records").len(), 7);
+    assert_eq!(s.prune_records(0, 4).await.expect("prune"), 3);
+    let left: Vec<i64> = s
+        .records(f.id, &all)
+        .await
+        .expect("records")
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(left, vec![1_009, 1_008, 1_007, 1_006]);
+    assert_eq!(s.records(g.id, &all).await.expect("records").len(), 1);
+    // Records go with their function.
+    s.delete_function(t.id, "f").await.expect("delete");
+    assert!(s.records(f.id, &all).await.expect("records").is_empty());
 }
 
 async fn tenants_are_unique(s: &impl Store) {

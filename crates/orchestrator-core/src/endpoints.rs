@@ -10,8 +10,8 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use picloud_manager_core::AnyStore;
 use picloud_manager_core::api::{ApiError, InFlight, Invoker, authenticate, executor_limits};
+use picloud_manager_core::{AnyStore, InvocationRecord, Recorder, Trigger};
 use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
 
 use crate::RoutingTable;
@@ -24,6 +24,7 @@ pub struct EndpointState {
     pub store: AnyStore,
     pub invoker: Arc<dyn Invoker>,
     pub in_flight: Arc<InFlight>,
+    pub recorder: Arc<Recorder>,
     /// Largest request body, in bytes; larger is answered 413.
     pub max_body_bytes: usize,
 }
@@ -130,6 +131,13 @@ async fn run(
         .table
         .metrics()
         .observe(&route.tenant, &route.function, &result);
+    state.recorder.record(InvocationRecord::new(
+        route.tenant_id,
+        route.function_id,
+        route.version,
+        Trigger::Http,
+        &result,
+    ));
     Ok(match result.response {
         Some(r) => {
             let mut response = (

@@ -12,13 +12,17 @@ use prometheus::{
     TextEncoder,
 };
 
-/// Pool figures read at scrape time.
+/// Pool and record figures read at scrape time.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PoolFigures {
     pub warm: u64,
     pub busy: u64,
     /// Invocations so far that found no warm worker and waited for one.
     pub cold_starts_total: u64,
+    /// Invocation records waiting to be written.
+    pub records_queued: u64,
+    /// Invocation records dropped so far.
+    pub records_dropped_total: u64,
 }
 
 /// The metrics of one server.
@@ -34,6 +38,9 @@ pub struct Metrics {
     pool_busy: IntGauge,
     cold_starts: IntCounter,
     cold_starts_seen: Mutex<u64>,
+    records_queued: IntGauge,
+    records_dropped: IntCounter,
+    records_dropped_seen: Mutex<u64>,
 }
 
 const FUNCTION: [&str; 2] = ["tenant", "function"];
@@ -105,8 +112,18 @@ impl Metrics {
             "picloud_pool_cold_starts_total",
             "Invocations that found no warm worker and waited for one.",
         ));
+        let records_queued = must(IntGauge::new(
+            "picloud_records_queued",
+            "Invocation records waiting to be written.",
+        ));
+        let records_dropped = must(IntCounter::new(
+            "picloud_records_dropped_total",
+            "Invocation records dropped: the queue was full or the database refused a batch.",
+        ));
         for c in [
-            Box::new(invocations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(records_queued.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(records_dropped.clone()),
+            Box::new(invocations.clone()),
             Box::new(duration.clone()),
             Box::new(fuel.clone()),
             Box::new(memory.clone()),
@@ -128,6 +145,9 @@ impl Metrics {
             pool_busy,
             cold_starts,
             cold_starts_seen: Mutex::new(0),
+            records_queued,
+            records_dropped,
+            records_dropped_seen: Mutex::new(0),
         }
     }
 
@@ -186,16 +206,17 @@ impl Metrics {
     pub fn render(&self, pool: PoolFigures, tenant: Option<&str>) -> String {
         self.pool_warm.set(pool.warm as i64);
         self.pool_busy.set(pool.busy as i64);
-        {
-            let mut seen = self
-                .cold_starts_seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if pool.cold_starts_total > *seen {
-                self.cold_starts.inc_by(pool.cold_starts_total - *seen);
-                *seen = pool.cold_starts_total;
-            }
-        }
+        self.records_queued.set(pool.records_queued as i64);
+        catch_up(
+            &self.cold_starts,
+            &self.cold_starts_seen,
+            pool.cold_starts_total,
+        );
+        catch_up(
+            &self.records_dropped,
+            &self.records_dropped_seen,
+            pool.records_dropped_total,
+        );
         let mut families = self.registry.gather();
         if let Some(tenant) = tenant {
             families.retain_mut(|family| {
@@ -218,5 +239,14 @@ impl Metrics {
             tracing::error!(error = %e, "cannot encode the metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Brings a counter mirrored from a running total up to it.
+fn catch_up(counter: &IntCounter, seen: &Mutex<u64>, total: u64) {
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    if total > *seen {
+        counter.inc_by(total - *seen);
+        *seen = total;
     }
 }

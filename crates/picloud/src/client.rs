@@ -62,6 +62,19 @@ pub enum FnCommand {
     },
     /// Delete a function with its versions and variables.
     Delete { name: String },
+    /// Show a function's invocation records, oldest first; `--follow` then streams new ones.
+    Logs {
+        name: String,
+        /// Keep streaming invocations as they happen (Ctrl-C to stop).
+        #[arg(long, short)]
+        follow: bool,
+        /// Only this outcome (`ok`, `script_error`, `timeout`, …).
+        #[arg(long)]
+        outcome: Option<String>,
+        /// How many of the latest records. Default 20, at most 1,000.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,6 +196,45 @@ impl Client {
             bail!("{} {message}{at}", status.as_u16());
         }
         Ok(value)
+    }
+
+    /// Reads a server-sent event stream, calling `each` with every `invocation` event's JSON,
+    /// until the server closes it.
+    fn follow(&self, path: &str, mut each: impl FnMut(&Value) -> Result<()>) -> Result<()> {
+        use std::io::BufRead;
+        let url = format!("{}/api/v1{path}", self.base);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .get(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Accept", "text/event-stream")
+            .call()
+            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+        if !response.status().is_success() {
+            let text = response.body_mut().read_to_string().unwrap_or_default();
+            bail!("{} {text}", response.status().as_u16());
+        }
+        let reader = std::io::BufReader::new(response.body_mut().as_reader());
+        let mut event = String::new();
+        for line in reader.lines() {
+            let line = line.context("reading the stream")?;
+            if let Some(e) = line.strip_prefix("event:") {
+                event = e.trim().to_string();
+            } else if let Some(data) = line.strip_prefix("data:") {
+                match event.as_str() {
+                    "invocation" => each(&serde_json::from_str(data.trim())?)?,
+                    "dropped" => eprintln!(
+                        "({} invocations skipped: the stream fell behind)",
+                        data.trim()
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The tenant to act on: the flag, else the token's own.
@@ -349,6 +401,34 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
+        FnCommand::Logs {
+            name,
+            follow,
+            outcome,
+            limit,
+        } => {
+            let mut path = format!("{fns}/{name}/invocations?limit={limit}");
+            if let Some(o) = outcome {
+                path += &format!("&outcome={o}");
+            }
+            let list = client.call("GET", &path, None)?;
+            let mut records: Vec<Value> = list.as_array().cloned().unwrap_or_default();
+            records.reverse();
+            for r in &records {
+                print_record(args, r)?;
+            }
+            if *follow {
+                client.follow(&format!("{fns}/{name}/invocations/tail"), |r| {
+                    if outcome
+                        .as_ref()
+                        .is_none_or(|o| r["outcome"].as_str() == Some(o))
+                    {
+                        print_record(args, r)?;
+                    }
+                    Ok(())
+                })?;
+            }
+        }
         FnCommand::Delete { name } => {
             client.call("DELETE", &format!("{fns}/{name}"), None)?;
             print(args, &json!({ "deleted": name }), |_| {
@@ -479,4 +559,66 @@ pub fn run_tenant(args: &ClientArgs, command: &TenantCommand) -> Result<ExitCode
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One record: a line, then its message and logs indented; or its JSON with `--json`.
+fn print_record(args: &ClientArgs, r: &Value) -> Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        writeln!(out, "{r}")?;
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "{}  v{:<3} {:<8} {:<14} {}  {:>9.3} ms  fuel {}  mem {:.1} MiB",
+        utc(r["at"].as_i64().unwrap_or(0)),
+        s(&r["version"]),
+        s(&r["trigger"]),
+        s(&r["outcome"]),
+        s(&r["status"]),
+        r["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,
+        s(&r["fuel_used"]),
+        r["peak_memory_bytes"].as_f64().unwrap_or(0.0) / 1_048_576.0,
+    )?;
+    if let Some(m) = r["message"].as_str() {
+        writeln!(out, "    {m}")?;
+    }
+    for line in r["logs"].as_array().into_iter().flatten() {
+        writeln!(out, "    [{}] {}", s(&line["level"]), s(&line["message"]))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+fn utc(ms: i64) -> String {
+    let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{milli:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_unix_milliseconds() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(1_795_753_115_985), "2026-11-27T04:18:35.985Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
 }

@@ -19,7 +19,9 @@ use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
 use picloud_manager_core::api::{
     ApiConfig, ApiError, ApiState, InFlight, InvokeFuture, Invoker, MetricsSource,
 };
-use picloud_manager_core::{AnyStore, FunctionLimits, PgStore, SqliteStore, Store};
+use picloud_manager_core::{
+    AnyStore, FunctionLimits, PgStore, RecordConfig, Recorder, SqliteStore, Store,
+};
 use picloud_orchestrator_core::{EndpointState, LocalRoutes, Metrics, PoolFigures, start_routing};
 use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 
@@ -53,12 +55,22 @@ pub struct ServeArgs {
     /// Largest request body the API and the function endpoints accept, in bytes (larger: 413).
     #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
+    /// Invocation records waiting to be written; past this they are dropped and counted.
+    #[arg(long, env = "PICLOUD_RECORDS_QUEUE", default_value_t = RecordConfig::default().queue)]
+    pub records_queue: usize,
+    /// Invocation records older than this many hours are deleted.
+    #[arg(long, env = "PICLOUD_RECORDS_RETENTION_HOURS", default_value_t = 168)]
+    pub records_retention_hours: u64,
+    /// Invocation records kept per function, newest first.
+    #[arg(long, env = "PICLOUD_RECORDS_PER_FUNCTION", default_value_t = RecordConfig::default().per_function)]
+    pub records_per_function: u32,
 }
 
 /// The endpoints' metrics with the executor's pool figures.
 struct ServerMetrics {
     metrics: Arc<Metrics>,
     executor: Arc<Executor>,
+    recorder: Arc<Recorder>,
 }
 
 impl MetricsSource for ServerMetrics {
@@ -68,6 +80,8 @@ impl MetricsSource for ServerMetrics {
             warm: stats.warm as u64,
             busy: stats.busy as u64,
             cold_starts_total: stats.misses_total,
+            records_queued: self.recorder.queued() as u64,
+            records_dropped_total: self.recorder.dropped(),
         };
         self.metrics.render(pool, tenant)
     }
@@ -134,9 +148,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let table = start_routing(store.clone(), Arc::clone(&metrics))
         .await
         .context("loading the routing table")?;
+    let recorder = Recorder::start(
+        store.clone(),
+        RecordConfig {
+            queue: args.records_queue,
+            retention: Duration::from_secs(args.records_retention_hours * 3600),
+            per_function: args.records_per_function,
+            ..RecordConfig::default()
+        },
+    );
     let metrics_source = Arc::new(ServerMetrics {
         metrics,
         executor: Arc::clone(&executor),
+        recorder: Arc::clone(&recorder),
     });
     let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker(executor));
     let in_flight = Arc::new(InFlight::default());
@@ -145,6 +169,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         store: store.clone(),
         invoker: Arc::clone(&invoker),
         in_flight: Arc::clone(&in_flight),
+        recorder: Arc::clone(&recorder),
         max_body_bytes: args.max_body_bytes,
     };
     let state = ApiState {
@@ -153,6 +178,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             store: store.clone(),
         })),
         metrics: Some(Arc::clone(&metrics_source) as Arc<dyn MetricsSource>),
+        recorder: Some(recorder),
         store,
         invoker,
         in_flight,

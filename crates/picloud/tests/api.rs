@@ -408,6 +408,8 @@ fn tenant_routes(tenant: &str) -> Vec<(&'static str, String, Option<Value>)> {
         ("PUT", format!("{f}/env/KEY"), Some(json!({ "value": "v" }))),
         ("DELETE", format!("{f}/env/KEY"), None),
         ("POST", format!("{f}/invoke"), Some(json!({}))),
+        ("GET", format!("{f}/invocations"), None),
+        ("GET", format!("{f}/invocations/tail"), None),
         ("DELETE", f.clone(), None),
     ]
 }

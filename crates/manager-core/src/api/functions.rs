@@ -15,6 +15,7 @@ use super::{
 };
 use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::names::validate_name;
+use crate::records::{InvocationRecord, Trigger};
 use crate::routes::RouteEvent;
 use crate::script::check_script;
 use crate::store::{EnvVar, Function, Store, Tenant, Version};
@@ -571,16 +572,20 @@ pub async fn test_invoke(
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let (tenant, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
-    let script = match (body.source, body.version.or(function.active_version)) {
+    // The version recorded: 0 for a source that was never saved.
+    let (script, version) = match (body.source, body.version.or(function.active_version)) {
         (Some(source), _) => {
             check_size(&state, &source)?;
-            source
+            (source, 0)
         }
-        (None, Some(version)) => state
-            .store
-            .version_source(function.id, version)
-            .await?
-            .ok_or(ApiError::NotFound("version"))?,
+        (None, Some(version)) => (
+            state
+                .store
+                .version_source(function.id, version)
+                .await?
+                .ok_or(ApiError::NotFound("version"))?,
+            version,
+        ),
         (None, None) => {
             return Err(ApiError::Conflict(
                 "nothing is deployed: give a source or a version".into(),
@@ -607,5 +612,14 @@ pub async fn test_invoke(
         .invoker
         .invoke(&owner, &script, &request, &executor_limits(&limits))
         .await;
+    if let Some(recorder) = &state.recorder {
+        recorder.record(InvocationRecord::new(
+            tenant.id,
+            function.id,
+            version,
+            Trigger::Test,
+            &result,
+        ));
+    }
     Ok(Json(result))
 }

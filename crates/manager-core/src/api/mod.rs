@@ -9,6 +9,7 @@
 
 mod error;
 mod functions;
+mod invocations;
 mod tenants;
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ pub use error::{ApiError, ErrorBody, ErrorDetail, Json, Path};
 
 use crate::auth::hash_token;
 use crate::limits::FunctionLimits;
+use crate::records::Recorder;
 use crate::routes::RouteEvent;
 use crate::store::{AnyStore, Function, Store, Tenant};
 
@@ -91,6 +93,8 @@ pub struct ApiState {
     pub routes: Option<Arc<dyn RouteSink>>,
     /// The metrics of the endpoints this process serves, if any.
     pub metrics: Option<Arc<dyn MetricsSource>>,
+    /// Where invocation records go (test-invokes here), and their live tail.
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 impl ApiState {
@@ -315,6 +319,8 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(functions::set_env, functions::unset_env))
         .routes(routes!(functions::test_invoke))
         .routes(routes!(tenants::metrics))
+        .routes(routes!(invocations::list_invocations))
+        .routes(routes!(invocations::tail_invocations))
 }
 
 /// The OpenAPI document of the API.

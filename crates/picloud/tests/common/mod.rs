@@ -53,17 +53,32 @@ impl Server {
         Self::start_with(data_dir, database_url, Some(ADMIN))
     }
 
+    /// As [`Server::start`] on SQLite, with more `picloud serve` flags.
+    pub fn start_with_args(data_dir: &Path, args: &[&str]) -> Self {
+        Self::spawn(data_dir, None, Some(ADMIN), args)
+    }
+
     /// As [`Server::start`]; `admin_token: None` lets the server make up its own.
     pub fn start_with(
         data_dir: &Path,
         database_url: Option<&str>,
         admin_token: Option<&str>,
     ) -> Self {
+        Self::spawn(data_dir, database_url, admin_token, &[])
+    }
+
+    fn spawn(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        admin_token: Option<&str>,
+        args: &[&str],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_picloud"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--cache-dir")
             .arg(shared_cache())
+            .args(args)
             .env_remove("PICLOUD_ADMIN_TOKEN")
             .env_remove("PICLOUD_DATABASE_URL")
             .stdout(Stdio::piped());

@@ -1,0 +1,98 @@
+//! Invocation records of a function: a query, and a live tail as server-sent events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use utoipa::IntoParams;
+
+use super::functions::FunctionPath;
+use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_function};
+use crate::records::{InvocationRecord, RecordFilter};
+use crate::store::Store;
+
+/// Most records one query returns.
+pub const MAX_LIMIT: u32 = 1_000;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RecordQuery {
+    /// Only this outcome (`ok`, `script_error`, `timeout`, …).
+    pub outcome: Option<String>,
+    /// From this time on, Unix milliseconds.
+    pub since: Option<i64>,
+    /// Before this time, Unix milliseconds.
+    pub until: Option<i64>,
+    /// Only records older than this id (the last id of the previous page).
+    pub before: Option<i64>,
+    /// How many, newest first. Default 100, at most 1,000.
+    pub limit: Option<u32>,
+}
+
+/// The function's invocation records, newest first.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/functions/{function}/invocations", tag = "invocations",
+    params(FunctionPath, RecordQuery),
+    responses((status = 200, body = Vec<InvocationRecord>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_invocations(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(path): Path<FunctionPath>,
+    query: Result<Query<RecordQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<InvocationRecord>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (_, function) =
+        reachable_function(&state, &principal, &path.tenant, &path.function).await?;
+    let filter = RecordFilter {
+        outcome: q.outcome,
+        since: q.since,
+        until: q.until,
+        before_id: q.before,
+        limit: q.limit.unwrap_or(100).clamp(1, MAX_LIMIT),
+    };
+    Ok(Json(state.store.records(function.id, &filter).await?))
+}
+
+/// The function's invocations as they happen: server-sent events, one `invocation` event per
+/// record (its JSON, `id` 0: not written yet), and a `dropped` event when this stream fell
+/// behind and skipped some.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/functions/{function}/invocations/tail", tag = "invocations",
+    params(FunctionPath),
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = ErrorBody)))]
+pub async fn tail_invocations(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(path): Path<FunctionPath>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let (_, function) =
+        reachable_function(&state, &principal, &path.tenant, &path.function).await?;
+    let Some(recorder) = &state.recorder else {
+        return Err(ApiError::NotFound("invocation log on this server"));
+    };
+    let rx = recorder.subscribe();
+    let id = function.id;
+    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(record) if record.function_id == id => {
+                    let event = Event::default()
+                        .event("invocation")
+                        .json_data(&*record)
+                        .unwrap_or_else(|_| Event::default().comment("unencodable record"));
+                    return Some((Ok(event), rx));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => {
+                    let event = Event::default().event("dropped").data(n.to_string());
+                    return Some((Ok(event), rx));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
