@@ -10,11 +10,12 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use picloud_manager_core::api::{ApiError, InFlight, Invoker, authenticate, executor_limits};
+use picloud_manager_core::api::{ApiError, Invoker, authenticate, executor_limits};
 use picloud_manager_core::{AnyStore, InvocationRecord, Recorder, Trigger};
 use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
 
 use crate::RoutingTable;
+use crate::limits::Ingress;
 
 /// What the endpoints share.
 #[derive(Clone)]
@@ -23,7 +24,8 @@ pub struct EndpointState {
     /// Only for the tokens of token-protected functions.
     pub store: AnyStore,
     pub invoker: Arc<dyn Invoker>,
-    pub in_flight: Arc<InFlight>,
+    /// Rates and concurrency limits.
+    pub ingress: Arc<Ingress>,
     pub recorder: Arc<Recorder>,
     /// Largest request body, in bytes; larger is answered 413.
     pub max_body_bytes: usize,
@@ -94,18 +96,15 @@ async fn run(
             return Err(ApiError::NotFound("function"));
         }
     }
-    let Some(_place) = state
-        .in_flight
-        .try_acquire(route.function_id, route.limits.concurrency)
-    else {
-        state
-            .table
-            .metrics()
-            .rejected_concurrency(&route.tenant, &route.function);
-        return Err(ApiError::TooManyRequests(format!(
-            "{} invocations of this function are running, its concurrency limit",
-            route.limits.concurrency
-        )));
+    let _places = match state.ingress.admit(&route).await {
+        Ok(places) => places,
+        Err((why, error)) => {
+            state
+                .table
+                .metrics()
+                .rejected(&route.tenant, &route.function, why);
+            return Err(error);
+        }
     };
     let request = InvocationRequest {
         method: method.to_string(),

@@ -5,9 +5,11 @@
 //! reconnect.
 
 mod endpoints;
+pub mod limits;
 pub mod metrics;
 mod table;
 
 pub use endpoints::{EndpointState, router};
+pub use limits::{Ingress, IngressConfig};
 pub use metrics::{Metrics, PoolFigures};
 pub use table::{LocalRoutes, RoutingTable, start_routing};

@@ -6,6 +6,7 @@
 
 use std::sync::Mutex;
 
+use crate::limits::Rejection;
 use picloud_shared::{InvocationResult, Outcome};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -157,8 +158,10 @@ impl Metrics {
             self.invocations
                 .with_label_values(&[tenant, function, kind]);
         }
-        self.rejected
-            .with_label_values(&[tenant, function, "concurrency"]);
+        for why in Rejection::ALL {
+            self.rejected
+                .with_label_values(&[tenant, function, why.label()]);
+        }
         self.duration.with_label_values(&[tenant, function]);
         self.fuel.with_label_values(&[tenant, function]);
         self.memory.with_label_values(&[tenant, function]);
@@ -171,9 +174,11 @@ impl Metrics {
                 .invocations
                 .remove_label_values(&[tenant, function, kind]);
         }
-        let _ = self
-            .rejected
-            .remove_label_values(&[tenant, function, "concurrency"]);
+        for why in Rejection::ALL {
+            let _ = self
+                .rejected
+                .remove_label_values(&[tenant, function, why.label()]);
+        }
         let _ = self.duration.remove_label_values(&[tenant, function]);
         let _ = self.fuel.remove_label_values(&[tenant, function]);
         let _ = self.memory.remove_label_values(&[tenant, function]);
@@ -195,10 +200,10 @@ impl Metrics {
             .observe(result.peak_memory_bytes as f64);
     }
 
-    /// Records a request refused at the concurrency limit.
-    pub fn rejected_concurrency(&self, tenant: &str, function: &str) {
+    /// Records a request refused by a limit.
+    pub fn rejected(&self, tenant: &str, function: &str, why: Rejection) {
         self.rejected
-            .with_label_values(&[tenant, function, "concurrency"])
+            .with_label_values(&[tenant, function, why.label()])
             .inc();
     }
 

@@ -22,7 +22,9 @@ use picloud_manager_core::api::{
 use picloud_manager_core::{
     AnyStore, FunctionLimits, PgStore, RecordConfig, Recorder, SqliteStore, Store,
 };
-use picloud_orchestrator_core::{EndpointState, LocalRoutes, Metrics, PoolFigures, start_routing};
+use picloud_orchestrator_core::{
+    EndpointState, Ingress, IngressConfig, LocalRoutes, Metrics, PoolFigures, start_routing,
+};
 use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 
 #[derive(Debug, Args)]
@@ -55,6 +57,18 @@ pub struct ServeArgs {
     /// Largest request body the API and the function endpoints accept, in bytes (larger: 413).
     #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
+    /// Invocations of one tenant's functions running at once (more wait, then 429).
+    #[arg(long, env = "PICLOUD_TENANT_CONCURRENCY", default_value_t = IngressConfig::default().tenant_concurrency)]
+    pub tenant_concurrency: u64,
+    /// Requests per second to one function (more: 429); 0 = no limit.
+    #[arg(long, env = "PICLOUD_FUNCTION_RATE", default_value_t = IngressConfig::default().function_rate)]
+    pub function_rate: u32,
+    /// Requests per second to one tenant's functions (more: 429); 0 = no limit.
+    #[arg(long, env = "PICLOUD_TENANT_RATE", default_value_t = IngressConfig::default().tenant_rate)]
+    pub tenant_rate: u32,
+    /// How long a request may wait for a concurrency place before it is answered 429, in ms.
+    #[arg(long, env = "PICLOUD_QUEUE_WAIT_MS", default_value_t = 100)]
+    pub queue_wait_ms: u64,
     /// Invocation records waiting to be written; past this they are dropped and counted.
     #[arg(long, env = "PICLOUD_RECORDS_QUEUE", default_value_t = RecordConfig::default().queue)]
     pub records_queue: usize,
@@ -168,7 +182,15 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         table: Arc::clone(&table),
         store: store.clone(),
         invoker: Arc::clone(&invoker),
-        in_flight: Arc::clone(&in_flight),
+        ingress: Arc::new(Ingress::new(
+            IngressConfig {
+                tenant_concurrency: args.tenant_concurrency,
+                function_rate: args.function_rate,
+                tenant_rate: args.tenant_rate,
+                queue_wait: Duration::from_millis(args.queue_wait_ms),
+            },
+            Arc::clone(&in_flight),
+        )),
         recorder: Arc::clone(&recorder),
         max_body_bytes: args.max_body_bytes,
     };

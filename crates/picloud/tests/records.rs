@@ -173,8 +173,18 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
 #[test]
 fn ten_thousand_invocations_under_load_are_all_recorded_or_counted_as_dropped() {
     let dir = data_dir("records-load");
-    // A small queue, so that the load can overflow it.
-    let server = Server::start_with_args(&dir, &["--records-queue", "256"]);
+    // A small queue, so that the load can overflow it; no rate limit in the way.
+    let server = Server::start_with_args(
+        &dir,
+        &[
+            "--records-queue",
+            "256",
+            "--function-rate",
+            "0",
+            "--tenant-rate",
+            "0",
+        ],
+    );
     let http = Http::new(&server);
     setup(&http);
     let total = 10_000;

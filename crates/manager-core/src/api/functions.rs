@@ -10,8 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::tenants::TenantPath;
 use super::{
-    ApiError, ApiState, ErrorBody, Json, Path, Principal, executor_limits, reachable_function,
-    reachable_tenant,
+    ApiError, ApiState, ErrorBody, Json, Path, Principal, Slot, executor_limits,
+    reachable_function, reachable_tenant,
 };
 use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::names::validate_name;
@@ -593,11 +593,17 @@ pub async fn test_invoke(
         }
     };
     let limits = FunctionLimits::resolve(&function.limits, &tenant.ceilings);
-    let Some(_place) = state.in_flight.try_acquire(function.id, limits.concurrency) else {
-        return Err(ApiError::TooManyRequests(format!(
-            "{} invocations of this function are running, its concurrency limit",
-            limits.concurrency
-        )));
+    let Some(_place) = state
+        .in_flight
+        .try_acquire(Slot::Function(function.id), limits.concurrency)
+    else {
+        return Err(ApiError::TooManyRequests {
+            message: format!(
+                "{} invocations of this function are running, its concurrency limit",
+                limits.concurrency
+            ),
+            retry_after: 1,
+        });
     };
     let r = body.request;
     let request = InvocationRequest {

@@ -113,33 +113,92 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// Invocations running per function, against the function's `concurrency` limit. Counting
-/// rather than holding a semaphore per function lets a changed limit apply at once.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    running: Mutex<HashMap<i64, u64>>,
+/// What a concurrency limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Slot {
+    /// Invocations of one function (its `concurrency` limit).
+    Function(i64),
+    /// Invocations of all of one tenant's functions.
+    Tenant(i64),
 }
 
-/// One running invocation; dropping it frees its place.
+/// Invocations running, per function and per tenant. Counting rather than holding a semaphore
+/// per key lets a changed limit apply at once.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    running: Mutex<HashMap<Slot, u64>>,
+    /// Woken whenever a place frees up, for callers waiting a bounded time.
+    freed: tokio::sync::Notify,
+}
+
+/// One running invocation's place; dropping it frees the place.
 #[derive(Debug)]
 pub struct InFlightGuard {
     in_flight: Arc<InFlight>,
-    function_id: i64,
+    slot: Slot,
 }
 
 impl InFlight {
-    /// A place for one more invocation of `function_id`, or `None` when `limit` are running.
-    pub fn try_acquire(self: &Arc<Self>, function_id: i64, limit: u64) -> Option<InFlightGuard> {
+    /// A place in `slot`, or `None` when `limit` are running.
+    pub fn try_acquire(self: &Arc<Self>, slot: Slot, limit: u64) -> Option<InFlightGuard> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let n = running.entry(function_id).or_insert(0);
+        let n = running.entry(slot).or_insert(0);
         if *n >= limit {
             return None;
         }
         *n += 1;
         Some(InFlightGuard {
             in_flight: Arc::clone(self),
-            function_id,
+            slot,
         })
+    }
+
+    /// A place in every slot, or none: checked and taken under one lock, so that a partial
+    /// take never has to be given back (which would wake the waiters for nothing).
+    fn try_acquire_all(
+        self: &Arc<Self>,
+        slots: &[(Slot, u64)],
+    ) -> Result<Vec<InFlightGuard>, Slot> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&(full, _)) = slots
+            .iter()
+            .find(|(slot, limit)| running.get(slot).copied().unwrap_or(0) >= *limit)
+        {
+            return Err(full);
+        }
+        Ok(slots
+            .iter()
+            .map(|&(slot, _)| {
+                *running.entry(slot).or_insert(0) += 1;
+                InFlightGuard {
+                    in_flight: Arc::clone(self),
+                    slot,
+                }
+            })
+            .collect())
+    }
+
+    /// A place in every slot (all or none), waiting up to `wait` for places to free up;
+    /// `Err` names the first slot still full. Never an unbounded queue.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        slots: &[(Slot, u64)],
+        wait: std::time::Duration,
+    ) -> Result<Vec<InFlightGuard>, Slot> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Registered before trying, so that a place freed meanwhile is not missed.
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let full = match self.try_acquire_all(slots) {
+                Ok(guards) => return Ok(guards),
+                Err(full) => full,
+            };
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return Err(full);
+            }
+        }
     }
 }
 
@@ -150,12 +209,14 @@ impl Drop for InFlightGuard {
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = running.get_mut(&self.function_id) {
+        if let Some(n) = running.get_mut(&self.slot) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                running.remove(&self.function_id);
+                running.remove(&self.slot);
             }
         }
+        drop(running);
+        self.in_flight.freed.notify_waiters();
     }
 }
 
