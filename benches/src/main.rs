@@ -15,6 +15,8 @@ use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
 use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 use serde_json::json;
 
+mod doc;
+
 const HELLO: &str = r#"fn handle(req) { `hello ${req.query.name ?? "world"}` }"#;
 
 fn main() -> Result<()> {
@@ -148,7 +150,11 @@ fn main() -> Result<()> {
         serde_json::to_string_pretty(&report)?,
     )?;
     let markdown = render(&report);
-    splice(&root.join("docs/performance.md"), &markdown)?;
+    doc::splice(
+        &root.join("docs/performance.md"),
+        "executor-bench",
+        &markdown,
+    )?;
     println!("{markdown}");
     Ok(())
 }
@@ -626,22 +632,4 @@ fn render(r: &serde_json::Value) -> String {
         );
     }
     s
-}
-
-const START: &str = "<!-- executor-bench:start -->";
-const END: &str = "<!-- executor-bench:end -->";
-
-/// Replaces the generated section of `path` (between the markers), leaving the rest alone.
-fn splice(path: &Path, section: &str) -> Result<()> {
-    let doc = std::fs::read_to_string(path).unwrap_or_default();
-    let new = match (doc.find(START), doc.find(END)) {
-        (Some(a), Some(b)) if a < b => format!(
-            "{}{START}\n{section}\n{END}{}",
-            &doc[..a],
-            &doc[b + END.len()..]
-        ),
-        _ => format!("{doc}\n{START}\n{section}\n{END}\n"),
-    };
-    std::fs::write(path, new)?;
-    Ok(())
 }

@@ -1,0 +1,405 @@
+//! `picloud-http-bench`: PiCloud's function endpoint over real HTTP, measured with `wrk` against
+//! a bare axum hello handler in the same run (the limit of the HTTP stack), in both isolation
+//! modes, directly and through Caddy; and the whole process tree's idle CPU and memory.
+//! Results go to `benches/results/http.json` and the generated section of
+//! `docs/performance.md`.
+//!
+//! Run with `scripts/bench-http [--seconds N] [--idle-seconds N]`. `wrk` runs on the same two
+//! cores as the server, so every rate here is shared with the load generator.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+mod doc;
+
+const ADMIN: &str = "pc_bench_admin_0123456789abcdef0123456789";
+const HELLO: &str = r#"fn handle(req) { `hello ${req.query.name ?? "world"}` }"#;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on a process this benchmark started (SIGTERM: drains, then exits).
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn flag(args: &[String], name: &str) -> Option<u64> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1)?.parse().ok()
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_listening(port: u16) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        ensure!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
+
+/// `wrk -t{threads} -c{conns} -d{seconds}s --latency URL`, parsed.
+fn wrk(url: &str, threads: u32, conns: u32, seconds: u64) -> Result<Value> {
+    let out = Command::new("wrk")
+        .args([
+            &format!("-t{threads}"),
+            &format!("-c{conns}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            url,
+        ])
+        .output()
+        .context("wrk is required (apt-get install wrk; scripts/setup installs it)")?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure!(out.status.success(), "wrk failed: {text}");
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
+    };
+    let ms = |v: String| -> f64 {
+        let (n, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = n.parse().unwrap_or(f64::NAN);
+        match unit {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => f64::NAN,
+        }
+    };
+    let rate: f64 = field("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .context("no Requests/sec in wrk's output")?;
+    let non2xx: u64 = field("Non-2xx or 3xx responses:")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let errors = text.lines().any(|l| l.trim().starts_with("Socket errors:"));
+    Ok(json!({
+        "threads": threads, "connections": conns, "seconds": seconds,
+        "rps": rate,
+        "p50_ms": field("50%").map(ms), "p90_ms": field("90%").map(ms), "p99_ms": field("99%").map(ms),
+        "non_2xx": non2xx, "socket_errors": errors,
+    }))
+}
+
+/// Both load shapes: 16 connections on 2 threads, and 1 connection.
+fn load(url: &str, seconds: u64) -> Result<Value> {
+    wrk(url, 2, 16, 2)?; // warm-up
+    Ok(json!({ "c16": wrk(url, 2, 16, seconds)?, "c1": wrk(url, 1, 1, seconds)? }))
+}
+
+/// The bare axum hello handler, in this process.
+fn axum_hello(rt: &tokio::runtime::Runtime) -> Result<u16> {
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let port = listener.local_addr()?.port();
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello world" }));
+    rt.spawn(async move { axum::serve(listener, app).await });
+    Ok(port)
+}
+
+/// Every process in the tree under `pid` (the server, its zygote, the warm workers).
+fn tree(pid: i32) -> Vec<i32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let parent = all[i];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for entry in dir.flatten() {
+                let Ok(p) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                    continue;
+                };
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+                if ppid == Some(parent) && !all.contains(&p) {
+                    all.push(p);
+                }
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
+/// (CPU clock ticks, RSS kB, PSS kB) summed over the tree.
+fn usage(pids: &[i32]) -> (u64, u64, u64) {
+    let mut total = (0, 0, 0);
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            total.0 += f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0);
+        }
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let kb = |key: &str| {
+            rollup
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(key)?
+                        .split_whitespace()
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .unwrap_or(0)
+        };
+        total.1 += kb("Rss:");
+        total.2 += kb("Pss:");
+    }
+    total
+}
+
+fn ticks_per_second() -> f64 {
+    // SAFETY: sysconf reads a constant.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 { t as f64 } else { 100.0 }
+}
+
+/// Starts `picloud serve` with the hello function deployed; returns it and its port.
+fn serve(picloud: &Path, dir: &Path, isolation: &str) -> Result<(Proc, u16)> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    let port = free_port()?;
+    let child = Command::new(picloud)
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--isolation",
+            isolation,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--cache-dir")
+        .arg(dir.join("../module-cache"))
+        // The benchmark measures the path, not the fairness limits.
+        .args([
+            "--function-rate",
+            "0",
+            "--tenant-rate",
+            "0",
+            "--tenant-concurrency",
+            "1000",
+        ])
+        .env("PICLOUD_ADMIN_TOKEN", ADMIN)
+        .env_remove("PICLOUD_DATABASE_URL")
+        .stdout(Stdio::null())
+        .spawn()
+        .context("starting picloud serve")?;
+    let server = Proc(child);
+    wait_listening(port)?;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let base = format!("http://127.0.0.1:{port}/api/v1");
+    let auth = format!("Bearer {ADMIN}");
+    let r = agent
+        .post(&format!("{base}/tenants"))
+        .header("Authorization", &auth)
+        .send_json(json!({ "name": "bench" }))?;
+    ensure!(r.status() == 201, "creating the tenant: {}", r.status());
+    let r = agent
+        .post(&format!("{base}/tenants/bench/functions"))
+        .header("Authorization", &auth)
+        .send_json(json!({ "name": "hello", "source": HELLO, "deploy": true, "limits": { "concurrency": 64 } }))?;
+    ensure!(r.status() == 201, "deploying hello: {}", r.status());
+    Ok((server, port))
+}
+
+fn caddy(root: &Path, dir: &Path, upstream_port: u16) -> Result<(Proc, u16)> {
+    let port = free_port()?;
+    let child = Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(root.join("caddy/Caddyfile"))
+        .env("PICLOUD_SITE", format!("http://127.0.0.1:{port}"))
+        .env("PICLOUD_UPSTREAM", format!("127.0.0.1:{upstream_port}"))
+        .env("XDG_DATA_HOME", dir.join("caddy-data"))
+        .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("caddy is required (scripts/setup installs it)")?;
+    let proc = Proc(child);
+    wait_listening(port)?;
+    Ok((proc, port))
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds = flag(&args, "--seconds").unwrap_or(10);
+    let idle_seconds = flag(&args, "--idle-seconds").unwrap_or(60);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .context("executable directory")?
+        .to_path_buf();
+    let picloud = exe_dir.join("picloud");
+    ensure!(
+        picloud.exists(),
+        "build the picloud binary first: {}",
+        picloud.display()
+    );
+    let work = exe_dir.join("http-bench");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+
+    let mut report = BTreeMap::new();
+    let axum_port = axum_hello(&rt)?;
+    let axum = load(&format!("http://127.0.0.1:{axum_port}/"), seconds)?;
+    eprintln!("axum: {}", axum["c16"]["rps"]);
+    report.insert("axum", axum);
+
+    for isolation in ["process", "instance"] {
+        let (server, port) = serve(&picloud, &work.join(isolation), isolation)?;
+        let pid = server.0.id() as i32;
+        if isolation == "process" {
+            // Idle: settle, then the whole tree's CPU over `idle_seconds`, and its memory.
+            std::thread::sleep(Duration::from_secs(3));
+            let pids = tree(pid);
+            let (t0, _, _) = usage(&pids);
+            std::thread::sleep(Duration::from_secs(idle_seconds));
+            let pids_after = tree(pid);
+            let (t1, rss, pss) = usage(&pids_after);
+            let (server_only_rss, _) = {
+                let (_, r, p) = usage(&[pid]);
+                (r, p)
+            };
+            report.insert(
+                "idle",
+                json!({
+                    "seconds": idle_seconds,
+                    "cpu_seconds": (t1.saturating_sub(t0)) as f64 / ticks_per_second(),
+                    "processes": pids_after.len(),
+                    "rss_mib": rss as f64 / 1024.0,
+                    "pss_mib": pss as f64 / 1024.0,
+                    "server_rss_mib": server_only_rss as f64 / 1024.0,
+                }),
+            );
+            eprintln!("idle: {}", report["idle"]);
+        }
+        let url = format!("http://127.0.0.1:{port}/fn/bench/hello");
+        let direct = load(&url, seconds)?;
+        eprintln!("{isolation}: {}", direct["c16"]["rps"]);
+        let (_, under_load_rss, under_load_pss) = usage(&tree(pid));
+        let mut entry = json!({ "direct": direct, "rss_mib_after_load": under_load_rss as f64 / 1024.0, "pss_mib_after_load": under_load_pss as f64 / 1024.0 });
+        if isolation == "process" {
+            let (_proxy, caddy_port) = caddy(&root, &work, port)?;
+            let via = load(
+                &format!("http://127.0.0.1:{caddy_port}/fn/bench/hello"),
+                seconds,
+            )?;
+            eprintln!("{isolation} via caddy: {}", via["c16"]["rps"]);
+            entry["via_caddy"] = via;
+        }
+        report.insert(
+            if isolation == "process" {
+                "process"
+            } else {
+                "instance"
+            },
+            entry,
+        );
+        drop(server);
+    }
+
+    let report = json!(report);
+    for (what, r) in [
+        ("process", &report["process"]["direct"]),
+        ("instance", &report["instance"]["direct"]),
+    ] {
+        if r["c16"]["non_2xx"].as_u64().unwrap_or(0) > 0 {
+            bail!("{what}: answers other than 200 under load: {r}");
+        }
+    }
+    std::fs::create_dir_all(root.join("benches/results"))?;
+    std::fs::write(
+        root.join("benches/results/http.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    doc::splice(
+        &root.join("docs/performance.md"),
+        "http-bench",
+        &render(&report),
+    )?;
+    println!("{}", render(&report));
+    Ok(())
+}
+
+fn n(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn render(r: &Value) -> String {
+    let axum = n(&r["axum"]["c16"]["rps"]);
+    let row = |name: &str, v: &Value| {
+        format!(
+            "| {name} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |\n",
+            n(&v["c16"]["rps"]),
+            n(&v["c16"]["p50_ms"]),
+            n(&v["c16"]["p99_ms"]),
+            n(&v["c1"]["rps"]),
+            n(&v["c1"]["p50_ms"]),
+            n(&v["c1"]["p99_ms"]),
+            n(&v["c16"]["rps"]) / axum,
+        )
+    };
+    let mut out = String::from(
+        "### HTTP end to end (`scripts/bench-http`)\n\n\
+         `wrk` on the same 2 cores as the server (so every rate is shared with the load \
+         generator); hello world through `/fn/{tenant}/{function}` with the routing table, \
+         limits, metrics and an invocation record per request.\n\n\
+         | server | c16 req/s | c16 p50 ms | c16 p99 ms | c1 req/s | c1 p50 ms | c1 p99 ms | c16 rate ÷ axum |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    out += &row("bare axum hello (baseline)", &r["axum"]);
+    out += &row("PiCloud, process isolation", &r["process"]["direct"]);
+    out += &row(
+        "PiCloud, process isolation, through Caddy",
+        &r["process"]["via_caddy"],
+    );
+    out += &row("PiCloud, instance isolation", &r["instance"]["direct"]);
+    let idle = &r["idle"];
+    out += &format!(
+        "\nTargets: instance ≥ 50 % of axum's rate — **{:.0} %**; process ≥ 2,000 req/s — **{:.0}**.\n\n\
+         Idle (process mode, after start-up, {} s): the whole tree ({} processes: server, \
+         zygote, warm workers) used **{:.3} CPU-seconds** (target < 0.1); RSS {:.1} MiB summed \
+         (PSS {:.1} MiB, shared pages counted once), the server alone {:.1} MiB (target < 64 MB \
+         plus the warm workers).\n",
+        100.0 * n(&r["instance"]["direct"]["c16"]["rps"]) / axum,
+        n(&r["process"]["direct"]["c16"]["rps"]),
+        idle["seconds"],
+        idle["processes"],
+        n(&idle["cpu_seconds"]),
+        n(&idle["rss_mib"]),
+        n(&idle["pss_mib"]),
+        n(&idle["server_rss_mib"]),
+    );
+    out
+}
