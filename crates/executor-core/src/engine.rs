@@ -97,12 +97,15 @@ pub(crate) fn load_guest(
     };
     std::fs::create_dir_all(cache_dir).map_err(cache_err)?;
     let started = std::time::Instant::now();
-    let snapshot = snapshot(engine, GUEST_WASM, isolation == Isolation::Instance)?;
-    let module = Module::new(engine, &snapshot).map_err(ExecutorError::guest)?;
-    let bytes = module.serialize().map_err(ExecutorError::guest)?;
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, &bytes).map_err(cache_err)?;
-    std::fs::rename(&tmp, &path).map_err(cache_err)?;
+    {
+        let snapshot = snapshot(engine, GUEST_WASM, isolation == Isolation::Instance)?;
+        let module = Module::new(engine, &snapshot).map_err(ExecutorError::guest)?;
+        let bytes = module.serialize().map_err(ExecutorError::guest)?;
+        let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+        std::fs::write(&tmp, &bytes).map_err(cache_err)?;
+        std::fs::rename(&tmp, &path).map_err(cache_err)?;
+    }
+    release_freed_memory();
     tracing::info!(
         path = %path.display(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -112,6 +115,17 @@ pub(crate) fn load_guest(
     let module =
         unsafe { Module::deserialize_file(engine, &path) }.map_err(ExecutorError::guest)?;
     Ok(GuestModule { module, path })
+}
+
+/// Compiling the guest allocates tens of MB that glibc keeps after they are freed (a server that
+/// filled the cache measured 95 MiB RSS against 18 MiB for one started on a filled cache); hand
+/// them back so that the long-lived process does not carry them.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Guest bytes + every engine setting that affects compiled code.
