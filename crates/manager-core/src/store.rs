@@ -303,10 +303,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| StoreError::from_sqlx(e, "tenant"))?;
-                let event = RouteEvent::Tenant(tenant_id);
-                Self::notify(&mut tx, event).await?;
-                tx.commit().await.map_err(StoreError::Database)?;
-                self.after_commit(event);
+                self.commit_announcing(tx, RouteEvent::Tenant(tenant_id)).await?;
                 Ok(tenant)
             }
 
@@ -423,10 +420,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| StoreError::from_sqlx(e, "function"))?;
-                let event = RouteEvent::Function(function_id);
-                Self::notify(&mut tx, event).await?;
-                tx.commit().await.map_err(StoreError::Database)?;
-                self.after_commit(event);
+                self.commit_announcing(tx, RouteEvent::Function(function_id)).await?;
                 Ok(function)
             }
 
@@ -441,10 +435,7 @@ macro_rules! impl_store {
                 let Some(id) = id else {
                     return Err(StoreError::NotFound("function"));
                 };
-                let event = RouteEvent::Function(id);
-                Self::notify(&mut tx, event).await?;
-                tx.commit().await.map_err(StoreError::Database)?;
-                self.after_commit(event);
+                self.commit_announcing(tx, RouteEvent::Function(id)).await?;
                 Ok(())
             }
 
@@ -600,10 +591,7 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| StoreError::from_sqlx(e, "function"))?;
-                let event = RouteEvent::Function(function_id);
-                Self::notify(&mut tx, event).await?;
-                tx.commit().await.map_err(StoreError::Database)?;
-                self.after_commit(event);
+                self.commit_announcing(tx, RouteEvent::Function(function_id)).await?;
                 Ok(function)
             }
 
@@ -728,36 +716,34 @@ impl SqliteStore {
 }
 
 impl PgStore {
-    /// Announces a change to every listener, from inside the changing transaction: the
-    /// notification is delivered if and when it commits.
-    async fn notify(
-        tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    /// Commits `tx` with `event` announced to every listener from inside it: the notification
+    /// is delivered if and when the transaction commits.
+    async fn commit_announcing(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
         event: RouteEvent,
     ) -> Result<()> {
         sqlx::query("SELECT pg_notify($1, $2)")
             .bind(crate::routes::CHANNEL)
             .bind(event.payload())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await
             .map_err(StoreError::Database)?;
-        Ok(())
+        tx.commit().await.map_err(StoreError::Database)
     }
-
-    fn after_commit(&self, _event: RouteEvent) {}
 }
 
 impl SqliteStore {
-    async fn notify(
-        _tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
-        _event: RouteEvent,
+    /// Commits `tx`, then announces `event` in-process: an embedded database has one process.
+    async fn commit_announcing(
+        &self,
+        tx: sqlx::Transaction<'_, sqlx::Sqlite>,
+        event: RouteEvent,
     ) -> Result<()> {
-        Ok(())
-    }
-
-    /// An embedded database has one process: changes are announced in-process.
-    fn after_commit(&self, event: RouteEvent) {
+        tx.commit().await.map_err(StoreError::Database)?;
         // No subscriber is fine: nobody runs endpoints.
         let _ = self.events.send(event);
+        Ok(())
     }
 
     /// Route changes committed through this store (and its clones) from now on.

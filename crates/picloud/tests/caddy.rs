@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN, Server, data_dir};
+use common::{ADMIN, Server, data_dir, free_port};
 use serde_json::{Value, json};
 
 struct Caddy {
@@ -21,13 +20,6 @@ impl Drop for Caddy {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// Starts `caddy run` on the project's Caddyfile in front of `upstream`.

@@ -6,11 +6,10 @@
 mod common;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN, Body, Http, Server, data_dir};
+use common::{ADMIN, Body, Http, Server, data_dir, free_port};
 use serde_json::{Value, json};
 
 fn text(http: &Http, path: &str, token: Option<&str>) -> String {
@@ -215,13 +214,6 @@ fn outcomes_are_counted_per_function_and_tenants_see_only_their_own() {
     let all = text(&http, "/metrics", None);
     assert!(!all.contains("function=\"ok\""), "{all}");
     assert!(all.contains("function=\"throws\""));
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[test]

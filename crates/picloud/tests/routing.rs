@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ADMIN, Http, Server, data_dir, fresh_pg, terminate_connections};
+use common::{ADMIN, Http, Server, block_on, data_dir, fresh_pg, terminate_connections};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -44,14 +44,6 @@ fn until_answers(http: &Http, path: &str, want: &Value, within: Duration) -> Dur
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(f)
 }
 
 #[test]

@@ -170,12 +170,21 @@ pub fn terminate_connections(url: &str) -> i64 {
     })
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+/// Runs a future to completion on a runtime of its own (the tests are synchronous).
+pub fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
         .block_on(f)
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 /// A plain HTTP client that hands back every status with its body.
