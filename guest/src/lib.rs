@@ -7,16 +7,31 @@
 //! `picloud_shared::guest`.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 use picloud_shared::guest::{GuestError, GuestErrorKind, GuestInput, GuestOutput};
+use picloud_shared::host::{HostCall, HostReply};
 use picloud_shared::{InvocationRequest, InvocationResponse, LogLevel, ScriptLimits};
-use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, Scope};
+use rhai::{
+    Array, CallFnOptions, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, Scope,
+};
 
 mod host {
     #[link(wasm_import_module = "picloud")]
     unsafe extern "C" {
         /// Appends one line to the invocation's log; the host enforces the size cap.
         pub fn log(level: u32, ptr: *const u8, len: usize);
+        /// Makes one host call (JSON at `ptr`); returns the length of the reply.
+        pub fn call(ptr: *const u8, len: usize) -> usize;
+        /// Copies the reply of the last call to `ptr`.
+        pub fn reply(ptr: *mut u8, len: usize);
+    }
+
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    unsafe extern "C" {
+        /// WASI's `random_get`: the host fills the buffer from the kernel's generator.
+        #[link_name = "random_get"]
+        pub fn wasi_random_get(buf: *mut u8, len: usize) -> u16;
     }
 }
 
@@ -26,6 +41,8 @@ const MAX_CALL_LEVELS: u32 = picloud_shared::MAX_CALL_LEVELS_CEILING;
 thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
     static OUTPUT: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// This invocation's variables and secrets (`env(name)`).
+    static ENV: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
 }
 
 fn log(level: LogLevel, message: &str) {
@@ -53,7 +70,103 @@ fn build_engine() -> Engine {
             Ok(())
         },
     );
+    register_host_functions(&mut engine);
     engine
+}
+
+/// Keys per page of `kv_list` (the host caps it too).
+const KV_LIST_PAGE: u32 = 1_000;
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+/// What DESIGN.md §3 offers scripts beyond Rhai itself: the time, randomness, the function's
+/// environment and the tenant's key-value store.
+fn register_host_functions(engine: &mut Engine) {
+    engine.register_fn("env", |name: &str| -> Dynamic {
+        ENV.with(|env| {
+            env.borrow()
+                .get(name)
+                .map_or(Dynamic::UNIT, |v| v.clone().into())
+        })
+    });
+    // Milliseconds since the Unix epoch (the host's clock: WASI `clock_time_get`).
+    engine.register_fn("now", || -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    });
+    // Uniform in [0, 1), from the host kernel's generator: never part of the snapshot, so two
+    // invocations never draw the same numbers.
+    engine.register_fn("random", || -> f64 {
+        let mut bytes = [0u8; 8];
+        // SAFETY: the host writes at most 8 bytes into `bytes`.
+        unsafe { host::wasi_random_get(bytes.as_mut_ptr(), bytes.len()) };
+        (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
+    });
+    engine.register_fn("kv_get", |key: &str| -> RhaiResult<Dynamic> {
+        match host_call(&HostCall::KvGet { key: key.into() })? {
+            HostReply::Value { value: None } => Ok(Dynamic::UNIT),
+            HostReply::Value { value: Some(json) } => {
+                let value: serde_json::Value = serde_json::from_str(&json)
+                    .map_err(|e| format!("kv_get: the stored value is not JSON: {e}"))?;
+                rhai::serde::to_dynamic(value)
+            }
+            other => unexpected("kv_get", other),
+        }
+    });
+    engine.register_fn("kv_set", |key: &str, value: Dynamic| -> RhaiResult<()> {
+        let value = serde_json::to_string(&value)
+            .map_err(|e| format!("kv_set: the value cannot be stored as JSON: {e}"))?;
+        match host_call(&HostCall::KvSet {
+            key: key.into(),
+            value,
+        })? {
+            HostReply::Done => Ok(()),
+            other => unexpected("kv_set", other),
+        }
+    });
+    engine.register_fn("kv_delete", |key: &str| -> RhaiResult<bool> {
+        match host_call(&HostCall::KvDelete { key: key.into() })? {
+            HostReply::Deleted { existed } => Ok(existed),
+            other => unexpected("kv_delete", other),
+        }
+    });
+    engine.register_fn("kv_list", |prefix: &str| kv_list(prefix, None));
+    engine.register_fn("kv_list", |prefix: &str, after: &str| {
+        kv_list(prefix, Some(after.into()))
+    });
+}
+
+fn kv_list(prefix: &str, after: Option<String>) -> RhaiResult<Array> {
+    match host_call(&HostCall::KvList {
+        prefix: prefix.into(),
+        after,
+        limit: KV_LIST_PAGE,
+    })? {
+        HostReply::Keys { keys } => Ok(keys.into_iter().map(Dynamic::from).collect()),
+        other => unexpected("kv_list", other),
+    }
+}
+
+fn unexpected<T>(name: &str, reply: HostReply) -> RhaiResult<T> {
+    Err(format!("{name}: the host answered {reply:?}").into())
+}
+
+/// One round trip to the host. A refusal becomes a Rhai error, so the script sees a clear
+/// message with the position of its call (and may catch it).
+fn host_call(call: &HostCall) -> RhaiResult<HostReply> {
+    let bytes =
+        serde_json::to_vec(call).map_err(|e| format!("{}: cannot encode: {e}", call.name()))?;
+    // SAFETY: the host reads `bytes` and keeps no reference to them.
+    let len = unsafe { host::call(bytes.as_ptr(), bytes.len()) };
+    let mut reply = vec![0u8; len];
+    // SAFETY: the host writes exactly `len` bytes, the length it just returned.
+    unsafe { host::reply(reply.as_mut_ptr(), reply.len()) };
+    match serde_json::from_slice(&reply) {
+        Ok(HostReply::Error { message }) => Err(format!("{}: {message}", call.name()).into()),
+        Ok(reply) => Ok(reply),
+        Err(e) => Err(format!("{}: unreadable answer from the host: {e}", call.name()).into()),
+    }
 }
 
 /// Builds the engine into the snapshot. Run by wizer, never at invocation time.
@@ -117,6 +230,7 @@ fn run(input: GuestInput) -> GuestOutput {
         let mut engine = engine.borrow_mut();
         let engine = engine.get_or_insert_with(build_engine);
         apply_limits(engine, &input.limits);
+        ENV.with(|env| *env.borrow_mut() = input.env);
         match handle(engine, &input.script, input.request) {
             Ok(response) => GuestOutput::Response(response),
             Err(error) => GuestOutput::Error(error),

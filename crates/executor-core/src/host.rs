@@ -5,8 +5,14 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+
 use picloud_shared::guest::{
-    EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN, GuestErrorKind, GuestOutput, IMPORT_LOG, IMPORT_MODULE,
+    EXPORT_ALLOC, EXPORT_MEMORY, EXPORT_RUN, GuestErrorKind, GuestOutput, IMPORT_CALL, IMPORT_LOG,
+    IMPORT_MODULE, IMPORT_REPLY,
+};
+use picloud_shared::host::{
+    HostCall, HostCalls, HostReply, MAX_CALL_BYTES, MAX_HOST_CALLS, MAX_REPLY_BYTES,
 };
 use picloud_shared::{InvocationResponse, InvocationResult, Limits, LogLevel, LogLine, Outcome};
 use wasmtime::{Caller, Engine, Instance, Linker, Module, ResourceLimiter, Store, Trap};
@@ -15,15 +21,30 @@ use wasmtime::{Caller, Engine, Instance, Linker, Module, ResourceLimiter, Store,
 const MAX_TABLE_ELEMENTS: usize = 100_000;
 
 /// State of one store, i.e. one invocation.
-#[derive(Debug)]
 pub(crate) struct HostState {
     pub memory: MemoryLimiter,
     pub logs: LogBuffer,
+    /// Where this invocation's host calls go; `None` answers each with an error.
+    pub link: Option<Box<dyn HostLink>>,
+    /// The reply to the last host call, until the guest copies it out.
+    reply: Vec<u8>,
+}
+
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState")
+            .field("memory", &self.memory)
+            .field("logs", &self.logs)
+            .field("link", &self.link.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl HostState {
     pub fn new(memory_limit: u64, max_log_bytes: u32) -> Self {
         Self {
+            link: None,
+            reply: Vec::new(),
             memory: MemoryLimiter {
                 limit: memory_limit,
                 peak: 0,
@@ -49,6 +70,59 @@ pub(crate) fn new_store(
     let mut store = Store::new(engine, HostState::new(memory_limit, max_log_bytes));
     store.limiter(|s| &mut s.memory);
     store
+}
+
+/// Carries a guest's host calls to whoever answers them: the server over a worker's channel
+/// (process mode) or the invocation's [`HostCalls`] directly (instance mode). Synchronous: the
+/// guest waits for the answer.
+pub(crate) trait HostLink: Send {
+    /// `call` is a [`HostCall`] as the guest encoded it; returns a [`HostReply`], encoded.
+    fn call(&mut self, call: &[u8]) -> Vec<u8>;
+}
+
+/// The server side of host calls for one invocation: decodes each call, counts it against
+/// [`MAX_HOST_CALLS`] and hands it to the invocation's [`HostCalls`]. Everything the guest
+/// sends is untrusted, also the worker's framing around it.
+pub(crate) struct CallBudget {
+    host: Option<Arc<dyn HostCalls>>,
+    made: u32,
+}
+
+impl CallBudget {
+    pub fn new(host: Option<Arc<dyn HostCalls>>) -> Self {
+        Self { host, made: 0 }
+    }
+
+    pub async fn answer(&mut self, call: &[u8]) -> Vec<u8> {
+        self.made = self.made.saturating_add(1);
+        let reply = if self.made > MAX_HOST_CALLS {
+            HostReply::error(format!(
+                "an invocation may make at most {MAX_HOST_CALLS} host calls"
+            ))
+        } else if call.len() > MAX_CALL_BYTES {
+            HostReply::error(format!(
+                "the call is {} bytes; the limit is {MAX_CALL_BYTES}",
+                call.len()
+            ))
+        } else {
+            match (serde_json::from_slice::<HostCall>(call), &self.host) {
+                (Err(e), _) => HostReply::error(format!("malformed host call: {e}")),
+                (Ok(_), None) => {
+                    HostReply::error("host functions are not available to this invocation")
+                }
+                (Ok(call), Some(host)) => host.call(call).await,
+            }
+        };
+        encode_reply(&reply)
+    }
+}
+
+pub(crate) fn encode_reply(reply: &HostReply) -> Vec<u8> {
+    let bytes = serde_json::to_vec(reply).unwrap_or_default();
+    if bytes.len() > MAX_REPLY_BYTES {
+        return encode_reply(&HostReply::error("the answer is too large"));
+    }
+    bytes
 }
 
 /// Enforces the memory limit and remembers *why* it refused: the trap it causes is a plain
@@ -152,6 +226,39 @@ pub(crate) fn linker(engine: &Engine, module: &Module) -> wasmtime::Result<Linke
             let bytes =
                 slice(data, ptr, len).ok_or_else(|| wasmtime::format_err!("log: bad pointer"))?;
             state.logs.push(LogLevel::from_wire(level), bytes);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        IMPORT_MODULE,
+        IMPORT_CALL,
+        |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| -> wasmtime::Result<u32> {
+            let memory = memory(&mut caller)?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let call =
+                slice(data, ptr, len).ok_or_else(|| wasmtime::format_err!("call: bad pointer"))?;
+            state.reply = match &mut state.link {
+                Some(link) => link.call(call),
+                None => encode_reply(&HostReply::error(
+                    "host functions are not available to this invocation",
+                )),
+            };
+            Ok(state.reply.len() as u32)
+        },
+    )?;
+    l.func_wrap(
+        IMPORT_MODULE,
+        IMPORT_REPLY,
+        |mut caller: Caller<'_, HostState>, ptr: u32, len: u32| -> wasmtime::Result<()> {
+            let memory = memory(&mut caller)?;
+            let (data, state) = memory.data_and_store_mut(&mut caller);
+            let reply = std::mem::take(&mut state.reply);
+            if reply.len() != len as usize {
+                return Err(wasmtime::format_err!("reply: wrong length"));
+            }
+            slice_mut(data, ptr, len)
+                .ok_or_else(|| wasmtime::format_err!("reply: bad pointer"))?
+                .copy_from_slice(&reply);
             Ok(())
         },
     )?;

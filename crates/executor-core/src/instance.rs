@@ -7,11 +7,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use picloud_shared::host::{HostCalls, HostReply};
 use picloud_shared::{InvocationResult, Limits, Outcome};
 use wasmtime::{Engine, InstancePre, UpdateDeadline};
 
 use crate::error::ExecutorError;
-use crate::host::{self, HostState};
+use crate::host::{self, CallBudget, HostLink, HostState, encode_reply};
 use crate::{ExecutorConfig, Isolation, engine};
 
 /// Threads that run wasm need room for `MAX_WASM_STACK` plus host frames.
@@ -22,7 +23,28 @@ const TICK: Duration = Duration::from_millis(1);
 struct Job {
     input: Vec<u8>,
     limits: Limits,
+    host: Option<(tokio::runtime::Handle, Arc<dyn HostCalls>)>,
     reply: tokio::sync::oneshot::Sender<InvocationResult>,
+}
+
+/// Host calls in instance mode: answered on this runner thread by blocking on the caller's
+/// runtime, within the invocation's deadline (the epoch cannot interrupt a host call).
+struct InstanceLink {
+    runtime: tokio::runtime::Handle,
+    budget: CallBudget,
+    deadline: Instant,
+}
+
+impl HostLink for InstanceLink {
+    fn call(&mut self, call: &[u8]) -> Vec<u8> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let budget = &mut self.budget;
+        self.runtime.block_on(async {
+            tokio::time::timeout(left, budget.answer(call))
+                .await
+                .unwrap_or_else(|_| encode_reply(&HostReply::error("the invocation timed out")))
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -76,7 +98,7 @@ impl InstanceExecutor {
                                 Err(_) => return,
                             };
                             let Ok(job) = job else { return };
-                            let result = run_job(&pre, &ticker, &job.input, &job.limits);
+                            let result = run_job(&pre, &ticker, job.input, job.limits, job.host);
                             let _ = job.reply.send(result);
                         }
                     })?,
@@ -90,13 +112,20 @@ impl InstanceExecutor {
         })
     }
 
-    pub async fn invoke(&self, input: Vec<u8>, limits: Limits) -> InvocationResult {
+    pub async fn invoke(
+        &self,
+        input: Vec<u8>,
+        limits: Limits,
+        host: Option<Arc<dyn HostCalls>>,
+    ) -> InvocationResult {
         let started = Instant::now();
+        let host = host.and_then(|h| Some((tokio::runtime::Handle::try_current().ok()?, h)));
         let (reply, answer) = tokio::sync::oneshot::channel();
         let sent = self.jobs.as_ref().map(|jobs| {
             jobs.send(Job {
                 input,
                 limits,
+                host,
                 reply,
             })
         });
@@ -138,8 +167,9 @@ impl Drop for InstanceExecutor {
 fn run_job(
     pre: &InstancePre<HostState>,
     ticker: &Ticker,
-    input: &[u8],
-    limits: &Limits,
+    input: Vec<u8>,
+    limits: Limits,
+    calls: Option<(tokio::runtime::Handle, Arc<dyn HostCalls>)>,
 ) -> InvocationResult {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(limits.timeout_ms);
@@ -148,6 +178,13 @@ fn run_job(
         limits.memory_bytes,
         limits.max_log_bytes,
     );
+    if let Some((runtime, calls)) = calls {
+        store.data_mut().link = Some(Box::new(InstanceLink {
+            runtime,
+            budget: CallBudget::new(Some(calls)),
+            deadline,
+        }));
+    }
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
         Ok(if Instant::now() >= deadline {
@@ -158,11 +195,11 @@ fn run_job(
     });
     let result = {
         let _running = ticker.running();
-        host::arm_store(&mut store, limits)
+        host::arm_store(&mut store, &limits)
             .and_then(|()| pre.instantiate(&mut store))
-            .and_then(|instance| host::run(&mut store, &instance, input))
+            .and_then(|instance| host::run(&mut store, &instance, &input))
     };
-    host::finish(&mut store, result, limits, started)
+    host::finish(&mut store, result, &limits, started)
 }
 
 /// Advances the engine's epoch every [`TICK`] while at least one invocation runs, and sleeps

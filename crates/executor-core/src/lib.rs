@@ -24,6 +24,8 @@ mod host;
 mod instance;
 mod process;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use picloud_shared::guest::GuestInput;
@@ -34,6 +36,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{ExecutorConfig, InstanceConfig, Isolation, ProcessConfig};
 pub use error::ExecutorError;
+pub use picloud_shared::host::{HostCall, HostCalls, HostFuture, HostReply};
 pub use process::zygote::{ZYGOTE_ARG, run_zygote_if_requested};
 
 /// The guest module as built by `build.rs` (before wizer's snapshot).
@@ -86,6 +89,24 @@ pub struct PoolStats {
     pub reused_total: u64,
 }
 
+/// What an invocation gets beyond its script and request: the function's variables and
+/// whoever answers its host calls (scoped to its tenant). The default has neither: `env(name)`
+/// is `()` and every host call fails with a clear error.
+#[derive(Clone, Default)]
+pub struct InvocationContext {
+    pub env: BTreeMap<String, String>,
+    pub host: Option<Arc<dyn HostCalls>>,
+}
+
+impl std::fmt::Debug for InvocationContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InvocationContext")
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("host", &self.host.is_some())
+            .finish()
+    }
+}
+
 #[derive(Debug)]
 enum Mode {
     Process(process::ProcessExecutor),
@@ -135,7 +156,8 @@ impl Executor {
         request: &InvocationRequest,
         limits: &Limits,
     ) -> InvocationResult {
-        self.run(None, script, request, limits).await
+        self.run(None, script, request, limits, InvocationContext::default())
+            .await
     }
 
     /// As [`Executor::invoke`], for `owner`'s function: with
@@ -148,7 +170,27 @@ impl Executor {
         request: &InvocationRequest,
         limits: &Limits,
     ) -> InvocationResult {
-        self.run(Some(owner), script, request, limits).await
+        self.run(
+            Some(owner),
+            script,
+            request,
+            limits,
+            InvocationContext::default(),
+        )
+        .await
+    }
+
+    /// As [`Executor::invoke_for`], with the function's variables and host calls.
+    pub async fn invoke_with(
+        &self,
+        owner: &FunctionRef,
+        script: &str,
+        request: &InvocationRequest,
+        limits: &Limits,
+        context: InvocationContext,
+    ) -> InvocationResult {
+        self.run(Some(owner), script, request, limits, context)
+            .await
     }
 
     async fn run(
@@ -157,6 +199,7 @@ impl Executor {
         script: &str,
         request: &InvocationRequest,
         limits: &Limits,
+        context: InvocationContext,
     ) -> InvocationResult {
         let started = Instant::now();
         if script.len() > self.config.max_script_bytes {
@@ -176,10 +219,10 @@ impl Executor {
         let mut limits = limits.clone();
         limits.memory_bytes = limits.memory_bytes.min(self.config.max_memory_bytes);
         limits.script.max_call_levels = limits.script.max_call_levels.min(MAX_CALL_LEVELS_CEILING);
-        let input = guest_input(script, request, &limits);
+        let input = guest_input(script, request, &limits, context.env);
         match &self.mode {
-            Mode::Process(p) => p.invoke(input, limits, owner).await,
-            Mode::Instance(i) => i.invoke(input, limits).await,
+            Mode::Process(p) => p.invoke(input, limits, owner, context.host).await,
+            Mode::Instance(i) => i.invoke(input, limits, context.host).await,
         }
     }
 
@@ -247,7 +290,7 @@ pub fn invoke_once(
     let guest = engine::load_guest(&engine, Isolation::Process, &config.cache_dir)?;
     let linker = host::linker(&engine, &guest.module).map_err(ExecutorError::guest)?;
     let mut store = host::new_store(&engine, limits.memory_bytes, limits.max_log_bytes);
-    let input = guest_input(script, request, limits);
+    let input = guest_input(script, request, limits, BTreeMap::new());
     let result = host::arm_store(&mut store, limits)
         .and_then(|()| linker.instantiate(&mut store, &guest.module))
         .and_then(|instance| host::run(&mut store, &instance, &input));
@@ -255,11 +298,17 @@ pub fn invoke_once(
 }
 
 /// The JSON the guest reads for one invocation.
-pub(crate) fn guest_input(script: &str, request: &InvocationRequest, limits: &Limits) -> Vec<u8> {
+pub(crate) fn guest_input(
+    script: &str,
+    request: &InvocationRequest,
+    limits: &Limits,
+    env: BTreeMap<String, String>,
+) -> Vec<u8> {
     let input = GuestInput {
         script: script.to_owned(),
         request: request.clone(),
         limits: limits.script.clone(),
+        env,
     };
     // Serializing plain strings and maps cannot fail.
     serde_json::to_vec(&input).unwrap_or_default()

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod kv;
 pub mod limits;
 mod names;
 pub mod records;
@@ -19,5 +20,6 @@ pub use names::{InvalidName, validate_name};
 pub use records::{InvocationRecord, RecordConfig, RecordFilter, Recorder, Trigger};
 pub use routes::{Route, RouteEvent, RouteWatch};
 pub use store::{
-    AnyStore, EnvVar, Function, PgStore, SqliteStore, Store, StoreError, Tenant, Token, Version,
+    AnyStore, EnvVar, Function, KvQuota, KvUsage, PgStore, SqliteStore, Store, StoreError, Tenant,
+    Token, Version,
 };

@@ -8,6 +8,7 @@
 //! listener is disconnected are lost, so a reconnect is announced as [`RouteEvent::Resync`]: a
 //! full reload.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::postgres::PgListener;
@@ -31,6 +32,8 @@ pub struct Route {
     pub source: String,
     /// In force: the function's choices over the defaults, capped by its tenant's ceilings.
     pub limits: FunctionLimits,
+    /// The function's variables and secrets (`env(name)` in the script).
+    pub env: BTreeMap<String, String>,
 }
 
 /// A route row as selected (see `route_select!` in the store).
@@ -76,6 +79,7 @@ impl From<RouteRow> for Route {
             version: r.version,
             source: r.source,
             limits: FunctionLimits::resolve(&chosen, &ceilings),
+            env: BTreeMap::new(),
         }
     }
 }

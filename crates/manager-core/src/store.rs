@@ -26,6 +26,9 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// A write would take a tenant past a quota; the message says which.
+    #[error("{0}")]
+    Quota(String),
     /// An applied migration was edited, or migrating failed: start-up must stop.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -235,6 +238,49 @@ pub trait Store: Send + Sync {
         &self,
         function_id: i64,
     ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+
+    /// The JSON text stored under `key` in the tenant's key-value store.
+    fn kv_get(
+        &self,
+        tenant_id: i64,
+        key: &str,
+    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// Stores `value` under `key`. The tenant's usage is checked against `quota` and updated in
+    /// the same transaction; past it, [`StoreError::Quota`] and nothing is written.
+    fn kv_set(
+        &self,
+        tenant_id: i64,
+        key: &str,
+        value: &str,
+        quota: &KvQuota,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Removes `key`; whether it existed.
+    fn kv_delete(&self, tenant_id: i64, key: &str) -> impl Future<Output = Result<bool>> + Send;
+    /// Keys starting with `prefix`, in byte order, after `after`, at most `limit`.
+    fn kv_list(
+        &self,
+        tenant_id: i64,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// How much of its key-value quota the tenant uses.
+    fn kv_usage(&self, tenant_id: i64) -> impl Future<Output = Result<KvUsage>> + Send;
+}
+
+/// A tenant's key-value quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvQuota {
+    pub max_keys: u64,
+    /// Keys and values together.
+    pub max_bytes: u64,
+}
+
+/// A tenant's use of its key-value quota.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct KvUsage {
+    pub keys: u64,
+    pub bytes: u64,
 }
 
 // Column lists as macros so that `concat!` can build each query as one literal.
@@ -258,6 +304,67 @@ macro_rules! route_select {
          FROM functions f JOIN tenants t ON t.id = f.tenant_id \
          JOIN function_versions v ON v.function_id = f.id AND v.version = f.active_version"
     };
+}
+
+/// Creates the tenant's usage row if needed and locks it (PostgreSQL: a row lock; SQLite: the
+/// write lock), so that concurrent writers of one tenant take turns; evaluates to the usage.
+macro_rules! lock_kv_usage {
+    ($tx:ident, $tenant:expr) => {{
+        sqlx::query("INSERT INTO kv_usage (tenant_id, keys, bytes) VALUES ($1, 0, 0) ON CONFLICT (tenant_id) DO NOTHING")
+            .bind($tenant)
+            .execute(&mut *$tx)
+            .await
+            .map_err(StoreError::Database)?;
+        let usage: (i64, i64) = sqlx::query_as(
+            "UPDATE kv_usage SET keys = keys WHERE tenant_id = $1 RETURNING keys, bytes",
+        )
+        .bind($tenant)
+        .fetch_one(&mut *$tx)
+        .await
+        .map_err(StoreError::Database)?;
+        usage
+    }};
+}
+
+macro_rules! store_kv_usage {
+    ($tx:ident, $tenant:expr, $keys:expr, $bytes:expr) => {
+        sqlx::query("UPDATE kv_usage SET keys = $2, bytes = $3 WHERE tenant_id = $1")
+            .bind($tenant)
+            .bind($keys)
+            .bind($bytes)
+            .execute(&mut *$tx)
+            .await
+            .map_err(StoreError::Database)?
+    };
+}
+
+/// Variables of functions, to go with their routes.
+macro_rules! env_select {
+    () => {
+        "SELECT e.function_id, e.name, e.value FROM env_vars e JOIN functions f ON f.id = e.function_id"
+    };
+}
+
+type EnvRow = (i64, String, String);
+
+fn with_env(rows: Vec<RouteRow>, env: Vec<EnvRow>) -> Vec<Route> {
+    let mut by_function: std::collections::HashMap<
+        i64,
+        std::collections::BTreeMap<String, String>,
+    > = std::collections::HashMap::new();
+    for (function_id, name, value) in env {
+        by_function
+            .entry(function_id)
+            .or_default()
+            .insert(name, value);
+    }
+    rows.into_iter()
+        .map(|row| {
+            let mut route = Route::from(row);
+            route.env = by_function.remove(&route.function_id).unwrap_or_default();
+            route
+        })
+        .collect()
 }
 
 macro_rules! impl_store {
@@ -511,7 +618,11 @@ macro_rules! impl_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(StoreError::Database)?;
-                Ok(rows.into_iter().map(Route::from).collect())
+                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.active_version IS NOT NULL"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(with_env(rows, env))
             }
 
             async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
@@ -520,7 +631,13 @@ macro_rules! impl_store {
                     .fetch_optional(&self.pool)
                     .await
                     .map_err(StoreError::Database)?;
-                Ok(row.map(Route::from))
+                let Some(row) = row else { return Ok(None) };
+                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.id = $1"))
+                    .bind(function_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(with_env(vec![row], env).pop())
             }
 
             async fn tenant_routes(&self, tenant_id: i64) -> Result<Vec<Route>> {
@@ -529,7 +646,12 @@ macro_rules! impl_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(StoreError::Database)?;
-                Ok(rows.into_iter().map(Route::from).collect())
+                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.tenant_id = $1"))
+                    .bind(tenant_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(with_env(rows, env))
             }
 
             async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
@@ -596,6 +718,8 @@ macro_rules! impl_store {
             }
 
             async fn set_env(&self, function_id: i64, name: &str, value: &str, secret: bool) -> Result<()> {
+                // Announced: the variables travel with the function's route.
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
                 sqlx::query(
                     "INSERT INTO env_vars (function_id, name, value, secret) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (function_id, name) DO UPDATE SET value = excluded.value, secret = excluded.secret",
@@ -604,23 +728,24 @@ macro_rules! impl_store {
                 .bind(name)
                 .bind(value)
                 .bind(secret)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(StoreError::Database)?;
-                Ok(())
+                self.commit_announcing(tx, RouteEvent::Function(function_id)).await
             }
 
             async fn unset_env(&self, function_id: i64, name: &str) -> Result<()> {
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
                 let done = sqlx::query("DELETE FROM env_vars WHERE function_id = $1 AND name = $2")
                     .bind(function_id)
                     .bind(name)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(StoreError::Database)?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound("environment variable"));
                 }
-                Ok(())
+                self.commit_announcing(tx, RouteEvent::Function(function_id)).await
             }
 
             async fn list_env(&self, function_id: i64) -> Result<Vec<EnvVar>> {
@@ -647,6 +772,96 @@ macro_rules! impl_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(StoreError::Database)
+            }
+
+            async fn kv_get(&self, tenant_id: i64, key: &str) -> Result<Option<String>> {
+                sqlx::query_scalar("SELECT value FROM kv WHERE tenant_id = $1 AND key = $2")
+                    .bind(tenant_id)
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+
+            async fn kv_set(&self, tenant_id: i64, key: &str, value: &str, quota: &KvQuota) -> Result<()> {
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let (keys, bytes) = lock_kv_usage!(tx, tenant_id);
+                let old: Option<i64> = sqlx::query_scalar("SELECT bytes FROM kv WHERE tenant_id = $1 AND key = $2")
+                    .bind(tenant_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                let size = (key.len() + value.len()) as i64;
+                let keys = keys + i64::from(old.is_none());
+                let bytes = bytes - old.unwrap_or(0) + size;
+                if keys as u64 > quota.max_keys {
+                    return Err(StoreError::Quota(format!(
+                        "the tenant's key-value store is full: it may hold {} keys", quota.max_keys
+                    )));
+                }
+                if bytes as u64 > quota.max_bytes {
+                    return Err(StoreError::Quota(format!(
+                        "the tenant's key-value store is full: it may hold {} bytes of keys and values \
+                         ({} would be used)", quota.max_bytes, bytes
+                    )));
+                }
+                sqlx::query(
+                    "INSERT INTO kv (tenant_id, key, value, bytes, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (tenant_id, key) DO UPDATE SET value = excluded.value, bytes = excluded.bytes, \
+                     updated_at = excluded.updated_at",
+                )
+                .bind(tenant_id)
+                .bind(key)
+                .bind(value)
+                .bind(size)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                store_kv_usage!(tx, tenant_id, keys, bytes);
+                tx.commit().await.map_err(StoreError::Database)
+            }
+
+            async fn kv_delete(&self, tenant_id: i64, key: &str) -> Result<bool> {
+                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let (keys, bytes) = lock_kv_usage!(tx, tenant_id);
+                let old: Option<i64> = sqlx::query_scalar("DELETE FROM kv WHERE tenant_id = $1 AND key = $2 RETURNING bytes")
+                    .bind(tenant_id)
+                    .bind(key)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                let Some(old) = old else {
+                    return Ok(false);
+                };
+                store_kv_usage!(tx, tenant_id, keys - 1, bytes - old);
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(true)
+            }
+
+            async fn kv_list(&self, tenant_id: i64, prefix: &str, after: Option<&str>, limit: u32) -> Result<Vec<String>> {
+                sqlx::query_scalar(
+                    "SELECT key FROM kv WHERE tenant_id = $1 AND key >= $2 AND key > $3 \
+                     AND substr(key, 1, length($2)) = $2 ORDER BY key LIMIT $4",
+                )
+                .bind(tenant_id)
+                .bind(prefix)
+                .bind(after.unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)
+            }
+
+            async fn kv_usage(&self, tenant_id: i64) -> Result<KvUsage> {
+                let row: Option<(i64, i64)> = sqlx::query_as("SELECT keys, bytes FROM kv_usage WHERE tenant_id = $1")
+                    .bind(tenant_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                let (keys, bytes) = row.unwrap_or_default();
+                Ok(KvUsage { keys: keys as u64, bytes: bytes as u64 })
             }
         }
     };
@@ -874,5 +1089,26 @@ impl Store for AnyStore {
     }
     async fn env_values(&self, function_id: i64) -> Result<Vec<(String, String)>> {
         delegate!(self, env_values(function_id))
+    }
+    async fn kv_get(&self, tenant_id: i64, key: &str) -> Result<Option<String>> {
+        delegate!(self, kv_get(tenant_id, key))
+    }
+    async fn kv_set(&self, tenant_id: i64, key: &str, value: &str, quota: &KvQuota) -> Result<()> {
+        delegate!(self, kv_set(tenant_id, key, value, quota))
+    }
+    async fn kv_delete(&self, tenant_id: i64, key: &str) -> Result<bool> {
+        delegate!(self, kv_delete(tenant_id, key))
+    }
+    async fn kv_list(
+        &self,
+        tenant_id: i64,
+        prefix: &str,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<String>> {
+        delegate!(self, kv_list(tenant_id, prefix, after, limit))
+    }
+    async fn kv_usage(&self, tenant_id: i64) -> Result<KvUsage> {
+        delegate!(self, kv_usage(tenant_id))
     }
 }

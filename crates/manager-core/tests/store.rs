@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use picloud_manager_core::testing::fresh_pg_database;
-use picloud_manager_core::{LimitOverrides, PgStore, SqliteStore, Store, StoreError};
+use picloud_manager_core::{
+    KvQuota, KvUsage, LimitOverrides, PgStore, SqliteStore, Store, StoreError,
+};
 use sqlx::Connection;
 
 /// A store on a fresh PostgreSQL database.
@@ -58,6 +60,7 @@ conformance!(
     versions_are_numbered_and_hashed,
     deploy_and_rollback,
     env_secrets_are_write_only,
+    kv_is_per_tenant_within_exact_quotas,
     limits_and_ceilings_are_stored_as_chosen,
     routes_are_the_active_versions,
     records_are_written_queried_and_pruned,
@@ -145,6 +148,27 @@ async fn routes_are_the_active_versions(s: &impl Store) {
     );
     assert_eq!(s.routes().await.expect("routes"), vec![route.clone()]);
     assert_eq!(s.tenant_routes(t.id).await.expect("routes"), vec![route]);
+    // The function's variables, secrets included, travel with its route.
+    s.set_env(f.id, "GREETING", "hi", false).await.expect("env");
+    s.set_env(f.id, "KEY", "s3cret", true)
+        .await
+        .expect("secret");
+    let route = s
+        .function_route(f.id)
+        .await
+        .expect("route")
+        .expect("deployed");
+    let expected: std::collections::BTreeMap<String, String> = [
+        ("GREETING".into(), "hi".into()),
+        ("KEY".into(), "s3cret".into()),
+    ]
+    .into();
+    assert_eq!(route.env, expected);
+    assert_eq!(s.routes().await.expect("routes")[0].env, expected);
+    assert_eq!(
+        s.tenant_routes(t.id).await.expect("routes")[0].env,
+        expected
+    );
     s.delete_function(t.id, "f").await.expect("delete");
     assert_eq!(s.routes().await.expect("routes"), vec![]);
 }
@@ -314,6 +338,122 @@ async fn records_are_written_queried_and_pruned(s: &impl Store) {
     // Records go with their function.
     s.delete_function(t.id, "f").await.expect("delete");
     assert!(s.records(f.id, &all).await.expect("records").is_empty());
+}
+
+async fn kv_is_per_tenant_within_exact_quotas(s: &impl Store) {
+    let a = s.create_tenant("a").await.expect("tenant").id;
+    let b = s.create_tenant("b").await.expect("tenant").id;
+    let roomy = KvQuota {
+        max_keys: 100,
+        max_bytes: 1 << 20,
+    };
+    s.kv_set(a, "user:1", "{\"n\":1}", &roomy)
+        .await
+        .expect("set");
+    s.kv_set(a, "user:2", "2", &roomy).await.expect("set");
+    s.kv_set(a, "users", "[]", &roomy).await.expect("set");
+    s.kv_set(a, "zz", "true", &roomy).await.expect("set");
+    assert_eq!(
+        s.kv_get(a, "user:1").await.expect("get").as_deref(),
+        Some("{\"n\":1}")
+    );
+    assert_eq!(
+        s.kv_get(b, "user:1").await.expect("get"),
+        None,
+        "b sees nothing of a"
+    );
+    assert_eq!(
+        s.kv_list(b, "", None, 10).await.expect("list"),
+        Vec::<String>::new()
+    );
+    s.kv_set(b, "user:1", "\"b's\"", &roomy).await.expect("set");
+    assert_eq!(
+        s.kv_get(a, "user:1").await.expect("get").as_deref(),
+        Some("{\"n\":1}"),
+        "a's value is untouched by b's write"
+    );
+    // Prefix and paging, in byte order.
+    assert_eq!(
+        s.kv_list(a, "user", None, 10).await.expect("list"),
+        ["user:1", "user:2", "users"]
+    );
+    assert_eq!(
+        s.kv_list(a, "user", None, 2).await.expect("list"),
+        ["user:1", "user:2"]
+    );
+    assert_eq!(
+        s.kv_list(a, "user", Some("user:2"), 2).await.expect("list"),
+        ["users"]
+    );
+    assert_eq!(
+        s.kv_list(a, "user:", None, 10).await.expect("list"),
+        ["user:1", "user:2"]
+    );
+    assert_eq!(
+        s.kv_list(a, "%", None, 10).await.expect("list"),
+        Vec::<String>::new()
+    );
+    // Overwrite, delete, usage.
+    s.kv_set(a, "user:2", "22", &roomy)
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        s.kv_get(a, "user:2").await.expect("get").as_deref(),
+        Some("22")
+    );
+    assert!(s.kv_delete(a, "zz").await.expect("delete"));
+    assert!(!s.kv_delete(a, "zz").await.expect("delete again"));
+    let usage = s.kv_usage(a).await.expect("usage");
+    let bytes = ["user:1{\"n\":1}", "user:222", "users[]"]
+        .iter()
+        .map(|s| s.len() as u64)
+        .sum();
+    assert_eq!(usage, KvUsage { keys: 3, bytes });
+
+    // Quotas hold exactly, also for writes racing each other: of 20 new keys with room for
+    // 5 more, exactly 5 are written.
+    let tight = KvQuota {
+        max_keys: 8,
+        max_bytes: 1 << 20,
+    };
+    let keys: Vec<String> = (0..20).map(|i| format!("race:{i:02}")).collect();
+    let results =
+        futures_util::future::join_all(keys.iter().map(|k| s.kv_set(a, k, "1", &tight))).await;
+    let written = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(written, 5, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| matches!(e, StoreError::Quota(m) if m.contains("8 keys")))
+    );
+    assert_eq!(s.kv_usage(a).await.expect("usage").keys, 8);
+    assert_eq!(
+        s.kv_list(a, "race:", None, 100).await.expect("list").len(),
+        5
+    );
+    // Overwriting a key at the quota still works; a value past the byte quota does not.
+    s.kv_set(a, "user:1", "1", &tight)
+        .await
+        .expect("overwrite at the quota");
+    let small = KvQuota {
+        max_keys: 100,
+        max_bytes: 100,
+    };
+    let err = s
+        .kv_set(a, "user:1", &"x".repeat(200), &small)
+        .await
+        .expect_err("past the byte quota");
+    assert!(
+        matches!(&err, StoreError::Quota(m) if m.contains("100 bytes")),
+        "{err}"
+    );
+    assert_eq!(
+        s.kv_get(a, "user:1").await.expect("get").as_deref(),
+        Some("1"),
+        "nothing written"
+    );
+    assert_eq!(s.kv_usage(b).await.expect("usage").keys, 1);
 }
 
 async fn tenants_are_unique(s: &impl Store) {

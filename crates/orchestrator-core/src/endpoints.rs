@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use picloud_manager_core::api::{ApiError, Invoker, authenticate, executor_limits};
+use picloud_manager_core::api::{ApiError, Invocation, Invoker, authenticate, executor_limits};
 use picloud_manager_core::{AnyStore, InvocationRecord, Recorder, Trigger};
 use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
 
@@ -119,12 +119,14 @@ async fn run(
     let owner = FunctionRef::new(route.tenant.clone(), route.function.clone());
     let result = state
         .invoker
-        .invoke(
-            &owner,
-            &route.source,
-            &request,
-            &executor_limits(&route.limits),
-        )
+        .invoke(Invocation {
+            tenant_id: route.tenant_id,
+            owner: &owner,
+            script: &route.source,
+            request: &request,
+            limits: &executor_limits(&route.limits),
+            env: &route.env,
+        })
         .await;
     state
         .table

@@ -15,17 +15,17 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use clap::Args;
-use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
+use picloud_executor_core::{Executor, ExecutorConfig, InvocationContext, Isolation};
 use picloud_manager_core::api::{
-    ApiConfig, ApiError, ApiState, InFlight, InvokeFuture, Invoker, MetricsSource,
+    ApiConfig, ApiError, ApiState, InFlight, Invocation, InvokeFuture, Invoker, MetricsSource,
 };
+use picloud_manager_core::kv::{KvLimits, TenantKv};
 use picloud_manager_core::{
     AnyStore, FunctionLimits, PgStore, RecordConfig, Recorder, SqliteStore, Store,
 };
 use picloud_orchestrator_core::{
     EndpointState, Ingress, IngressConfig, LocalRoutes, Metrics, PoolFigures, start_routing,
 };
-use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -78,6 +78,15 @@ pub struct ServeArgs {
     /// Invocation records kept per function, newest first.
     #[arg(long, env = "PICLOUD_RECORDS_PER_FUNCTION", default_value_t = RecordConfig::default().per_function)]
     pub records_per_function: u32,
+    /// Keys one tenant's key-value store may hold.
+    #[arg(long, env = "PICLOUD_KV_MAX_KEYS", default_value_t = KvLimits::default().max_keys)]
+    pub kv_max_keys: u64,
+    /// Bytes of keys and values one tenant's key-value store may hold.
+    #[arg(long, env = "PICLOUD_KV_MAX_BYTES", default_value_t = KvLimits::default().max_bytes)]
+    pub kv_max_bytes: u64,
+    /// Largest value `kv_set` stores, in bytes of JSON.
+    #[arg(long, env = "PICLOUD_KV_MAX_VALUE_BYTES", default_value_t = KvLimits::default().max_value_bytes)]
+    pub kv_max_value_bytes: usize,
 }
 
 /// The endpoints' metrics with the executor's pool figures.
@@ -101,18 +110,31 @@ impl MetricsSource for ServerMetrics {
     }
 }
 
-/// The executor as the API's [`Invoker`].
-struct ExecutorInvoker(Arc<Executor>);
+/// The executor as the API's and the endpoints' [`Invoker`]: each invocation gets its
+/// function's variables and a key-value store scoped to its tenant.
+struct ExecutorInvoker {
+    executor: Arc<Executor>,
+    store: AnyStore,
+    kv: KvLimits,
+}
 
 impl Invoker for ExecutorInvoker {
-    fn invoke<'a>(
-        &'a self,
-        owner: &'a FunctionRef,
-        script: &'a str,
-        request: &'a InvocationRequest,
-        limits: &'a Limits,
-    ) -> InvokeFuture<'a> {
-        Box::pin(self.0.invoke_for(owner, script, request, limits))
+    fn invoke<'a>(&'a self, call: Invocation<'a>) -> InvokeFuture<'a> {
+        let context = InvocationContext {
+            env: call.env.clone(),
+            host: Some(Arc::new(TenantKv::new(
+                self.store.clone(),
+                call.tenant_id,
+                self.kv,
+            ))),
+        };
+        Box::pin(self.executor.invoke_with(
+            call.owner,
+            call.script,
+            call.request,
+            call.limits,
+            context,
+        ))
     }
 }
 
@@ -176,7 +198,16 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         executor: Arc::clone(&executor),
         recorder: Arc::clone(&recorder),
     });
-    let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker(executor));
+    let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker {
+        executor,
+        store: store.clone(),
+        kv: KvLimits {
+            max_keys: args.kv_max_keys,
+            max_bytes: args.kv_max_bytes,
+            max_value_bytes: args.kv_max_value_bytes,
+            ..KvLimits::default()
+        },
+    });
     let in_flight = Arc::new(InFlight::default());
     let endpoints = EndpointState {
         table: Arc::clone(&table),

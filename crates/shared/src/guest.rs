@@ -5,9 +5,19 @@
 //!   JSON at `ptr..ptr+len`; returns `(out_ptr << 32) | out_len` of a JSON [`GuestOutput`];
 //! * `memory`.
 //!
-//! It imports [`IMPORT_MODULE`]`.`[`IMPORT_LOG`]`(level: i32, ptr: i32, len: i32)` so that log
-//! lines reach the host as they are written and survive a trap, plus a handful of WASI preview 1
-//! functions that the host answers without granting anything.
+//! It imports from [`IMPORT_MODULE`]:
+//!
+//! * [`IMPORT_LOG`]`(level: i32, ptr: i32, len: i32)`, so that log lines reach the host as they
+//!   are written and survive a trap;
+//! * [`IMPORT_CALL`]`(ptr: i32, len: i32) -> i32`: makes the host call whose
+//!   [`crate::host::HostCall`] JSON is at `ptr..ptr+len` and returns the length of the
+//!   [`crate::host::HostReply`] JSON, which [`IMPORT_REPLY`]`(ptr: i32, len: i32)` then copies
+//!   into the guest's buffer;
+//!
+//! plus a handful of WASI preview 1 functions that the host answers without granting anything
+//! (the clock and `random_get` are answered: they are what `now()` and `random()` read).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +30,8 @@ pub const EXPORT_MEMORY: &str = "memory";
 pub const EXPORT_INIT: &str = "picloud_init";
 pub const IMPORT_MODULE: &str = "picloud";
 pub const IMPORT_LOG: &str = "log";
+pub const IMPORT_CALL: &str = "call";
+pub const IMPORT_REPLY: &str = "reply";
 
 /// What the host hands the guest for one invocation.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -27,6 +39,9 @@ pub struct GuestInput {
     pub script: String,
     pub request: InvocationRequest,
     pub limits: ScriptLimits,
+    /// The function's variables and secrets, for `env(name)`.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
 }
 
 /// What the guest hands back when it did not trap.

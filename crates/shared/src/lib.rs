@@ -4,6 +4,7 @@
 //! field.
 
 pub mod guest;
+pub mod host;
 mod invocation;
 mod limits;
 

@@ -25,11 +25,13 @@ use picloud_shared::{FunctionRef, InvocationResult, Limits, Outcome};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, Semaphore};
 
-use self::wire::{MAX_FRAME, WorkerRequest, ZygoteHello, ZygoteReady};
+use self::wire::{CALL_TAG, MAX_FRAME, WorkerRequest, ZygoteHello, ZygoteReady};
 use crate::error::ExecutorError;
+use crate::host::CallBudget;
 use crate::{
     DiagnosticReport, ExecutorConfig, Isolation, PoolStats, ProcessConfig, SandboxReport, engine,
 };
+use picloud_shared::host::HostCalls;
 
 /// A warm worker as the server holds it.
 #[derive(Debug)]
@@ -313,6 +315,7 @@ impl ProcessExecutor {
         input: Vec<u8>,
         limits: Limits,
         owner: Option<&FunctionRef>,
+        host: Option<Arc<dyn HostCalls>>,
     ) -> InvocationResult {
         let started = Instant::now();
         let reused = owner.and_then(|o| self.pool.take_reusable(o));
@@ -345,7 +348,14 @@ impl ProcessExecutor {
             }
         };
         let frame = wire::frame(&[&header, &input]);
-        let answer = exchange(&worker, &frame, Duration::from_millis(limits.timeout_ms)).await;
+        let mut calls = CallBudget::new(host);
+        let answer = exchange(
+            &worker,
+            &frame,
+            Duration::from_millis(limits.timeout_ms),
+            &mut calls,
+        )
+        .await;
         let mut result = match answer {
             Exchange::Answer(bytes) => serde_json::from_slice::<InvocationResult>(&bytes)
                 .unwrap_or_else(|e| {
@@ -391,7 +401,15 @@ impl ProcessExecutor {
         let worker = self.pool.take().await?;
         let header = serde_json::to_vec(&WorkerRequest::Diagnose)
             .map_err(|e| ExecutorError::Zygote(e.to_string()))?;
-        match exchange(&worker, &wire::frame(&[&header]), Duration::from_secs(10)).await {
+        let frame = wire::frame(&[&header]);
+        match exchange(
+            &worker,
+            &frame,
+            Duration::from_secs(10),
+            &mut CallBudget::new(None),
+        )
+        .await
+        {
             Exchange::Answer(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 ExecutorError::Zygote(format!(
                     "bad diagnostic report: {e}: {}",
@@ -453,9 +471,15 @@ enum Exchange {
     TimedOut,
 }
 
-/// Sends `frame` to the worker and waits for its one answer, at most `deadline`. The deadline
-/// is enforced from here: a forked worker has no thread to interrupt itself.
-async fn exchange(worker: &Worker, frame: &[u8], deadline: Duration) -> Exchange {
+/// Sends `frame` to the worker and waits for its answer, at most `deadline`, answering the
+/// host calls it makes meanwhile. The deadline is enforced from here: a forked worker has no
+/// thread to interrupt itself.
+async fn exchange(
+    worker: &Worker,
+    frame: &[u8],
+    deadline: Duration,
+    calls: &mut CallBudget,
+) -> Exchange {
     let stream = match worker
         .channel
         .try_clone()
@@ -468,7 +492,16 @@ async fn exchange(worker: &Worker, frame: &[u8], deadline: Duration) -> Exchange
     let mut stream = stream;
     let talk = async {
         stream.write_all(frame).await?;
-        wire::read_frame_async(&mut stream, MAX_FRAME).await
+        loop {
+            let bytes = wire::read_frame_async(&mut stream, MAX_FRAME).await?;
+            match bytes.split_first() {
+                Some((&CALL_TAG, call)) => {
+                    let reply = calls.answer(call).await;
+                    stream.write_all(&wire::frame(&[&reply])).await?;
+                }
+                _ => return Ok(bytes),
+            }
+        }
     };
     match tokio::time::timeout(deadline, talk).await {
         Ok(Ok(bytes)) => Exchange::Answer(bytes),

@@ -11,6 +11,10 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 /// Largest frame accepted from a worker: the response body, logs and framing.
 pub(crate) const MAX_FRAME: usize = 64 << 20;
 
+/// The first byte of a worker's frame that carries a host call rather than its answer (an
+/// answer is JSON, which never starts with it). The server replies with one frame.
+pub(crate) const CALL_TAG: u8 = 0x01;
+
 pub(crate) fn frame(parts: &[&[u8]]) -> Vec<u8> {
     let total: usize = parts.iter().map(|p| 4 + p.len()).sum();
     let mut out = Vec::with_capacity(total);

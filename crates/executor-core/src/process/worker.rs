@@ -2,10 +2,13 @@
 //! exactly one invocation and exits.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::Instant;
+
+use picloud_shared::host::{HostReply, MAX_REPLY_BYTES};
 
 use picloud_shared::{InvocationResult, Limits, Outcome};
 use wasmtime::Store;
@@ -14,13 +17,14 @@ use super::sandbox;
 use super::wire::{self, WorkerRequest};
 use super::zygote::ZygoteCtx;
 use crate::DiagnosticReport;
-use crate::host::{self, HostState};
+use crate::host::{self, HostLink, HostState};
 
 /// Largest guest input accepted on the channel: script and request with headroom.
 const MAX_INPUT: usize = 64 << 20;
 
-pub(crate) fn main(mut channel: UnixStream, ctx: &ZygoteCtx) -> ! {
-    let code = match serve(&mut channel, ctx) {
+pub(crate) fn main(channel: UnixStream, ctx: &ZygoteCtx) -> ! {
+    let channel = Arc::new(channel);
+    let code = match serve(&channel, ctx) {
         Ok(()) => 0,
         Err(message) => {
             // The server reads this as the invocation's answer.
@@ -31,7 +35,7 @@ pub(crate) fn main(mut channel: UnixStream, ctx: &ZygoteCtx) -> ! {
                 std::time::Duration::ZERO,
             );
             if let Ok(bytes) = serde_json::to_vec(&result) {
-                let _ = wire::write_frame(&mut channel, &bytes);
+                let _ = wire::write_frame(&mut &*channel, &bytes);
             }
             1
         }
@@ -41,7 +45,24 @@ pub(crate) fn main(mut channel: UnixStream, ctx: &ZygoteCtx) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-fn serve(channel: &mut UnixStream, ctx: &ZygoteCtx) -> Result<(), String> {
+/// Host calls go to the server over the worker's channel, tagged so that the server tells
+/// them from the answer; the guest waits for the reply.
+struct ChannelLink(Arc<UnixStream>);
+
+impl HostLink for ChannelLink {
+    fn call(&mut self, call: &[u8]) -> Vec<u8> {
+        let mut channel = &*self.0;
+        let sent = channel.write_all(&wire::frame(&[&[&[wire::CALL_TAG][..], call].concat()]));
+        let reply = sent.and_then(|()| wire::read_frame(&mut channel, MAX_REPLY_BYTES));
+        match reply {
+            Ok(Some(reply)) => reply,
+            Ok(None) => host::encode_reply(&HostReply::error("the server closed the channel")),
+            Err(e) => host::encode_reply(&HostReply::error(format!("the channel failed: {e}"))),
+        }
+    }
+}
+
+fn serve(channel: &Arc<UnixStream>, ctx: &ZygoteCtx) -> Result<(), String> {
     let diagnostics = if ctx.diagnostics {
         Some(Diagnostics::open().map_err(|e| format!("diagnostics: {e}"))?)
     } else {
@@ -61,9 +82,11 @@ fn serve(channel: &mut UnixStream, ctx: &ZygoteCtx) -> Result<(), String> {
         // Pre-instantiate while waiting: it costs the request nothing. Every invocation gets a
         // fresh store and instance, also in a reused worker.
         let mut store = host::new_store(&ctx.engine, ctx.max_memory_bytes, 0);
+        store.data_mut().link = Some(Box::new(ChannelLink(channel.clone())));
         let instance = ctx.pre.instantiate(&mut store);
 
-        let Some(header) = wire::read_frame(channel, 1 << 20).map_err(|e| e.to_string())? else {
+        let Some(header) = wire::read_frame(&mut &**channel, 1 << 20).map_err(|e| e.to_string())?
+        else {
             return Ok(()); // retired
         };
         let request: WorkerRequest =
@@ -71,7 +94,7 @@ fn serve(channel: &mut UnixStream, ctx: &ZygoteCtx) -> Result<(), String> {
         let answer = match request {
             WorkerRequest::Invoke { limits } => {
                 let started = Instant::now();
-                let input = wire::read_frame(channel, MAX_INPUT)
+                let input = wire::read_frame(&mut &**channel, MAX_INPUT)
                     .map_err(|e| e.to_string())?
                     .ok_or("the server sent no input")?;
                 let result = invoke(&mut store, instance, &input, &limits);
@@ -84,7 +107,7 @@ fn serve(channel: &mut UnixStream, ctx: &ZygoteCtx) -> Result<(), String> {
             }
         }
         .map_err(|e| e.to_string())?;
-        wire::write_frame(channel, &answer).map_err(|e| e.to_string())?;
+        wire::write_frame(&mut &**channel, &answer).map_err(|e| e.to_string())?;
     }
     Ok(())
 }

@@ -143,6 +143,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
+            StoreError::Quota(message) => Self::Conflict(message),
             StoreError::Database(ref inner) if is_unavailable(inner) => {
                 tracing::warn!(error = %e, "the database is unavailable");
                 Self::Unavailable

@@ -10,7 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::tenants::TenantPath;
 use super::{
-    ApiError, ApiState, ErrorBody, Json, Path, Principal, Slot, executor_limits,
+    ApiError, ApiState, ErrorBody, Invocation, Json, Path, Principal, Slot, executor_limits,
     reachable_function, reachable_tenant,
 };
 use crate::limits::{FunctionLimits, LimitOverrides};
@@ -536,6 +536,7 @@ pub async fn set_env(
         .store
         .set_env(function.id, &path.name, &body.value, body.secret)
         .await?;
+    state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(Json(EnvVar {
         name: path.name,
         value: (!body.secret).then_some(body.value),
@@ -553,6 +554,7 @@ pub async fn unset_env(
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     state.store.unset_env(function.id, &path.name).await?;
+    state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -614,9 +616,22 @@ pub async fn test_invoke(
         body: r.body,
     };
     let owner = FunctionRef::new(tenant.name.clone(), function.name.clone());
+    let env = state
+        .store
+        .env_values(function.id)
+        .await?
+        .into_iter()
+        .collect();
     let result = state
         .invoker
-        .invoke(&owner, &script, &request, &executor_limits(&limits))
+        .invoke(Invocation {
+            tenant_id: tenant.id,
+            owner: &owner,
+            script: &script,
+            request: &request,
+            limits: &executor_limits(&limits),
+            env: &env,
+        })
         .await;
     if let Some(recorder) = &state.recorder {
         recorder.record(InvocationRecord::new(

@@ -12,7 +12,7 @@ mod functions;
 mod invocations;
 mod tenants;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -39,16 +39,23 @@ use crate::store::{AnyStore, Function, Store, Tenant};
 /// A future the invoker returns; boxed so that [`Invoker`] can be a trait object.
 pub type InvokeFuture<'a> = Pin<Box<dyn Future<Output = InvocationResult> + Send + 'a>>;
 
+/// One invocation of a tenant's function, as the API (test-invokes) and the endpoints hand it
+/// to the executor.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    /// Whose data the invocation's host calls (the key-value store) reach.
+    pub tenant_id: i64,
+    pub owner: &'a FunctionRef,
+    pub script: &'a str,
+    pub request: &'a InvocationRequest,
+    pub limits: &'a Limits,
+    /// The function's variables and secrets, for `env(name)`.
+    pub env: &'a BTreeMap<String, String>,
+}
+
 /// Runs a script: the executor in the all-in-one server, a node's executor in a cluster.
-/// The API needs it for test-invokes.
 pub trait Invoker: Send + Sync + 'static {
-    fn invoke<'a>(
-        &'a self,
-        owner: &'a FunctionRef,
-        script: &'a str,
-        request: &'a InvocationRequest,
-        limits: &'a Limits,
-    ) -> InvokeFuture<'a>;
+    fn invoke<'a>(&'a self, invocation: Invocation<'a>) -> InvokeFuture<'a>;
 }
 
 /// Told of each route change the API commits, before the API answers: the all-in-one server's

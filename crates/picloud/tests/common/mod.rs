@@ -58,6 +58,11 @@ impl Server {
         Self::spawn(data_dir, None, Some(ADMIN), args)
     }
 
+    /// As [`Server::start`], with more `picloud serve` flags.
+    pub fn start_on(data_dir: &Path, database_url: Option<&str>, args: &[&str]) -> Self {
+        Self::spawn(data_dir, database_url, Some(ADMIN), args)
+    }
+
     /// As [`Server::start`]; `admin_token: None` lets the server make up its own.
     pub fn start_with(
         data_dir: &Path,

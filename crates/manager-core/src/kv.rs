@@ -1,0 +1,149 @@
+//! The tenant's key-value store as scripts see it (`kv_get`, `kv_set`, `kv_delete`,
+//! `kv_list`): the host side of those calls, with the size caps and quotas an operator needs
+//! so that one tenant cannot fill the database.
+
+use picloud_shared::host::{HostCall, HostCalls, HostFuture, HostReply};
+
+use crate::store::{KvQuota, Store, StoreError};
+
+/// Sizes the key-value store accepts. Every field has a conservative default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvLimits {
+    /// Longest key in bytes (default 256).
+    pub max_key_bytes: usize,
+    /// Largest value, as JSON text, in bytes (default 64 KiB).
+    pub max_value_bytes: usize,
+    /// Most keys one tenant may hold (default 10,000).
+    pub max_keys: u64,
+    /// Most bytes of keys and values one tenant may hold (default 16 MiB).
+    pub max_bytes: u64,
+    /// Most keys one `kv_list` call returns (default 1,000).
+    pub max_list: u32,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 256,
+            max_value_bytes: 64 << 10,
+            max_keys: 10_000,
+            max_bytes: 16 << 20,
+            max_list: 1_000,
+        }
+    }
+}
+
+impl KvLimits {
+    fn quota(&self) -> KvQuota {
+        KvQuota {
+            max_keys: self.max_keys,
+            max_bytes: self.max_bytes,
+        }
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), String> {
+        if key.is_empty() {
+            return Err("the key must not be empty".into());
+        }
+        self.check_prefix(key)
+    }
+
+    fn check_prefix(&self, key: &str) -> Result<(), String> {
+        if key.len() > self.max_key_bytes {
+            return Err(format!(
+                "the key is {} bytes; the limit is {}",
+                key.len(),
+                self.max_key_bytes
+            ));
+        }
+        if key.contains('\0') {
+            return Err("the key must not contain NUL characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// Answers the host calls of one invocation against its tenant's data: the tenant is fixed
+/// when the invocation starts, and no call can name another.
+#[derive(Debug, Clone)]
+pub struct TenantKv<S> {
+    store: S,
+    tenant_id: i64,
+    limits: KvLimits,
+}
+
+impl<S: Store> TenantKv<S> {
+    pub fn new(store: S, tenant_id: i64, limits: KvLimits) -> Self {
+        Self {
+            store,
+            tenant_id,
+            limits,
+        }
+    }
+
+    async fn answer(&self, call: HostCall) -> Result<HostReply, String> {
+        let t = self.tenant_id;
+        match call {
+            HostCall::KvGet { key } => {
+                self.limits.check_key(&key)?;
+                let value = self.store.kv_get(t, &key).await.map_err(failed)?;
+                Ok(HostReply::Value { value })
+            }
+            HostCall::KvSet { key, value } => {
+                self.limits.check_key(&key)?;
+                if value.len() > self.limits.max_value_bytes {
+                    return Err(format!(
+                        "the value is {} bytes as JSON; the limit is {}",
+                        value.len(),
+                        self.limits.max_value_bytes
+                    ));
+                }
+                self.store
+                    .kv_set(t, &key, &value, &self.limits.quota())
+                    .await
+                    .map_err(failed)?;
+                Ok(HostReply::Done)
+            }
+            HostCall::KvDelete { key } => {
+                self.limits.check_key(&key)?;
+                let existed = self.store.kv_delete(t, &key).await.map_err(failed)?;
+                Ok(HostReply::Deleted { existed })
+            }
+            HostCall::KvList {
+                prefix,
+                after,
+                limit,
+            } => {
+                self.limits.check_prefix(&prefix)?;
+                if let Some(after) = &after {
+                    self.limits.check_prefix(after)?;
+                }
+                let limit = limit.clamp(1, self.limits.max_list);
+                let keys = self
+                    .store
+                    .kv_list(t, &prefix, after.as_deref(), limit)
+                    .await
+                    .map_err(failed)?;
+                Ok(HostReply::Keys { keys })
+            }
+        }
+    }
+}
+
+/// What the script is told when the store fails: a quota's own message, otherwise only that the
+/// store is unavailable (the cause is logged, not shown to a tenant).
+fn failed(e: StoreError) -> String {
+    match e {
+        StoreError::Quota(message) => message,
+        other => {
+            tracing::warn!(error = %other, "key-value call failed");
+            "the key-value store is unavailable; try again".into()
+        }
+    }
+}
+
+impl<S: Store + 'static> HostCalls for TenantKv<S> {
+    fn call(&self, call: HostCall) -> HostFuture<'_> {
+        Box::pin(async move { self.answer(call).await.unwrap_or_else(HostReply::error) })
+    }
+}
