@@ -8,98 +8,18 @@
 //! cores as the server, so every rate here is shared with the load generator.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 
 mod doc;
+mod harness;
 
-const ADMIN: &str = "pc_bench_admin_0123456789abcdef0123456789";
+use harness::{Proc, caddy, deploy, flag, wrk};
+
 const HELLO: &str = r#"fn handle(req) { `hello ${req.query.name ?? "world"}` }"#;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on a process this benchmark started (SIGTERM: drains, then exits).
-        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.0.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn flag(args: &[String], name: &str) -> Option<u64> {
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1)?.parse().ok()
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-fn wait_listening(port: u16) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        ensure!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
-/// `wrk -t{threads} -c{conns} -d{seconds}s --latency URL`, parsed.
-fn wrk(url: &str, threads: u32, conns: u32, seconds: u64) -> Result<Value> {
-    let out = Command::new("wrk")
-        .args([
-            &format!("-t{threads}"),
-            &format!("-c{conns}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            url,
-        ])
-        .output()
-        .context("wrk is required (apt-get install wrk; scripts/setup installs it)")?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    ensure!(out.status.success(), "wrk failed: {text}");
-    let field = |prefix: &str| {
-        text.lines()
-            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_string()))
-    };
-    let ms = |v: String| -> f64 {
-        let (n, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
-        let n: f64 = n.parse().unwrap_or(f64::NAN);
-        match unit {
-            "us" => n / 1000.0,
-            "ms" => n,
-            "s" => n * 1000.0,
-            "m" => n * 60_000.0,
-            _ => f64::NAN,
-        }
-    };
-    let rate: f64 = field("Requests/sec:")
-        .and_then(|v| v.parse().ok())
-        .context("no Requests/sec in wrk's output")?;
-    let non2xx: u64 = field("Non-2xx or 3xx responses:")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    let errors = text.lines().any(|l| l.trim().starts_with("Socket errors:"));
-    Ok(json!({
-        "threads": threads, "connections": conns, "seconds": seconds,
-        "rps": rate,
-        "p50_ms": field("50%").map(ms), "p90_ms": field("90%").map(ms), "p99_ms": field("99%").map(ms),
-        "non_2xx": non2xx, "socket_errors": errors,
-    }))
-}
 
 /// Both load shapes: 16 connections on 2 threads, and 1 connection.
 fn load(url: &str, seconds: u64) -> Result<Value> {
@@ -179,74 +99,24 @@ fn ticks_per_second() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// Starts `picloud serve` with the hello function deployed; returns it and its port.
+/// `picloud serve` with the hello function deployed and the fairness limits off: this
+/// benchmark measures the path.
 fn serve(picloud: &Path, dir: &Path, isolation: &str) -> Result<(Proc, u16)> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    let port = free_port()?;
-    let child = Command::new(picloud)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--isolation",
-            isolation,
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .arg("--cache-dir")
-        .arg(dir.join("../module-cache"))
-        // The benchmark measures the path, not the fairness limits.
-        .args([
+    let (server, port) = harness::serve(
+        picloud,
+        dir,
+        isolation,
+        &[
             "--function-rate",
             "0",
             "--tenant-rate",
             "0",
             "--tenant-concurrency",
             "1000",
-        ])
-        .env("PICLOUD_ADMIN_TOKEN", ADMIN)
-        .env_remove("PICLOUD_DATABASE_URL")
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting picloud serve")?;
-    let server = Proc(child);
-    wait_listening(port)?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let base = format!("http://127.0.0.1:{port}/api/v1");
-    let auth = format!("Bearer {ADMIN}");
-    let r = agent
-        .post(&format!("{base}/tenants"))
-        .header("Authorization", &auth)
-        .send_json(json!({ "name": "bench" }))?;
-    ensure!(r.status() == 201, "creating the tenant: {}", r.status());
-    let r = agent
-        .post(&format!("{base}/tenants/bench/functions"))
-        .header("Authorization", &auth)
-        .send_json(json!({ "name": "hello", "source": HELLO, "deploy": true, "limits": { "concurrency": 64 } }))?;
-    ensure!(r.status() == 201, "deploying hello: {}", r.status());
+        ],
+    )?;
+    deploy(port, "bench", "hello", HELLO, json!({ "concurrency": 64 }))?;
     Ok((server, port))
-}
-
-fn caddy(root: &Path, dir: &Path, upstream_port: u16) -> Result<(Proc, u16)> {
-    let port = free_port()?;
-    let child = Command::new("caddy")
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(root.join("caddy/Caddyfile"))
-        .env("PICLOUD_SITE", format!("http://127.0.0.1:{port}"))
-        .env("PICLOUD_UPSTREAM", format!("127.0.0.1:{upstream_port}"))
-        .env("XDG_DATA_HOME", dir.join("caddy-data"))
-        .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("caddy is required (scripts/setup installs it)")?;
-    let proc = Proc(child);
-    wait_listening(port)?;
-    Ok((proc, port))
 }
 
 fn main() -> Result<()> {

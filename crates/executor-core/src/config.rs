@@ -99,6 +99,11 @@ pub struct ProcessConfig {
     /// Let tests ask a worker to report its own sandbox state. Never reachable by a tenant.
     /// Default `false`.
     pub diagnostics: bool,
+    /// Run a worker whose tenant already has another invocation running in the kernel's idle
+    /// scheduling class. Under CPU contention a tenant that floods its functions then yields
+    /// the CPU to tenants that run one invocation at a time, and to the server itself; with the
+    /// CPU idle it changes nothing. Default `true`.
+    pub busy_tenants_yield: bool,
 }
 
 impl Default for ProcessConfig {
@@ -111,6 +116,7 @@ impl Default for ProcessConfig {
             worker_cpu_seconds: 30,
             max_invocations_per_worker: 1,
             diagnostics: false,
+            busy_tenants_yield: true,
         }
     }
 }

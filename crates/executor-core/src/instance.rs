@@ -2,7 +2,7 @@
 //! on a small pool of threads inside the executor's own process, with the pooling allocator and
 //! an epoch deadline.
 
-use std::sync::mpsc;
+use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use wasmtime::{Engine, InstancePre, UpdateDeadline};
 
 use crate::error::ExecutorError;
 use crate::host::{self, CallBudget, HostLink, HostState, encode_reply};
-use crate::{ExecutorConfig, Isolation, engine};
+use crate::{ExecutorConfig, Isolation, Lane, engine};
 
 /// Threads that run wasm need room for `MAX_WASM_STACK` plus host frames.
 const RUNNER_STACK: usize = 8 << 20;
@@ -25,6 +25,67 @@ struct Job {
     limits: Limits,
     host: Option<(tokio::runtime::Handle, Arc<dyn HostCalls>)>,
     reply: tokio::sync::oneshot::Sender<InvocationResult>,
+}
+
+/// Jobs waiting for a runner thread, in two lanes: a runner takes from [`Lane::First`]
+/// before [`Lane::Second`], so a tenant's flood never queues another tenant behind it.
+#[derive(Default)]
+struct JobQueue {
+    state: Mutex<Queued>,
+    ready: Condvar,
+}
+
+impl std::fmt::Debug for JobQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobQueue").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Queued {
+    first: VecDeque<Job>,
+    second: VecDeque<Job>,
+    closed: bool,
+}
+
+impl JobQueue {
+    /// Queues `job`; `false` once the executor shut down.
+    fn push(&self, job: Job, lane: Lane) -> bool {
+        let Ok(mut q) = self.state.lock() else {
+            return false;
+        };
+        if q.closed {
+            return false;
+        }
+        match lane {
+            Lane::First => q.first.push_back(job),
+            Lane::Second => q.second.push_back(job),
+        }
+        drop(q);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next job, waiting for one; `None` once closed.
+    fn next(&self) -> Option<Job> {
+        let mut q = self.state.lock().ok()?;
+        loop {
+            if let Some(job) = q.first.pop_front().or_else(|| q.second.pop_front()) {
+                return Some(job);
+            }
+            if q.closed {
+                return None;
+            }
+            q = self.ready.wait(q).ok()?;
+        }
+    }
+
+    fn close(&self) {
+        if let Ok(mut q) = self.state.lock() {
+            q.closed = true;
+        }
+        self.ready.notify_all();
+    }
 }
 
 /// Host calls in instance mode: answered on this runner thread by blocking on the caller's
@@ -49,7 +110,7 @@ impl HostLink for InstanceLink {
 
 #[derive(Debug)]
 pub(crate) struct InstanceExecutor {
-    jobs: Option<mpsc::Sender<Job>>,
+    jobs: Arc<JobQueue>,
     runners: Vec<JoinHandle<()>>,
     ticker: Arc<Ticker>,
     ticker_thread: Option<JoinHandle<()>>,
@@ -79,11 +140,10 @@ impl InstanceExecutor {
                 .spawn(move || ticker.run())?
         };
 
-        let (tx, rx) = mpsc::channel::<Job>();
-        let rx = Arc::new(Mutex::new(rx));
+        let jobs = Arc::new(JobQueue::default());
         let mut runners = Vec::new();
         for i in 0..config.instance.threads.max(1) {
-            let rx = rx.clone();
+            let jobs = jobs.clone();
             let pre = pre.clone();
             let ticker = ticker.clone();
             runners.push(
@@ -92,12 +152,7 @@ impl InstanceExecutor {
                     .stack_size(RUNNER_STACK)
                     .spawn(move || {
                         loop {
-                            // The lock is held only while waiting for the next job.
-                            let job = match rx.lock() {
-                                Ok(rx) => rx.recv(),
-                                Err(_) => return,
-                            };
-                            let Ok(job) = job else { return };
+                            let Some(job) = jobs.next() else { return };
                             let result = run_job(&pre, &ticker, job.input, job.limits, job.host);
                             let _ = job.reply.send(result);
                         }
@@ -105,7 +160,7 @@ impl InstanceExecutor {
             );
         }
         Ok(Self {
-            jobs: Some(tx),
+            jobs,
             runners,
             ticker,
             ticker_thread: Some(ticker_thread),
@@ -117,19 +172,21 @@ impl InstanceExecutor {
         input: Vec<u8>,
         limits: Limits,
         host: Option<Arc<dyn HostCalls>>,
+        lane: Lane,
     ) -> InvocationResult {
         let started = Instant::now();
         let host = host.and_then(|h| Some((tokio::runtime::Handle::try_current().ok()?, h)));
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let sent = self.jobs.as_ref().map(|jobs| {
-            jobs.send(Job {
+        let sent = self.jobs.push(
+            Job {
                 input,
                 limits,
                 host,
                 reply,
-            })
-        });
-        if !matches!(sent, Some(Ok(()))) {
+            },
+            lane,
+        );
+        if !sent {
             return InvocationResult::failed(
                 Outcome::Internal {
                     message: "the executor has shut down".into(),
@@ -150,7 +207,7 @@ impl InstanceExecutor {
 
 impl Drop for InstanceExecutor {
     fn drop(&mut self) {
-        self.jobs = None;
+        self.jobs.close();
         for runner in self.runners.drain(..) {
             let _ = runner.join();
         }

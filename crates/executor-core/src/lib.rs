@@ -24,8 +24,8 @@ mod host;
 mod instance;
 mod process;
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use picloud_shared::guest::GuestInput;
@@ -107,6 +107,52 @@ impl std::fmt::Debug for InvocationContext {
     }
 }
 
+/// Which invocations go first when they wait for a worker (process mode) or a runner thread
+/// (instance mode).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Invocations of a tenant with nothing else running (and those of no tenant).
+    First,
+    /// Invocations of a tenant that already runs others: a flood waits behind everyone else.
+    Second,
+}
+
+/// One running (or waiting) invocation of a tenant, counted while it lives.
+struct TenantLoad<'a> {
+    load: &'a Mutex<HashMap<String, u32>>,
+    tenant: &'a str,
+    /// The tenant's other invocations running when this one started.
+    others: u32,
+}
+
+impl<'a> TenantLoad<'a> {
+    fn enter(load: &'a Mutex<HashMap<String, u32>>, tenant: &'a str) -> Self {
+        let others = load.lock().map_or(0, |mut load| {
+            let n = load.entry(tenant.to_string()).or_insert(0);
+            *n += 1;
+            *n - 1
+        });
+        Self {
+            load,
+            tenant,
+            others,
+        }
+    }
+}
+
+impl Drop for TenantLoad<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut load) = self.load.lock()
+            && let Some(n) = load.get_mut(self.tenant)
+        {
+            *n -= 1;
+            if *n == 0 {
+                load.remove(self.tenant);
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Mode {
     Process(process::ProcessExecutor),
@@ -118,6 +164,8 @@ enum Mode {
 pub struct Executor {
     mode: Mode,
     config: ExecutorConfig,
+    /// Invocations running or waiting now, by tenant.
+    tenant_load: Mutex<HashMap<String, u32>>,
 }
 
 impl Executor {
@@ -140,7 +188,11 @@ impl Executor {
                 Mode::Instance(runner)
             }
         };
-        Ok(Self { mode, config })
+        Ok(Self {
+            mode,
+            config,
+            tenant_load: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn isolation(&self) -> Isolation {
@@ -220,9 +272,16 @@ impl Executor {
         limits.memory_bytes = limits.memory_bytes.min(self.config.max_memory_bytes);
         limits.script.max_call_levels = limits.script.max_call_levels.min(MAX_CALL_LEVELS_CEILING);
         let input = guest_input(script, request, &limits, context.env);
+        // Counted from before the wait for a worker: a tenant's waiting invocations count as
+        // running, so that its flood queues behind nobody else.
+        let load = owner.map(|o| TenantLoad::enter(&self.tenant_load, &o.tenant));
+        let crowded = load.as_ref().is_some_and(|l| l.others > 0);
         match &self.mode {
-            Mode::Process(p) => p.invoke(input, limits, owner, context.host).await,
-            Mode::Instance(i) => i.invoke(input, limits, context.host).await,
+            Mode::Process(p) => p.invoke(input, limits, owner, context.host, crowded).await,
+            Mode::Instance(i) => {
+                let lane = if crowded { Lane::Second } else { Lane::First };
+                i.invoke(input, limits, context.host, lane).await
+            }
         }
     }
 

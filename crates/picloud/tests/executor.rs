@@ -812,3 +812,113 @@ async fn by_default_every_worker_serves_one_invocation() {
     assert_eq!(ex.stats().reused_total, 0);
     assert_eq!(ex.stats().reusable, 0);
 }
+
+// ---- fairness between tenants ----
+
+/// Runs `script` as `tenant`'s function `f` with room for a long run.
+fn invoke_as(
+    ex: &std::sync::Arc<Executor>,
+    tenant: &str,
+    script: &'static str,
+) -> tokio::task::JoinHandle<(InvocationResult, std::time::Instant)> {
+    let ex = ex.clone();
+    let owner = picloud_shared::FunctionRef::new(tenant, "f");
+    tokio::spawn(async move {
+        let mut limits = Limits {
+            timeout_ms: 30_000,
+            fuel: 100_000_000_000,
+            ..Limits::default()
+        };
+        limits.script.max_operations = 0;
+        let r = ex
+            .invoke_for(&owner, script, &InvocationRequest::get("/"), &limits)
+            .await;
+        (r, std::time::Instant::now())
+    })
+}
+
+const BUSY: &str = "fn handle(req) { let n = 0; while n < 300000 { n += 1; } \"busy\" }";
+/// About ten times [`BUSY`].
+const LONG: &str = "fn handle(req) { let n = 0; while n < 3000000 { n += 1; } \"busy\" }";
+
+/// The kernel's scheduling policy of `pid` (field 41 of /proc/PID/stat; 5 is SCHED_IDLE).
+fn policy(pid: i32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(38)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenants_second_invocation_yields_the_cpu_and_a_lone_one_does_not() {
+    let ex = std::sync::Arc::new(executor(Isolation::Process).await);
+    let first = invoke_as(&ex, "noisy", BUSY);
+    let pid_first = loop {
+        if let Some(pid) = ex.busy_worker_pids().first() {
+            break *pid;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let second = invoke_as(&ex, "noisy", BUSY);
+    let other = invoke_as(&ex, "quiet", BUSY);
+    let mut policies = BTreeMap::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while policies.len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "three workers were never seen busy: {policies:?}"
+        );
+        for pid in ex.busy_worker_pids() {
+            if let Some(p) = policy(pid) {
+                policies.entry(pid).or_insert(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    for task in [first, second, other] {
+        assert_eq!(body(&task.await.expect("task").0), "busy");
+    }
+    let idle = policies
+        .values()
+        .filter(|&&p| p == libc::SCHED_IDLE as u32)
+        .count();
+    assert_eq!(
+        policies.get(&pid_first),
+        Some(&(libc::SCHED_OTHER as u32)),
+        "a tenant's only invocation runs normally: {policies:?}"
+    );
+    assert_eq!(
+        idle, 1,
+        "only the noisy tenant's second invocation yields: {policies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instance_mode_serves_another_tenant_before_a_tenants_queued_flood() {
+    let mut config = config(Isolation::Instance);
+    config.instance.threads = 1;
+    let ex = std::sync::Arc::new(Executor::start(config).await.expect("starts"));
+    // One long invocation occupies the only runner; three more of that tenant queue behind it.
+    let running = invoke_as(&ex, "noisy", LONG);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let flood: Vec<_> = (0..3).map(|_| invoke_as(&ex, "noisy", BUSY)).collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (quiet, quiet_done) = invoke_as(&ex, "quiet", r#"fn handle(req) { "hi" }"#)
+        .await
+        .expect("task");
+    assert_eq!(body(&quiet), "hi");
+    let mut later = 0;
+    for task in flood {
+        let (r, done) = task.await.expect("task");
+        assert_eq!(body(&r), "busy");
+        later += usize::from(done > quiet_done);
+    }
+    assert_eq!(body(&running.await.expect("task").0), "busy");
+    assert_eq!(
+        later, 3,
+        "the quiet tenant ran right after the running invocation, before the queued flood"
+    );
+}

@@ -23,9 +23,10 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
 use picloud_shared::{FunctionRef, InvocationResult, Limits, Outcome};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use self::wire::{CALL_TAG, MAX_FRAME, WorkerRequest, ZygoteHello, ZygoteReady};
+use crate::Lane;
 use crate::error::ExecutorError;
 use crate::host::CallBudget;
 use crate::{
@@ -41,6 +42,8 @@ struct Worker {
     pidfd: OwnedFd,
     /// Invocations answered so far.
     served: u32,
+    /// In the idle scheduling class (see [`set_yielding`]).
+    yielding: bool,
 }
 
 impl Worker {
@@ -58,14 +61,30 @@ impl Worker {
     }
 }
 
+/// Warm workers kept for [`Lane::First`]: a tenant that floods its functions never takes
+/// the last one, so the next tenant to arrive does not wait for a fork.
+const RESERVE: usize = 1;
+
+/// An invocation waiting for a worker.
+type Waiter = tokio::sync::oneshot::Sender<Worker>;
+
+#[derive(Debug, Default)]
+struct Idle {
+    warm: VecDeque<Worker>,
+    first: VecDeque<Waiter>,
+    second: VecDeque<Waiter>,
+    closed: bool,
+}
+
 /// A request to the spawner thread: fork this many workers.
 #[derive(Debug)]
 struct Spawn(usize);
 
 #[derive(Debug)]
 struct Pool {
-    warm: Mutex<VecDeque<Worker>>,
-    available: Semaphore,
+    /// Warm workers and the invocations waiting for one, under one lock so that a worker
+    /// arriving and an invocation starting to wait never miss each other.
+    idle: Mutex<Idle>,
     spawner: Mutex<Option<mpsc::Sender<Spawn>>>,
     pending: AtomicUsize,
     target: AtomicUsize,
@@ -84,7 +103,7 @@ struct Pool {
 impl Pool {
     /// Asks the zygote for enough workers to reach the target.
     fn refill(&self) {
-        let warm = self.warm.lock().map_or(0, |w| w.len());
+        let warm = self.idle.lock().map_or(0, |i| i.warm.len());
         let have = warm + self.pending.load(Ordering::Acquire);
         let target = self.target.load(Ordering::Relaxed);
         if have < target {
@@ -101,30 +120,78 @@ impl Pool {
         }
     }
 
+    /// A new worker: to the longest-waiting invocation of the first lane, else the second,
+    /// else warm.
     fn add(&self, worker: Worker) {
-        if let Ok(mut warm) = self.warm.lock() {
-            warm.push_back(worker);
+        if let Ok(mut idle) = self.idle.lock() {
+            let mut next = Some(worker);
+            while let Some(worker) = next.take() {
+                // The second lane is served only once the reserve is warm.
+                let waiter = match idle.first.pop_front() {
+                    Some(w) => Some(w),
+                    None if idle.warm.len() >= self.reserve() => idle.second.pop_front(),
+                    None => None,
+                };
+                let Some(waiter) = waiter else {
+                    if !idle.closed {
+                        idle.warm.push_back(worker);
+                    }
+                    break;
+                };
+                // An error hands the worker back: that invocation stopped waiting.
+                next = waiter.send(worker).err();
+            }
         }
         self.pending.fetch_sub(1, Ordering::AcqRel);
         self.spawned_total.fetch_add(1, Ordering::Relaxed);
-        self.available.add_permits(1);
+        // A worker kept as the reserve while others wait: make sure more are coming.
+        if self.idle.lock().is_ok_and(|i| !i.second.is_empty()) {
+            self.refill();
+        }
     }
 
-    async fn take(&self) -> Result<Worker, ExecutorError> {
-        let permit = match self.available.try_acquire() {
-            Ok(p) => p,
-            Err(_) => {
-                self.missed();
-                self.available
-                    .acquire()
-                    .await
-                    .map_err(|_| ExecutorError::ShutDown)?
+    /// Warm workers the second lane leaves alone: [`RESERVE`], unless the pool may never hold
+    /// more than that (then the second lane would wait forever).
+    fn reserve(&self) -> usize {
+        if self.config.max_warm > RESERVE {
+            RESERVE
+        } else {
+            0
+        }
+    }
+
+    /// A warm worker, or the next one to arrive. Invocations in [`Lane::First`] get arriving
+    /// workers before those in [`Lane::Second`] (a tenant that already runs others), so that a
+    /// flood of one tenant never queues another tenant's request behind it.
+    async fn take(&self, lane: Lane) -> Result<Worker, ExecutorError> {
+        let arrival = {
+            let mut idle = self.idle.lock().map_err(|_| ExecutorError::ShutDown)?;
+            if idle.closed {
+                return Err(ExecutorError::ShutDown);
             }
+            let reserve = if lane == Lane::First {
+                0
+            } else {
+                self.reserve()
+            };
+            if idle.warm.len() > reserve
+                && let Some(worker) = idle.warm.pop_front()
+            {
+                drop(idle);
+                self.refill();
+                return Ok(worker);
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            match lane {
+                Lane::First => idle.first.push_back(tx),
+                Lane::Second => idle.second.push_back(tx),
+            }
+            rx
         };
-        permit.forget();
-        let worker = self.warm.lock().ok().and_then(|mut w| w.pop_front());
+        self.missed();
+        let worker = arrival.await.map_err(|_| ExecutorError::ShutDown)?;
         self.refill();
-        worker.ok_or(ExecutorError::ShutDown)
+        Ok(worker)
     }
 
     /// A worker that already served `owner` and may serve it again.
@@ -189,16 +256,10 @@ impl Pool {
             if let Ok(mut reusable) = self.reusable.lock() {
                 reusable.clear();
             }
-            loop {
-                let warm = self.warm.lock().map_or(0, |w| w.len());
-                if warm <= self.config.min_warm {
-                    break;
+            if let Ok(mut idle) = self.idle.lock() {
+                while idle.warm.len() > self.config.min_warm {
+                    drop(idle.warm.pop_back());
                 }
-                let Ok(permit) = self.available.try_acquire() else {
-                    break;
-                };
-                permit.forget();
-                drop(self.warm.lock().ok().and_then(|mut w| w.pop_back()));
             }
         }
     }
@@ -235,8 +296,7 @@ impl ProcessExecutor {
             diagnostics: config.process.diagnostics,
         };
         let pool = Arc::new(Pool {
-            warm: Mutex::new(VecDeque::new()),
-            available: Semaphore::new(0),
+            idle: Mutex::new(Idle::default()),
             spawner: Mutex::new(None),
             pending: AtomicUsize::new(0),
             target: AtomicUsize::new(config.process.min_warm),
@@ -281,7 +341,7 @@ impl ProcessExecutor {
     pub fn stats(&self) -> PoolStats {
         let p = &self.pool;
         PoolStats {
-            warm: p.warm.lock().map_or(0, |w| w.len()),
+            warm: p.idle.lock().map_or(0, |i| i.warm.len()),
             busy: p.busy.lock().map_or(0, |b| b.len()),
             pending: p.pending.load(Ordering::Relaxed),
             target: p.target.load(Ordering::Relaxed),
@@ -316,12 +376,14 @@ impl ProcessExecutor {
         limits: Limits,
         owner: Option<&FunctionRef>,
         host: Option<Arc<dyn HostCalls>>,
+        crowded: bool,
     ) -> InvocationResult {
         let started = Instant::now();
+        let lane = if crowded { Lane::Second } else { Lane::First };
         let reused = owner.and_then(|o| self.pool.take_reusable(o));
         let mut worker = match reused {
             Some(w) => w,
-            None => match self.pool.take().await {
+            None => match self.pool.take(lane).await {
                 Ok(w) => w,
                 Err(e) => {
                     return InvocationResult::failed(
@@ -334,6 +396,7 @@ impl ProcessExecutor {
             },
         };
         let _busy = Busy::new(&self.pool, worker.pid);
+        set_yielding(&mut worker, crowded && self.pool.config.busy_tenants_yield);
         let header = match serde_json::to_vec(&WorkerRequest::Invoke {
             limits: limits.clone(),
         }) {
@@ -398,7 +461,7 @@ impl ProcessExecutor {
     }
 
     pub async fn diagnose(&self) -> Result<DiagnosticReport, ExecutorError> {
-        let worker = self.pool.take().await?;
+        let worker = self.pool.take(Lane::First).await?;
         let header = serde_json::to_vec(&WorkerRequest::Diagnose)
             .map_err(|e| ExecutorError::Zygote(e.to_string()))?;
         let frame = wire::frame(&[&header]);
@@ -433,13 +496,38 @@ impl Drop for ProcessExecutor {
         if let Ok(mut s) = self.pool.spawner.lock() {
             s.take();
         }
-        if let Ok(mut w) = self.pool.warm.lock() {
-            w.clear();
+        if let Ok(mut idle) = self.pool.idle.lock() {
+            // Waiters see their channel close: the executor has shut down.
+            *idle = Idle {
+                closed: true,
+                ..Idle::default()
+            };
         }
         if let Ok(mut r) = self.pool.reusable.lock() {
             r.clear();
         }
-        self.pool.available.close();
+    }
+}
+
+/// Puts a worker in the idle scheduling class (`SCHED_IDLE`) before it runs, or back in the
+/// normal one. An idle-class task runs only on CPU time no normal task wants, and a normal
+/// task that wakes preempts it at once (a lower nice value still waits out the running task's
+/// slice). A failure (no right to leave the idle class again) leaves it as it was, which only
+/// ever errs on the side of yielding.
+fn set_yielding(worker: &mut Worker, yielding: bool) {
+    if worker.yielding == yielding {
+        return;
+    }
+    let policy = if yielding {
+        libc::SCHED_IDLE
+    } else {
+        libc::SCHED_OTHER
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler(2) on a worker process this pool owns, with a valid param.
+    let rc = unsafe { libc::sched_setscheduler(worker.pid, policy, &param) };
+    if rc == 0 {
+        worker.yielding = yielding;
     }
 }
 
@@ -657,6 +745,7 @@ impl Zygote {
             channel,
             pidfd,
             served: 0,
+            yielding: false,
         })
     }
 }

@@ -1,0 +1,170 @@
+//! `picloud-fairness-bench`: a noisy tenant saturates its function while a quiet tenant's
+//! requests are timed, against the quiet tenant alone in the same run (issue 4: the quiet p99
+//! must stay within 2× of its solo p99). Both isolation modes, the server's default limits.
+//! Results go to `benches/results/fairness.json` and the generated section of
+//! `docs/performance.md`.
+//!
+//! Run with `scripts/bench-fairness [--seconds N]` (default 20 per phase). Loopback only; every
+//! phase is bounded in time. The load generator shares the server's two cores.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
+
+mod doc;
+mod harness;
+
+use harness::{deploy, flag, serve, wrk};
+
+const QUIET: &str = r#"fn handle(req) { `hello ${req.query.name ?? "world"}` }"#;
+/// A few milliseconds of pure computation per request.
+const NOISY: &str = r#"fn handle(req) { let n = 0; while n < 20000 { n += 1; } "busy" }"#;
+/// The quiet tenant's pace: one request every 10 ms, one at a time.
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// Connections the noisy tenant keeps busy (its default limits admit 16 at once).
+const NOISY_CONNECTIONS: u32 = 64;
+
+/// Latencies (ms) of sequential GETs of `url` every [`PROBE_INTERVAL`] for `seconds`, and how
+/// many were not 200.
+fn probe(url: &str, seconds: u64) -> Result<(Vec<f64>, u64)> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let (mut samples, mut failed) = (Vec::new(), 0);
+    let mut next = Instant::now();
+    while Instant::now() < end {
+        let started = Instant::now();
+        let mut r = agent
+            .get(url)
+            .call()
+            .context("the quiet tenant's request")?;
+        let _ = r.body_mut().read_to_string();
+        samples.push(started.elapsed().as_secs_f64() * 1000.0);
+        if r.status() != 200 {
+            failed += 1;
+        }
+        next += PROBE_INTERVAL;
+        if let Some(wait) = next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        } else {
+            next = Instant::now();
+        }
+    }
+    Ok((samples, failed))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
+}
+
+fn summary(mut samples: Vec<f64>, failed: u64) -> Value {
+    samples.sort_by(f64::total_cmp);
+    json!({
+        "requests": samples.len(), "not_200": failed,
+        "p50_ms": percentile(&samples, 0.50), "p99_ms": percentile(&samples, 0.99),
+        "max_ms": samples.last().copied().unwrap_or(f64::NAN),
+    })
+}
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let seconds = flag(&args, "--seconds").unwrap_or(20);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .context("executable directory")?
+        .to_path_buf();
+    let picloud = exe_dir.join("picloud");
+    ensure!(
+        picloud.exists(),
+        "build the picloud binary first: {}",
+        picloud.display()
+    );
+    let work = exe_dir.join("fairness-bench");
+
+    let mut report = BTreeMap::new();
+    for isolation in ["process", "instance"] {
+        let (server, port) = serve(&picloud, &work.join(isolation), isolation, &[])?;
+        deploy(port, "quiet", "hello", QUIET, json!({}))?;
+        deploy(port, "noisy", "work", NOISY, json!({}))?;
+        let quiet_url = format!("http://127.0.0.1:{port}/fn/quiet/hello");
+        let noisy_url = format!("http://127.0.0.1:{port}/fn/noisy/work");
+        probe(&quiet_url, 2)?; // warm-up
+        let (solo, solo_failed) = probe(&quiet_url, seconds)?;
+        let noise = std::thread::spawn(move || wrk(&noisy_url, 1, NOISY_CONNECTIONS, seconds + 4));
+        std::thread::sleep(Duration::from_secs(2));
+        let (loaded, loaded_failed) = probe(&quiet_url, seconds)?;
+        let noisy = noise
+            .join()
+            .map_err(|_| anyhow::anyhow!("the load thread panicked"))??;
+        drop(server);
+        let solo = summary(solo, solo_failed);
+        let loaded = summary(loaded, loaded_failed);
+        let ratio = loaded["p99_ms"].as_f64().unwrap_or(f64::NAN)
+            / solo["p99_ms"].as_f64().unwrap_or(f64::NAN);
+        eprintln!(
+            "{isolation}: quiet p99 solo {} ms, under noise {} ms (×{ratio:.2})",
+            solo["p99_ms"], loaded["p99_ms"]
+        );
+        report.insert(
+            isolation,
+            json!({ "quiet_solo": solo, "quiet_loaded": loaded, "p99_ratio": ratio, "noisy": noisy }),
+        );
+    }
+    let report = json!(report);
+    std::fs::create_dir_all(root.join("benches/results"))?;
+    std::fs::write(
+        root.join("benches/results/fairness.json"),
+        serde_json::to_string_pretty(&report)? + "\n",
+    )?;
+    doc::splice(
+        &root.join("docs/performance.md"),
+        "fairness-bench",
+        &render(&report, seconds),
+    )?;
+    println!("{}", render(&report, seconds));
+    Ok(())
+}
+
+fn n(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(f64::NAN)
+}
+
+fn render(r: &Value, seconds: u64) -> String {
+    let mut out = format!(
+        "### Fairness: a noisy tenant next to a quiet one (`scripts/bench-fairness`)\n\n\
+         The quiet tenant sends one hello-world request every {} ms, one at a time, for {seconds} s \
+         alone, then for {seconds} s while the noisy tenant keeps {NOISY_CONNECTIONS} connections \
+         busy (`wrk`) on a function that computes for a few milliseconds. The server runs with its \
+         default limits (per function 16 at once, per tenant 32, 1,000 and 2,000 requests/s), so \
+         most of the noisy tenant's requests are refused with 429, as they should be. Target: the \
+         quiet p99 under noise within 2× of its solo p99.\n\n\
+         | isolation | quiet solo p50 / p99 ms | quiet under noise p50 / p99 ms | p99 ratio | noisy answers/s (all statuses) | noisy non-200 |\n\
+         |---|---|---|---|---|---|\n",
+        PROBE_INTERVAL.as_millis()
+    );
+    for isolation in ["process", "instance"] {
+        let e = &r[isolation];
+        out += &format!(
+            "| {isolation} | {:.2} / {:.2} | {:.2} / {:.2} | **{:.2}** | {:.0} | {} |\n",
+            n(&e["quiet_solo"]["p50_ms"]),
+            n(&e["quiet_solo"]["p99_ms"]),
+            n(&e["quiet_loaded"]["p50_ms"]),
+            n(&e["quiet_loaded"]["p99_ms"]),
+            n(&e["p99_ratio"]),
+            n(&e["noisy"]["rps"]),
+            e["noisy"]["non_2xx"],
+        );
+    }
+    out
+}
