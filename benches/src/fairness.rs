@@ -8,10 +8,9 @@
 //! phase is bounded in time. The load generator shares the server's two cores.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
 mod doc;
@@ -79,17 +78,11 @@ fn summary(mut samples: Vec<f64>, failed: u64) -> Value {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds = flag(&args, "--seconds").unwrap_or(20);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .context("executable directory")?
-        .to_path_buf();
-    let picloud = exe_dir.join("picloud");
-    ensure!(
-        picloud.exists(),
-        "build the picloud binary first: {}",
-        picloud.display()
-    );
+    let harness::Paths {
+        root,
+        exe_dir,
+        picloud,
+    } = harness::paths()?;
     let work = exe_dir.join("fairness-bench");
 
     let mut report = BTreeMap::new();

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,36 @@ use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 
 pub const ADMIN: &str = "pc_bench_admin_0123456789abcdef0123456789";
+
+/// Where a benchmark finds things.
+pub struct Paths {
+    /// The repository (results and docs are written there).
+    pub root: PathBuf,
+    /// The benchmark's own directory in the target: scratch space lives there.
+    pub exe_dir: PathBuf,
+    /// The `picloud` binary built beside the benchmark.
+    pub picloud: PathBuf,
+}
+
+/// The [`Paths`] of this run; an error when `picloud` was not built.
+pub fn paths() -> Result<Paths> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe_dir = std::env::current_exe()?
+        .parent()
+        .context("executable directory")?
+        .to_path_buf();
+    let picloud = exe_dir.join("picloud");
+    ensure!(
+        picloud.exists(),
+        "build the picloud binary first: {}",
+        picloud.display()
+    );
+    Ok(Paths {
+        root,
+        exe_dir,
+        picloud,
+    })
+}
 
 /// A child process, stopped with SIGTERM (then SIGKILL after 15 s) when dropped.
 pub struct Proc(pub Child);

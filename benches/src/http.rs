@@ -8,10 +8,10 @@
 //! cores as the server, so every rate here is shared with the load generator.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
 mod doc;
@@ -123,17 +123,11 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let seconds = flag(&args, "--seconds").unwrap_or(10);
     let idle_seconds = flag(&args, "--idle-seconds").unwrap_or(60);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .context("executable directory")?
-        .to_path_buf();
-    let picloud = exe_dir.join("picloud");
-    ensure!(
-        picloud.exists(),
-        "build the picloud binary first: {}",
-        picloud.display()
-    );
+    let harness::Paths {
+        root,
+        exe_dir,
+        picloud,
+    } = harness::paths()?;
     let work = exe_dir.join("http-bench");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -6,7 +6,7 @@
 //! the machine's cores with the executor and its workers.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use picloud_shared::{FunctionRef, InvocationRequest, Limits};
 use serde_json::json;
 
 mod doc;
+mod harness;
 
 const HELLO: &str = r#"fn handle(req) { `hello ${req.query.name ?? "world"}` }"#;
 
@@ -29,17 +30,11 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .cloned();
     let wanted = |section: &str| only.as_deref().is_none_or(|o| o == section);
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let exe_dir = std::env::current_exe()?
-        .parent()
-        .context("executable directory")?
-        .to_path_buf();
-    let picloud = exe_dir.join("picloud");
-    anyhow::ensure!(
-        picloud.exists(),
-        "build the picloud binary first: {}",
-        picloud.display()
-    );
+    let harness::Paths {
+        root,
+        exe_dir,
+        picloud,
+    } = harness::paths()?;
     let cache = exe_dir.join("bench-module-cache");
 
     let rt = tokio::runtime::Builder::new_multi_thread()

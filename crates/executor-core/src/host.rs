@@ -479,6 +479,7 @@ pub(crate) fn finish(
         outcome,
         response,
         duration_us: started.elapsed().as_micros() as u64,
+        wait_us: 0,
         fuel_used,
         peak_memory_bytes: state.memory.peak,
         logs,

@@ -24,6 +24,7 @@ struct Job {
     input: Vec<u8>,
     limits: Limits,
     host: Option<(tokio::runtime::Handle, Arc<dyn HostCalls>)>,
+    queued: Instant,
     reply: tokio::sync::oneshot::Sender<InvocationResult>,
 }
 
@@ -153,7 +154,11 @@ impl InstanceExecutor {
                     .spawn(move || {
                         loop {
                             let Some(job) = jobs.next() else { return };
-                            let result = run_job(&pre, &ticker, job.input, job.limits, job.host);
+                            let waited = job.queued.elapsed();
+                            let mut result =
+                                run_job(&pre, &ticker, job.input, job.limits, job.host);
+                            result.wait_us = waited.as_micros() as u64;
+                            result.duration_us += result.wait_us;
                             let _ = job.reply.send(result);
                         }
                     })?,
@@ -182,6 +187,7 @@ impl InstanceExecutor {
                 input,
                 limits,
                 host,
+                queued: started,
                 reply,
             },
             lane,

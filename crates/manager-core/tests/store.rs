@@ -238,6 +238,7 @@ async fn records_are_written_queried_and_pruned(s: &impl Store) {
     let f = s.create_function(t.id, "f", true).await.expect("function");
     let g = s.create_function(t.id, "g", true).await.expect("function");
     let result = |outcome: Outcome| InvocationResult {
+        wait_us: 0,
         outcome,
         response: None,
         duration_us: 1500,

@@ -32,6 +32,7 @@ pub struct Metrics {
     registry: Registry,
     invocations: IntCounterVec,
     duration: HistogramVec,
+    worker_wait: HistogramVec,
     fuel: IntCounterVec,
     memory: HistogramVec,
     rejected: IntCounterVec,
@@ -76,6 +77,17 @@ impl Metrics {
             .buckets(vec![
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                 10.0, 30.0,
+            ]),
+            &FUNCTION,
+        ));
+        let worker_wait = must(HistogramVec::new(
+            HistogramOpts::new(
+                "picloud_function_worker_wait_seconds",
+                "Time an invocation waited for a worker process (or a runner thread in instance \
+                 mode) before it ran; part of the duration.",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
             ]),
             &FUNCTION,
         ));
@@ -126,6 +138,7 @@ impl Metrics {
             Box::new(records_dropped.clone()),
             Box::new(invocations.clone()),
             Box::new(duration.clone()),
+            Box::new(worker_wait.clone()),
             Box::new(fuel.clone()),
             Box::new(memory.clone()),
             Box::new(rejected.clone()),
@@ -139,6 +152,7 @@ impl Metrics {
             registry,
             invocations,
             duration,
+            worker_wait,
             fuel,
             memory,
             rejected,
@@ -163,6 +177,7 @@ impl Metrics {
                 .with_label_values(&[tenant, function, why.label()]);
         }
         self.duration.with_label_values(&[tenant, function]);
+        self.worker_wait.with_label_values(&[tenant, function]);
         self.fuel.with_label_values(&[tenant, function]);
         self.memory.with_label_values(&[tenant, function]);
     }
@@ -180,6 +195,7 @@ impl Metrics {
                 .remove_label_values(&[tenant, function, why.label()]);
         }
         let _ = self.duration.remove_label_values(&[tenant, function]);
+        let _ = self.worker_wait.remove_label_values(&[tenant, function]);
         let _ = self.fuel.remove_label_values(&[tenant, function]);
         let _ = self.memory.remove_label_values(&[tenant, function]);
     }
@@ -192,6 +208,9 @@ impl Metrics {
         self.duration
             .with_label_values(&[tenant, function])
             .observe(result.duration_us as f64 / 1e6);
+        self.worker_wait
+            .with_label_values(&[tenant, function])
+            .observe(result.wait_us as f64 / 1e6);
         self.fuel
             .with_label_values(&[tenant, function])
             .inc_by(result.fuel_used);

@@ -151,6 +151,10 @@ fn outcomes_are_counted_per_function_and_tenants_see_only_their_own() {
             sample(&all, "picloud_function_duration_seconds_count", &count),
             Some(1.0)
         );
+        assert_eq!(
+            sample(&all, "picloud_function_worker_wait_seconds_count", &count),
+            Some(1.0)
+        );
     }
     // A timeout: the least timeout with plenty of fuel.
     http.call(

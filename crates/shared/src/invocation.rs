@@ -217,6 +217,10 @@ pub struct InvocationResult {
     pub response: Option<InvocationResponse>,
     /// Wall-clock time from hand-over to the executor until the answer, in microseconds.
     pub duration_us: u64,
+    /// Of `duration_us`, the time spent waiting for a worker process (process mode) or a runner
+    /// thread (instance mode), in microseconds.
+    #[serde(default)]
+    pub wait_us: u64,
     pub fuel_used: u64,
     /// The largest linear memory the instance had, in bytes.
     pub peak_memory_bytes: u64,
@@ -236,6 +240,7 @@ impl InvocationResult {
             outcome,
             response: None,
             duration_us: duration.as_micros() as u64,
+            wait_us: 0,
             fuel_used: 0,
             peak_memory_bytes: 0,
             logs: Vec::new(),

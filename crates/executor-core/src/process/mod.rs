@@ -395,6 +395,7 @@ impl ProcessExecutor {
                 }
             },
         };
+        let waited = started.elapsed();
         let _busy = Busy::new(&self.pool, worker.pid);
         set_yielding(&mut worker, crowded && self.pool.config.busy_tenants_yield);
         let header = match serde_json::to_vec(&WorkerRequest::Invoke {
@@ -446,6 +447,7 @@ impl ProcessExecutor {
             }
         };
         result.duration_us = started.elapsed().as_micros() as u64;
+        result.wait_us = waited.as_micros() as u64;
         drop(_busy);
         // Only a worker that answered normally may be reused: one that timed out was killed,
         // and one that failed internally is not trusted with another invocation.
