@@ -3,6 +3,25 @@
 use std::path::Path;
 
 use anyhow::Result;
+use serde_json::Value;
+
+/// Records a benchmark's run: `benches/results/{name}.json` and the `{name}-bench` section of
+/// `docs/performance.md` (also printed).
+pub fn publish(root: &Path, name: &str, report: &Value, section: &str) -> Result<()> {
+    let results = root.join("benches/results");
+    std::fs::create_dir_all(&results)?;
+    std::fs::write(
+        results.join(format!("{name}.json")),
+        serde_json::to_string_pretty(report)? + "\n",
+    )?;
+    splice(
+        &root.join("docs/performance.md"),
+        &format!("{name}-bench"),
+        section,
+    )?;
+    println!("{section}");
+    Ok(())
+}
 
 /// Replaces the section of `path` between `<!-- {name}:start -->` and `<!-- {name}:end -->`,
 /// leaving the rest alone (appending the section when the markers are missing).

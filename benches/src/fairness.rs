@@ -115,18 +115,7 @@ fn main() -> Result<()> {
         );
     }
     let report = json!(report);
-    std::fs::create_dir_all(root.join("benches/results"))?;
-    std::fs::write(
-        root.join("benches/results/fairness.json"),
-        serde_json::to_string_pretty(&report)? + "\n",
-    )?;
-    doc::splice(
-        &root.join("docs/performance.md"),
-        "fairness-bench",
-        &render(&report, seconds),
-    )?;
-    println!("{}", render(&report, seconds));
-    Ok(())
+    doc::publish(&root, "fairness", &report, &render(&report, seconds))
 }
 
 fn n(v: &Value) -> f64 {

@@ -202,18 +202,7 @@ fn main() -> Result<()> {
             bail!("{what}: answers other than 200 under load: {r}");
         }
     }
-    std::fs::create_dir_all(root.join("benches/results"))?;
-    std::fs::write(
-        root.join("benches/results/http.json"),
-        serde_json::to_string_pretty(&report)? + "\n",
-    )?;
-    doc::splice(
-        &root.join("docs/performance.md"),
-        "http-bench",
-        &render(&report),
-    )?;
-    println!("{}", render(&report));
-    Ok(())
+    doc::publish(&root, "http", &report, &render(&report))
 }
 
 fn n(v: &Value) -> f64 {

@@ -138,20 +138,7 @@ fn main() -> Result<()> {
     }
 
     let report = serde_json::Value::Object(report.into_iter().collect());
-    let results = root.join("benches/results");
-    std::fs::create_dir_all(&results)?;
-    std::fs::write(
-        results.join("executor.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    let markdown = render(&report);
-    doc::splice(
-        &root.join("docs/performance.md"),
-        "executor-bench",
-        &markdown,
-    )?;
-    println!("{markdown}");
-    Ok(())
+    doc::publish(&root, "executor", &report, &render(&report))
 }
 
 fn flag(args: &[String], name: &str) -> Option<u64> {

@@ -28,7 +28,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use picloud_shared::guest::GuestInput;
 use picloud_shared::{
     FunctionRef, InvocationRequest, InvocationResult, Limits, MAX_CALL_LEVELS_CEILING, Outcome,
 };
@@ -93,15 +92,16 @@ pub struct PoolStats {
 /// whoever answers its host calls (scoped to its tenant). The default has neither: `env(name)`
 /// is `()` and every host call fails with a clear error.
 #[derive(Clone, Default)]
-pub struct InvocationContext {
-    pub env: BTreeMap<String, String>,
+pub struct InvocationContext<'a> {
+    /// Borrowed: it is copied once, into the guest input.
+    pub env: Option<&'a BTreeMap<String, String>>,
     pub host: Option<Arc<dyn HostCalls>>,
 }
 
-impl std::fmt::Debug for InvocationContext {
+impl std::fmt::Debug for InvocationContext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InvocationContext")
-            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("env", &self.env.map(|e| e.keys().collect::<Vec<_>>()))
             .field("host", &self.host.is_some())
             .finish()
     }
@@ -239,7 +239,7 @@ impl Executor {
         script: &str,
         request: &InvocationRequest,
         limits: &Limits,
-        context: InvocationContext,
+        context: InvocationContext<'_>,
     ) -> InvocationResult {
         self.run(Some(owner), script, request, limits, context)
             .await
@@ -251,7 +251,7 @@ impl Executor {
         script: &str,
         request: &InvocationRequest,
         limits: &Limits,
-        context: InvocationContext,
+        context: InvocationContext<'_>,
     ) -> InvocationResult {
         let started = Instant::now();
         if script.len() > self.config.max_script_bytes {
@@ -272,15 +272,16 @@ impl Executor {
         limits.memory_bytes = limits.memory_bytes.min(self.config.max_memory_bytes);
         limits.script.max_call_levels = limits.script.max_call_levels.min(MAX_CALL_LEVELS_CEILING);
         let input = guest_input(script, request, &limits, context.env);
+        let host = context.host;
         // Counted from before the wait for a worker: a tenant's waiting invocations count as
         // running, so that its flood queues behind nobody else.
         let load = owner.map(|o| TenantLoad::enter(&self.tenant_load, &o.tenant));
         let crowded = load.as_ref().is_some_and(|l| l.others > 0);
         match &self.mode {
-            Mode::Process(p) => p.invoke(input, limits, owner, context.host, crowded).await,
+            Mode::Process(p) => p.invoke(input, limits, owner, host, crowded).await,
             Mode::Instance(i) => {
                 let lane = if crowded { Lane::Second } else { Lane::First };
-                i.invoke(input, limits, context.host, lane).await
+                i.invoke(input, limits, host, lane).await
             }
         }
     }
@@ -349,11 +350,22 @@ pub fn invoke_once(
     let guest = engine::load_guest(&engine, Isolation::Process, &config.cache_dir)?;
     let linker = host::linker(&engine, &guest.module).map_err(ExecutorError::guest)?;
     let mut store = host::new_store(&engine, limits.memory_bytes, limits.max_log_bytes);
-    let input = guest_input(script, request, limits, BTreeMap::new());
+    let input = guest_input(script, request, limits, None);
     let result = host::arm_store(&mut store, limits)
         .and_then(|()| linker.instantiate(&mut store, &guest.module))
         .and_then(|instance| host::run(&mut store, &instance, &input));
     Ok(host::finish(&mut store, result, limits, started))
+}
+
+/// [`picloud_shared::guest::GuestInput`] as written: borrowed, so that the script, the request and the variables are
+/// not copied on every invocation before being encoded (the test below keeps the two alike).
+#[derive(Serialize)]
+struct GuestInputRef<'a> {
+    script: &'a str,
+    request: &'a InvocationRequest,
+    limits: &'a picloud_shared::ScriptLimits,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    env: Option<&'a BTreeMap<String, String>>,
 }
 
 /// The JSON the guest reads for one invocation.
@@ -361,14 +373,35 @@ pub(crate) fn guest_input(
     script: &str,
     request: &InvocationRequest,
     limits: &Limits,
-    env: BTreeMap<String, String>,
+    env: Option<&BTreeMap<String, String>>,
 ) -> Vec<u8> {
-    let input = GuestInput {
-        script: script.to_owned(),
-        request: request.clone(),
-        limits: limits.script.clone(),
+    let input = GuestInputRef {
+        script,
+        request,
+        limits: &limits.script,
         env,
     };
     // Serializing plain strings and maps cannot fail.
     serde_json::to_vec(&input).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use picloud_shared::guest::GuestInput;
+
+    #[test]
+    fn the_borrowed_input_reads_back_as_the_guest_input() {
+        let env: BTreeMap<String, String> = [("K".into(), "v".into())].into();
+        let request = InvocationRequest::get("/x");
+        let limits = Limits::default();
+        for env in [Some(&env), None] {
+            let bytes = guest_input("fn handle(r) { 1 }", &request, &limits, env);
+            let back: GuestInput = serde_json::from_slice(&bytes).expect("a GuestInput");
+            assert_eq!(back.script, "fn handle(r) { 1 }");
+            assert_eq!(back.request.path, "/x");
+            assert_eq!(back.limits.max_operations, limits.script.max_operations);
+            assert_eq!(back.env, env.cloned().unwrap_or_default());
+        }
+    }
 }

@@ -121,7 +121,7 @@ struct ExecutorInvoker {
 impl Invoker for ExecutorInvoker {
     fn invoke<'a>(&'a self, call: Invocation<'a>) -> InvokeFuture<'a> {
         let context = InvocationContext {
-            env: call.env.clone(),
+            env: Some(call.env),
             host: Some(Arc::new(TenantKv::new(
                 self.store.clone(),
                 call.tenant_id,

@@ -128,7 +128,7 @@ fn warm_up(engine: &Engine, pre: &InstancePre<HostState>) -> Result<(), String> 
         "fn handle(req) { `warm ${req.path}` }",
         &InvocationRequest::get("/"),
         &limits,
-        std::collections::BTreeMap::new(),
+        None,
     );
     let mut store = host::new_store(engine, limits.memory_bytes, limits.max_log_bytes);
     let result = host::arm_store(&mut store, &limits)
