@@ -396,7 +396,7 @@ macro_rules! impl_store {
             }
 
             async fn set_tenant_ceilings(&self, tenant_id: i64, ceilings: &LimitOverrides) -> Result<Tenant> {
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 let tenant = sqlx::query_as(concat!(
                     "UPDATE tenants SET max_timeout_ms = $1, max_fuel = $2, max_memory_bytes = $3, max_concurrency = $4 \
                      WHERE id = $5 RETURNING ",
@@ -512,7 +512,7 @@ macro_rules! impl_store {
             }
 
             async fn update_function(&self, function_id: i64, public: bool, limits: &LimitOverrides) -> Result<Function> {
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 let function = sqlx::query_as(concat!(
                     "UPDATE functions SET public = $1, timeout_ms = $2, fuel = $3, memory_bytes = $4, concurrency = $5 \
                      WHERE id = $6 RETURNING ",
@@ -532,7 +532,7 @@ macro_rules! impl_store {
             }
 
             async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 let id: Option<i64> = sqlx::query_scalar("DELETE FROM functions WHERE tenant_id = $1 AND name = $2 RETURNING id")
                     .bind(tenant_id)
                     .bind(name)
@@ -547,7 +547,7 @@ macro_rules! impl_store {
             }
 
             async fn insert_records(&self, records: &[InvocationRecord]) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 for r in records {
                     let logs = serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into());
                     sqlx::query(
@@ -693,7 +693,7 @@ macro_rules! impl_store {
             }
 
             async fn deploy(&self, function_id: i64, version: i32) -> Result<Function> {
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 let exists: Option<i32> = sqlx::query_scalar(
                     "SELECT version FROM function_versions WHERE function_id = $1 AND version = $2",
                 )
@@ -719,7 +719,7 @@ macro_rules! impl_store {
 
             async fn set_env(&self, function_id: i64, name: &str, value: &str, secret: bool) -> Result<()> {
                 // Announced: the variables travel with the function's route.
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 sqlx::query(
                     "INSERT INTO env_vars (function_id, name, value, secret) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (function_id, name) DO UPDATE SET value = excluded.value, secret = excluded.secret",
@@ -735,7 +735,7 @@ macro_rules! impl_store {
             }
 
             async fn unset_env(&self, function_id: i64, name: &str) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 let done = sqlx::query("DELETE FROM env_vars WHERE function_id = $1 AND name = $2")
                     .bind(function_id)
                     .bind(name)
@@ -784,7 +784,7 @@ macro_rules! impl_store {
             }
 
             async fn kv_set(&self, tenant_id: i64, key: &str, value: &str, quota: &KvQuota) -> Result<()> {
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 let (keys, bytes) = lock_kv_usage!(tx, tenant_id);
                 let old: Option<i64> = sqlx::query_scalar("SELECT bytes FROM kv WHERE tenant_id = $1 AND key = $2")
                     .bind(tenant_id)
@@ -824,7 +824,7 @@ macro_rules! impl_store {
             }
 
             async fn kv_delete(&self, tenant_id: i64, key: &str) -> Result<bool> {
-                let mut tx = self.pool.begin().await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 let (keys, bytes) = lock_kv_usage!(tx, tenant_id);
                 let old: Option<i64> = sqlx::query_scalar("DELETE FROM kv WHERE tenant_id = $1 AND key = $2 RETURNING bytes")
                     .bind(tenant_id)
@@ -931,6 +931,14 @@ impl SqliteStore {
 }
 
 impl PgStore {
+    /// Starts a transaction. PostgreSQL takes row locks as statements reach them, so the
+    /// default `BEGIN` is right.
+    async fn begin(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
+    }
+
     /// Commits `tx` with `event` announced to every listener from inside it: the notification
     /// is delivered if and when the transaction commits.
     async fn commit_announcing(
@@ -949,6 +957,17 @@ impl PgStore {
 }
 
 impl SqliteStore {
+    /// Starts a write transaction with `BEGIN IMMEDIATE`. A deferred `BEGIN` reads from a
+    /// snapshot and upgrades to a writer at its first write; if another connection (the record
+    /// writer, say) committed in between, SQLite refuses the upgrade at once with "database is
+    /// locked" — the busy timeout does not apply. Taking the write lock up front makes a second
+    /// writer wait out the busy timeout instead.
+    async fn begin(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
     /// Commits `tx`, then announces `event` in-process: an embedded database has one process.
     async fn commit_announcing(
         &self,

@@ -59,6 +59,7 @@ conformance!(
     functions_belong_to_their_tenant,
     versions_are_numbered_and_hashed,
     deploy_and_rollback,
+    writers_racing_each_other_all_succeed,
     env_secrets_are_write_only,
     kv_is_per_tenant_within_exact_quotas,
     limits_and_ceilings_are_stored_as_chosen,
@@ -605,6 +606,54 @@ async fn deploy_and_rollback(s: &impl Store) {
             .and_then(|f| f.active_version),
         Some(1)
     );
+}
+
+/// Deploys (which read, then write) racing record batches and key-value writes: on SQLite a
+/// deferred transaction that reads first is refused its upgrade to a writer ("database is
+/// locked") when another connection committed meanwhile, so every write transaction must take
+/// the write lock up front and wait its turn.
+async fn writers_racing_each_other_all_succeed(s: &impl Store) {
+    use futures_util::future::join_all;
+    use picloud_manager_core::{InvocationRecord, Trigger};
+    use picloud_shared::{InvocationResult, Outcome};
+    let t = s.create_tenant("t").await.expect("tenant");
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    for _ in 0..2 {
+        s.add_version(f.id, "fn handle(req) { 1 }", "a")
+            .await
+            .expect("version");
+    }
+    let result = InvocationResult {
+        wait_us: 0,
+        outcome: Outcome::Ok,
+        response: None,
+        duration_us: 1,
+        fuel_used: 1,
+        peak_memory_bytes: 1,
+        logs: Vec::new(),
+        logs_truncated: false,
+    };
+    let record = InvocationRecord::new(t.id, f.id, 1, Trigger::Http, &result);
+    let quota = KvQuota {
+        max_keys: 1000,
+        max_bytes: 1 << 20,
+    };
+    let deploys = join_all((0..40).map(|i| s.deploy(f.id, 1 + i % 2)));
+    let records = join_all((0..40).map(|_| s.insert_records(std::slice::from_ref(&record))));
+    let kv = join_all((0..40).map(|i| {
+        let key = format!("k{i}");
+        async move { s.kv_set(t.id, &key, "1", &quota).await }
+    }));
+    let (deploys, records, kv) = tokio::join!(deploys, records, kv);
+    for d in deploys {
+        d.expect("every deploy succeeds");
+    }
+    for r in records {
+        r.expect("every record batch is written");
+    }
+    for k in kv {
+        k.expect("every key is written");
+    }
 }
 
 async fn env_secrets_are_write_only(s: &impl Store) {
