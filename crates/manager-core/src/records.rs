@@ -3,12 +3,12 @@
 //!
 //! [`Recorder::record`] never waits: it puts the record on a bounded queue, and when the queue
 //! is full the record is dropped and counted ([`Recorder::dropped`], exported as a metric), not
-//! hidden. A writer task takes up to [`BATCH`] records at a time and inserts them in one
-//! transaction, retrying a failed batch (the database restarting) before it gives up on it,
+//! hidden. A writer task takes up to [`BATCH`] records at a time, waiting up to [`LINGER`] for
+//! a batch to fill, and inserts them in one transaction, retrying a failed batch (the database restarting) before it gives up on it,
 //! again counted. A pruner keeps records by age and by count per function.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use picloud_shared::{InvocationResult, LogLine};
@@ -20,6 +20,11 @@ use crate::store::{AnyStore, Store};
 
 /// Most records written in one transaction.
 pub const BATCH: usize = 500;
+/// How long the writer waits for a batch to fill before it writes what it has. Under a steady
+/// trickle of requests this makes at most ten commits a second instead of one per few records:
+/// each commit costs an fsync and, on SQLite, CPU on the cores the requests run on (at one
+/// request at a time, committing as records came pushed the p99 from under 1 ms to 6 ms).
+pub const LINGER: Duration = Duration::from_millis(100);
 /// Log bytes kept in a record; the invocation's own cap is larger.
 pub const MAX_RECORD_LOG_BYTES: usize = 8 << 10;
 
@@ -205,6 +210,10 @@ pub struct Recorder {
     capacity: usize,
     dropped: AtomicU64,
     written: AtomicU64,
+    /// Records queued and not yet written or dropped: what [`Recorder::flush`] waits for.
+    outstanding: AtomicU64,
+    /// Set by [`Recorder::flush`]: the writer stops lingering.
+    flushing: AtomicBool,
     tail: broadcast::Sender<Arc<InvocationRecord>>,
 }
 
@@ -219,6 +228,8 @@ impl Recorder {
             capacity,
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            outstanding: AtomicU64::new(0),
+            flushing: AtomicBool::new(false),
             tail,
         });
         tokio::spawn(write_batches(Arc::clone(&recorder), store.clone(), rx));
@@ -232,9 +243,25 @@ impl Recorder {
         // Nobody tailing is fine.
         let _ = self.tail.send(Arc::clone(&record));
         let record = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
+        self.outstanding.fetch_add(1, Ordering::AcqRel);
         if self.queue.try_send(record).is_err() {
+            self.outstanding.fetch_sub(1, Ordering::AcqRel);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Writes what is queued now, without lingering, waiting at most `within`; true if nothing
+    /// was left unwritten. For a server shutting down: records are not lost with the process.
+    pub async fn flush(&self, within: Duration) -> bool {
+        self.flushing.store(true, Ordering::Release);
+        let deadline = tokio::time::Instant::now() + within;
+        while self.outstanding.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        true
     }
 
     /// Records dropped so far (queue full, or a batch the database refused again and again).
@@ -265,6 +292,21 @@ async fn write_batches(
 ) {
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
+        let linger_until = tokio::time::Instant::now() + LINGER;
+        while batch.len() < BATCH && !recorder.flushing.load(Ordering::Acquire) {
+            let room = BATCH - batch.len();
+            let more = tokio::time::timeout_at(
+                linger_until.min(tokio::time::Instant::now() + Duration::from_millis(10)),
+                rx.recv_many(&mut batch, room),
+            )
+            .await;
+            match more {
+                Ok(0) => break, // closed: write what there is
+                Ok(_) => {}
+                Err(_) if tokio::time::Instant::now() >= linger_until => break,
+                Err(_) => {} // look at `flushing` again
+            }
+        }
         let mut attempt = 0;
         loop {
             match store.insert_records(&batch).await {
@@ -272,6 +314,9 @@ async fn write_batches(
                     recorder
                         .written
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    recorder
+                        .outstanding
+                        .fetch_sub(batch.len() as u64, Ordering::AcqRel);
                     break;
                 }
                 Err(e) if attempt < 10 => {
@@ -284,6 +329,9 @@ async fn write_batches(
                     recorder
                         .dropped
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    recorder
+                        .outstanding
+                        .fetch_sub(batch.len() as u64, Ordering::AcqRel);
                     break;
                 }
             }

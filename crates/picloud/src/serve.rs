@@ -231,7 +231,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             store: store.clone(),
         })),
         metrics: Some(Arc::clone(&metrics_source) as Arc<dyn MetricsSource>),
-        recorder: Some(recorder),
+        recorder: Some(Arc::clone(&recorder)),
         store,
         invoker,
         in_flight,
@@ -259,6 +259,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             let _ = stop_rx.wait_for(|stopped| *stopped).await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!("the grace period ended with requests still running"),
+    }
+    // The writer batches records for up to a tenth of a second: write the last ones.
+    if !recorder.flush(Duration::from_secs(5)).await {
+        tracing::warn!("invocation records still unwritten at exit");
     }
     Ok(())
 }

@@ -113,7 +113,8 @@ fn function_outcomes_are_http_answers() {
 
 #[test]
 fn sigterm_lets_an_invocation_in_flight_finish_then_exits() {
-    let mut server = Server::start(&data_dir("drain"), None);
+    let dir = data_dir("drain");
+    let mut server = Server::start(&dir, None);
     let http = Http::new(&server);
     let admin = Some(common::ADMIN);
     assert_eq!(
@@ -149,4 +150,17 @@ fn sigterm_lets_an_invocation_in_flight_finish_then_exits() {
     );
     // It no longer accepts.
     assert!(std::net::TcpStream::connect(&server.addr).is_err());
+
+    // The invocation's record was written before the exit (the writer batches for up to
+    // 100 ms): a server started again on the same data finds it at once.
+    let again = Server::start(&dir, None);
+    let (s, records) =
+        Http::new(&again).get("/api/v1/tenants/acme/functions/slow/invocations", admin);
+    assert_eq!(s, 200, "{records}");
+    assert_eq!(
+        records.as_array().map(Vec::len),
+        Some(1),
+        "the in-flight invocation's record: {records}"
+    );
+    assert_eq!(records[0]["outcome"], "ok", "{records}");
 }
