@@ -156,6 +156,20 @@ fn outcomes_are_counted_per_function_and_tenants_see_only_their_own() {
             Some(1.0)
         );
     }
+    // A test-invoke runs the function but is not its traffic: the counts stay as they were.
+    let (s, b) = http.post(
+        "/api/v1/tenants/acme/functions/ok/invoke",
+        Some(ADMIN),
+        json!({ "request": {} }),
+    );
+    assert_eq!(s, 200, "{b}");
+    let all = text(&http, "/metrics", None);
+    let ok = [("tenant", "acme"), ("function", "ok"), ("outcome", "ok")];
+    assert_eq!(
+        sample(&all, "picloud_function_invocations_total", &ok),
+        Some(1.0)
+    );
+
     // A timeout: the least timeout with plenty of fuel.
     http.call(
         "PATCH",
