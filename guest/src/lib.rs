@@ -186,7 +186,7 @@ pub extern "C" fn picloud_init() {
         "const G = 1; let x = [1, 2]; x.push(#{ a: 1 }); \
          fn handle(req) { let n = req.query.name ?? \"w\"; print(`${n} ${global::G}`); \
          #{ status: 200, headers: #{ \"x\": \"y\" }, body: `${req.path} ${req.json}` } }",
-        request,
+        Entry::Http(request),
     );
     ENGINE.with(|e| *e.borrow_mut() = Some(engine));
 }
@@ -231,7 +231,11 @@ fn run(input: GuestInput) -> GuestOutput {
         let engine = engine.get_or_insert_with(build_engine);
         apply_limits(engine, &input.limits);
         ENV.with(|env| *env.borrow_mut() = input.env);
-        match handle(engine, &input.script, input.request) {
+        let entry = match input.event {
+            Some(event) => Entry::Schedule(event),
+            None => Entry::Http(input.request),
+        };
+        match handle(engine, &input.script, entry) {
             Ok(response) => GuestOutput::Response(response),
             Err(error) => GuestOutput::Error(error),
         }
@@ -250,11 +254,15 @@ fn apply_limits(engine: &mut Engine, limits: &ScriptLimits) {
     engine.set_max_map_size(limits.max_map_len as usize);
 }
 
-fn handle(
-    engine: &Engine,
-    script: &str,
-    request: InvocationRequest,
-) -> Result<InvocationResponse, GuestError> {
+/// Which of the script's entry points an invocation calls.
+enum Entry {
+    /// `handle(req)` with an HTTP request.
+    Http(InvocationRequest),
+    /// `on_schedule(event)` with a schedule's tick (JSON).
+    Schedule(String),
+}
+
+fn handle(engine: &Engine, script: &str, entry: Entry) -> Result<InvocationResponse, GuestError> {
     let ast = engine.compile(script).map_err(|e| {
         let (line, column) = position(e.position());
         let kind = if matches!(*e.0, rhai::ParseErrorType::ExprTooDeep) {
@@ -269,13 +277,29 @@ fn handle(
             column,
         }
     })?;
+    let (name, signature, argument) = match entry {
+        Entry::Http(request) => ("handle", "fn handle(req)", request_to_dynamic(request)),
+        Entry::Schedule(event) => (
+            "on_schedule",
+            "fn on_schedule(event)",
+            serde_json::from_str::<serde_json::Value>(&event)
+                .ok()
+                .and_then(|v| rhai::serde::to_dynamic(v).ok())
+                .ok_or_else(|| GuestError {
+                    kind: GuestErrorKind::Internal,
+                    message: "the schedule event is not JSON".into(),
+                    line: None,
+                    column: None,
+                })?,
+        ),
+    };
     if !ast
         .iter_functions()
-        .any(|f| f.name == "handle" && f.params.len() == 1)
+        .any(|f| f.name == name && f.params.len() == 1)
     {
         return Err(GuestError {
             kind: GuestErrorKind::Script,
-            message: "the script must define `fn handle(req)`".into(),
+            message: format!("the script must define `{signature}`"),
             line: None,
             column: None,
         });
@@ -283,13 +307,7 @@ fn handle(
     let mut scope = Scope::new();
     let options = CallFnOptions::new().eval_ast(true).rewind_scope(true);
     let value: Dynamic = engine
-        .call_fn_with_options(
-            options,
-            &mut scope,
-            &ast,
-            "handle",
-            (request_to_dynamic(request),),
-        )
+        .call_fn_with_options(options, &mut scope, &ast, name, (argument,))
         .map_err(|e| eval_error(&e))?;
     to_response(value)
 }

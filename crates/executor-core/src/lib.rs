@@ -96,6 +96,9 @@ pub struct InvocationContext<'a> {
     /// Borrowed: it is copied once, into the guest input.
     pub env: Option<&'a BTreeMap<String, String>>,
     pub host: Option<Arc<dyn HostCalls>>,
+    /// A schedule's tick as JSON: the guest calls `on_schedule(event)` with it instead of
+    /// `handle(req)`.
+    pub event: Option<&'a str>,
 }
 
 impl std::fmt::Debug for InvocationContext<'_> {
@@ -103,6 +106,7 @@ impl std::fmt::Debug for InvocationContext<'_> {
         f.debug_struct("InvocationContext")
             .field("env", &self.env.map(|e| e.keys().collect::<Vec<_>>()))
             .field("host", &self.host.is_some())
+            .field("event", &self.event)
             .finish()
     }
 }
@@ -271,7 +275,7 @@ impl Executor {
         let mut limits = limits.clone();
         limits.memory_bytes = limits.memory_bytes.min(self.config.max_memory_bytes);
         limits.script.max_call_levels = limits.script.max_call_levels.min(MAX_CALL_LEVELS_CEILING);
-        let input = guest_input(script, request, &limits, context.env);
+        let input = guest_input(script, request, &limits, context.env, context.event);
         let host = context.host;
         // Counted from before the wait for a worker: a tenant's waiting invocations count as
         // running, so that its flood queues behind nobody else.
@@ -350,7 +354,7 @@ pub fn invoke_once(
     let guest = engine::load_guest(&engine, Isolation::Process, &config.cache_dir)?;
     let linker = host::linker(&engine, &guest.module).map_err(ExecutorError::guest)?;
     let mut store = host::new_store(&engine, limits.memory_bytes, limits.max_log_bytes);
-    let input = guest_input(script, request, limits, None);
+    let input = guest_input(script, request, limits, None, None);
     let result = host::arm_store(&mut store, limits)
         .and_then(|()| linker.instantiate(&mut store, &guest.module))
         .and_then(|instance| host::run(&mut store, &instance, &input));
@@ -366,6 +370,8 @@ struct GuestInputRef<'a> {
     limits: &'a picloud_shared::ScriptLimits,
     #[serde(skip_serializing_if = "Option::is_none")]
     env: Option<&'a BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<&'a str>,
 }
 
 /// The JSON the guest reads for one invocation.
@@ -374,12 +380,14 @@ pub(crate) fn guest_input(
     request: &InvocationRequest,
     limits: &Limits,
     env: Option<&BTreeMap<String, String>>,
+    event: Option<&str>,
 ) -> Vec<u8> {
     let input = GuestInputRef {
         script,
         request,
         limits: &limits.script,
         env,
+        event,
     };
     // Serializing plain strings and maps cannot fail.
     serde_json::to_vec(&input).unwrap_or_default()
@@ -395,13 +403,14 @@ mod tests {
         let env: BTreeMap<String, String> = [("K".into(), "v".into())].into();
         let request = InvocationRequest::get("/x");
         let limits = Limits::default();
-        for env in [Some(&env), None] {
-            let bytes = guest_input("fn handle(r) { 1 }", &request, &limits, env);
+        for (env, event) in [(Some(&env), None), (None, Some(r#"{"schedule":1}"#))] {
+            let bytes = guest_input("fn handle(r) { 1 }", &request, &limits, env, event);
             let back: GuestInput = serde_json::from_slice(&bytes).expect("a GuestInput");
             assert_eq!(back.script, "fn handle(r) { 1 }");
             assert_eq!(back.request.path, "/x");
             assert_eq!(back.limits.max_operations, limits.script.max_operations);
             assert_eq!(back.env, env.cloned().unwrap_or_default());
+            assert_eq!(back.event.as_deref(), event);
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod limits;
 mod names;
 pub mod records;
 pub mod routes;
+pub mod schedules;
 pub mod script;
 mod store;
 #[doc(hidden)]
@@ -20,6 +21,6 @@ pub use names::{InvalidName, validate_name};
 pub use records::{InvocationRecord, RecordConfig, RecordFilter, Recorder, Trigger};
 pub use routes::{Route, RouteEvent, RouteWatch};
 pub use store::{
-    AnyStore, EnvVar, Function, KvQuota, KvUsage, PgStore, SqliteStore, Store, StoreError, Tenant,
-    Token, Version,
+    AnyStore, EnvVar, Function, KvQuota, KvUsage, PgStore, Schedule, ScheduleClaim, ScheduleRun,
+    SqliteStore, Store, StoreError, Tenant, Token, Version,
 };

@@ -91,6 +91,9 @@ pub enum RouteEvent {
     Function(i64),
     /// Every route of this tenant changed (its ceilings).
     Tenant(i64),
+    /// A schedule was added, paused, resumed or deleted: schedulers reload it. Endpoints
+    /// ignore it.
+    Schedule(i64),
     /// Changes may have been missed: reload everything.
     Resync,
 }
@@ -100,6 +103,7 @@ impl RouteEvent {
         match self {
             Self::Function(id) => format!("f:{id}"),
             Self::Tenant(id) => format!("t:{id}"),
+            Self::Schedule(id) => format!("s:{id}"),
             Self::Resync => "resync".into(),
         }
     }
@@ -109,6 +113,7 @@ impl RouteEvent {
         match payload.split_once(':') {
             Some(("f", n)) => id(n).map_or(Self::Resync, Self::Function),
             Some(("t", n)) => id(n).map_or(Self::Resync, Self::Tenant),
+            Some(("s", n)) => id(n).map_or(Self::Resync, Self::Schedule),
             _ => Self::Resync,
         }
     }

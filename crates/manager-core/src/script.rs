@@ -22,25 +22,7 @@ pub struct ScriptError {
 ///
 /// The first parse error with its position, or a missing handler.
 pub fn check_script(source: &str) -> Result<(), ScriptError> {
-    // A raw engine parses the same language; the guest's registered functions only matter at
-    // run time. No optimisation: nothing of the script is evaluated here.
-    let mut engine = Engine::new_raw();
-    engine.set_optimization_level(OptimizationLevel::None);
-    let limits = ScriptLimits::default();
-    engine.set_max_expr_depths(
-        limits.max_expr_depth as usize,
-        limits.max_function_expr_depth as usize,
-    );
-    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
-    let ast = engine.compile(source).map_err(|e| {
-        let pos = e.position();
-        ScriptError {
-            message: e.err_type().to_string(),
-            line: pos.line().map(|l| l as u32),
-            column: pos.position().map(|c| c as u32),
-        }
-    })?;
-    if !ast
+    if !compile(source)?
         .iter_functions()
         .any(|f| f.name == "handle" && f.params.len() == 1)
     {
@@ -51,6 +33,38 @@ pub fn check_script(source: &str) -> Result<(), ScriptError> {
         });
     }
     Ok(())
+}
+
+/// Whether `source` defines `fn on_schedule(event)`, the entry point of schedule runs.
+///
+/// # Errors
+///
+/// The first parse error with its position.
+pub fn defines_on_schedule(source: &str) -> Result<bool, ScriptError> {
+    Ok(compile(source)?
+        .iter_functions()
+        .any(|f| f.name == "on_schedule" && f.params.len() == 1))
+}
+
+fn compile(source: &str) -> Result<rhai::AST, ScriptError> {
+    // A raw engine parses the same language; the guest's registered functions only matter at
+    // run time. No optimisation: nothing of the script is evaluated here.
+    let mut engine = Engine::new_raw();
+    engine.set_optimization_level(OptimizationLevel::None);
+    let limits = ScriptLimits::default();
+    engine.set_max_expr_depths(
+        limits.max_expr_depth as usize,
+        limits.max_function_expr_depth as usize,
+    );
+    engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
+    engine.compile(source).map_err(|e| {
+        let pos = e.position();
+        ScriptError {
+            message: e.err_type().to_string(),
+            line: pos.line().map(|l| l as u32),
+            column: pos.position().map(|c| c as u32),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -66,6 +80,15 @@ mod tests {
     fn parse_error_has_its_position() {
         let err = check_script("fn handle(req) {\n  let x = ;\n}").expect_err("refused");
         assert_eq!((err.line, err.column), (Some(2), Some(11)), "{err:?}");
+    }
+
+    #[test]
+    fn on_schedule_is_found_only_with_one_parameter() {
+        let both = "fn handle(req) { 1 }\nfn on_schedule(event) { 2 }";
+        assert_eq!(defines_on_schedule(both), Ok(true));
+        assert_eq!(defines_on_schedule("fn handle(req) { 1 }"), Ok(false));
+        assert_eq!(defines_on_schedule("fn on_schedule() { 1 }"), Ok(false));
+        assert!(defines_on_schedule("fn on_schedule(e) {").is_err());
     }
 
     #[test]

@@ -101,6 +101,59 @@ pub struct EnvVar {
     pub secret: bool,
 }
 
+/// A cron trigger of a function, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Schedule {
+    pub id: i64,
+    pub function_id: i64,
+    pub cron: String,
+    pub time_zone: String,
+    pub enabled: bool,
+    /// JSON text handed to `on_schedule` as `event.payload`.
+    pub payload: Option<String>,
+    /// The first tick not yet claimed (Unix ms).
+    pub next_run_at: i64,
+    /// While a run is in progress: when its lease lapses (Unix ms).
+    pub running_until: Option<i64>,
+    /// Ticks missed and not run (past the backfill window).
+    pub skipped_ticks: i64,
+    pub created_at: i64,
+}
+
+/// One claimed tick of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
+pub struct ScheduleRun {
+    pub schedule_id: i64,
+    /// The tick (Unix ms).
+    pub due_at: i64,
+    pub claimed_at: i64,
+    pub backfill: bool,
+    /// Which scheduler claimed it.
+    pub owner: String,
+    pub finished_at: Option<i64>,
+    /// The invocation's outcome kind; `None` while running; `abandoned` when the scheduler
+    /// running it stopped before it finished.
+    pub outcome: Option<String>,
+}
+
+/// A scheduler's claim on a schedule's due ticks: a compare-and-set on `next_run_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleClaim<'a> {
+    pub schedule_id: i64,
+    /// `next_run_at` as the scheduler read it; the claim fails if it moved.
+    pub expected_next: i64,
+    /// The new `next_run_at`: the first tick after those claimed.
+    pub following: i64,
+    /// The lease of the runs: no other claim on the schedule until then, unless released.
+    pub lease_until: i64,
+    /// The ticks to run now, oldest first, with whether each is a backfill.
+    pub runs: &'a [(i64, bool)],
+    /// Missed ticks given up.
+    pub skipped: u64,
+    pub owner: &'a str,
+    pub now: i64,
+}
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -239,6 +292,61 @@ pub trait Store: Send + Sync {
         function_id: i64,
     ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
 
+    /// Adds a schedule to a function.
+    fn create_schedule(
+        &self,
+        function_id: i64,
+        cron: &str,
+        time_zone: &str,
+        enabled: bool,
+        payload: Option<&str>,
+        next_run_at: i64,
+    ) -> impl Future<Output = Result<Schedule>> + Send;
+    /// A function's schedules, oldest first.
+    fn schedules(&self, function_id: i64) -> impl Future<Output = Result<Vec<Schedule>>> + Send;
+    /// One schedule by id, whatever its function (for schedulers).
+    fn schedule(&self, id: i64) -> impl Future<Output = Result<Option<Schedule>>> + Send;
+    /// Every enabled schedule (for schedulers).
+    fn enabled_schedules(&self) -> impl Future<Output = Result<Vec<Schedule>>> + Send;
+    /// Pauses or resumes a function's schedule; resuming sets `next_run_at` afresh.
+    fn set_schedule_enabled(
+        &self,
+        function_id: i64,
+        id: i64,
+        enabled: bool,
+        next_run_at: i64,
+    ) -> impl Future<Output = Result<Schedule>> + Send;
+    fn delete_schedule(&self, function_id: i64, id: i64)
+    -> impl Future<Output = Result<()>> + Send;
+    /// Claims due ticks (see [`ScheduleClaim`]); `None` when another scheduler got there first,
+    /// the schedule changed, was paused or deleted, or a run still holds its lease. On success,
+    /// how many earlier runs were found abandoned (their lease lapsed unfinished) and marked so.
+    fn claim_ticks(
+        &self,
+        claim: &ScheduleClaim<'_>,
+    ) -> impl Future<Output = Result<Option<u64>>> + Send;
+    /// Records a claimed tick's outcome.
+    fn finish_run(
+        &self,
+        schedule_id: i64,
+        due_at: i64,
+        outcome: &str,
+        finished_at: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// Ends the lease `lease_until` of a schedule's runs (if it is still theirs), and announces
+    /// it.
+    fn release_schedule(
+        &self,
+        schedule_id: i64,
+        lease_until: i64,
+    ) -> impl Future<Output = Result<()>> + Send;
+    /// A schedule's claimed ticks, newest first, at most `limit`.
+    fn schedule_runs(
+        &self,
+        schedule_id: i64,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ScheduleRun>>> + Send;
+
     /// The JSON text stored under `key` in the tenant's key-value store.
     fn kv_get(
         &self,
@@ -339,6 +447,12 @@ macro_rules! store_kv_usage {
 }
 
 /// Variables of functions, to go with their routes.
+macro_rules! schedule_cols {
+    () => {
+        "id, function_id, cron, time_zone, enabled, payload, next_run_at, running_until, skipped_ticks, created_at"
+    };
+}
+
 macro_rules! env_select {
     () => {
         "SELECT e.function_id, e.name, e.value FROM env_vars e JOIN functions f ON f.id = e.function_id"
@@ -779,6 +893,187 @@ macro_rules! impl_store {
                     .map_err(StoreError::Database)
             }
 
+            async fn create_schedule(
+                &self,
+                function_id: i64,
+                cron: &str,
+                time_zone: &str,
+                enabled: bool,
+                payload: Option<&str>,
+                next_run_at: i64,
+            ) -> Result<Schedule> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let schedule: Schedule = sqlx::query_as(concat!(
+                    "INSERT INTO schedules (function_id, cron, time_zone, enabled, payload, next_run_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+                    schedule_cols!()
+                ))
+                .bind(function_id)
+                .bind(cron)
+                .bind(time_zone)
+                .bind(enabled)
+                .bind(payload)
+                .bind(next_run_at)
+                .bind(now_ms())
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                self.commit_announcing(tx, RouteEvent::Schedule(schedule.id)).await?;
+                Ok(schedule)
+            }
+
+            async fn schedules(&self, function_id: i64) -> Result<Vec<Schedule>> {
+                sqlx::query_as(concat!("SELECT ", schedule_cols!(), " FROM schedules WHERE function_id = $1 ORDER BY id"))
+                    .bind(function_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+
+            async fn schedule(&self, id: i64) -> Result<Option<Schedule>> {
+                sqlx::query_as(concat!("SELECT ", schedule_cols!(), " FROM schedules WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+
+            async fn enabled_schedules(&self) -> Result<Vec<Schedule>> {
+                sqlx::query_as(concat!("SELECT ", schedule_cols!(), " FROM schedules WHERE enabled ORDER BY id"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
+            }
+
+            async fn set_schedule_enabled(
+                &self,
+                function_id: i64,
+                id: i64,
+                enabled: bool,
+                next_run_at: i64,
+            ) -> Result<Schedule> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let schedule: Option<Schedule> = sqlx::query_as(concat!(
+                    "UPDATE schedules SET enabled = $3, \
+                     next_run_at = CASE WHEN $3 AND NOT enabled THEN $4 ELSE next_run_at END \
+                     WHERE id = $1 AND function_id = $2 RETURNING ",
+                    schedule_cols!()
+                ))
+                .bind(id)
+                .bind(function_id)
+                .bind(enabled)
+                .bind(next_run_at)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                let schedule = schedule.ok_or(StoreError::NotFound("schedule"))?;
+                self.commit_announcing(tx, RouteEvent::Schedule(id)).await?;
+                Ok(schedule)
+            }
+
+            async fn delete_schedule(&self, function_id: i64, id: i64) -> Result<()> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let done = sqlx::query("DELETE FROM schedules WHERE id = $1 AND function_id = $2")
+                    .bind(id)
+                    .bind(function_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                if done.rows_affected() == 0 {
+                    return Err(StoreError::NotFound("schedule"));
+                }
+                self.commit_announcing(tx, RouteEvent::Schedule(id)).await
+            }
+
+            async fn claim_ticks(&self, claim: &ScheduleClaim<'_>) -> Result<Option<u64>> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let won = sqlx::query(
+                    "UPDATE schedules SET next_run_at = $3, running_until = $4, \
+                     skipped_ticks = skipped_ticks + $5 \
+                     WHERE id = $1 AND enabled AND next_run_at = $2 \
+                     AND (running_until IS NULL OR running_until < $6)",
+                )
+                .bind(claim.schedule_id)
+                .bind(claim.expected_next)
+                .bind(claim.following)
+                .bind(claim.lease_until)
+                .bind(i64::try_from(claim.skipped).unwrap_or(i64::MAX))
+                .bind(claim.now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                if won.rows_affected() != 1 {
+                    return Ok(None);
+                }
+                // Runs a dead scheduler left unfinished: their lease lapsed, or this claim
+                // could not have been made.
+                let abandoned = sqlx::query(
+                    "UPDATE schedule_runs SET outcome = 'abandoned', finished_at = $2 \
+                     WHERE schedule_id = $1 AND outcome IS NULL",
+                )
+                .bind(claim.schedule_id)
+                .bind(claim.now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?
+                .rows_affected();
+                for &(due_at, backfill) in claim.runs {
+                    sqlx::query(
+                        "INSERT INTO schedule_runs (schedule_id, due_at, claimed_at, backfill, owner) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(claim.schedule_id)
+                    .bind(due_at)
+                    .bind(claim.now)
+                    .bind(backfill)
+                    .bind(claim.owner)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(e, "schedule run"))?;
+                }
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(Some(abandoned))
+            }
+
+            async fn finish_run(&self, schedule_id: i64, due_at: i64, outcome: &str, finished_at: i64) -> Result<()> {
+                sqlx::query(
+                    "UPDATE schedule_runs SET outcome = $3, finished_at = $4 \
+                     WHERE schedule_id = $1 AND due_at = $2 AND outcome IS NULL",
+                )
+                .bind(schedule_id)
+                .bind(due_at)
+                .bind(outcome)
+                .bind(finished_at)
+                .execute(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+                Ok(())
+            }
+
+            async fn release_schedule(&self, schedule_id: i64, lease_until: i64) -> Result<()> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                sqlx::query("UPDATE schedules SET running_until = NULL WHERE id = $1 AND running_until = $2")
+                    .bind(schedule_id)
+                    .bind(lease_until)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                // Announced, so that other schedulers waiting out the lease look again now.
+                self.commit_announcing(tx, RouteEvent::Schedule(schedule_id)).await
+            }
+
+            async fn schedule_runs(&self, schedule_id: i64, limit: u32) -> Result<Vec<ScheduleRun>> {
+                sqlx::query_as(
+                    "SELECT schedule_id, due_at, claimed_at, backfill, owner, finished_at, outcome \
+                     FROM schedule_runs WHERE schedule_id = $1 ORDER BY due_at DESC LIMIT $2",
+                )
+                .bind(schedule_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)
+            }
+
             async fn kv_get(&self, tenant_id: i64, key: &str) -> Result<Option<String>> {
                 sqlx::query_scalar("SELECT value FROM kv WHERE tenant_id = $1 AND key = $2")
                     .bind(tenant_id)
@@ -1113,6 +1408,62 @@ impl Store for AnyStore {
     }
     async fn env_values(&self, function_id: i64) -> Result<Vec<(String, String)>> {
         delegate!(self, env_values(function_id))
+    }
+    async fn create_schedule(
+        &self,
+        function_id: i64,
+        cron: &str,
+        time_zone: &str,
+        enabled: bool,
+        payload: Option<&str>,
+        next_run_at: i64,
+    ) -> Result<Schedule> {
+        delegate!(
+            self,
+            create_schedule(function_id, cron, time_zone, enabled, payload, next_run_at)
+        )
+    }
+    async fn schedules(&self, function_id: i64) -> Result<Vec<Schedule>> {
+        delegate!(self, schedules(function_id))
+    }
+    async fn schedule(&self, id: i64) -> Result<Option<Schedule>> {
+        delegate!(self, schedule(id))
+    }
+    async fn enabled_schedules(&self) -> Result<Vec<Schedule>> {
+        delegate!(self, enabled_schedules())
+    }
+    async fn set_schedule_enabled(
+        &self,
+        function_id: i64,
+        id: i64,
+        enabled: bool,
+        next_run_at: i64,
+    ) -> Result<Schedule> {
+        delegate!(
+            self,
+            set_schedule_enabled(function_id, id, enabled, next_run_at)
+        )
+    }
+    async fn delete_schedule(&self, function_id: i64, id: i64) -> Result<()> {
+        delegate!(self, delete_schedule(function_id, id))
+    }
+    async fn claim_ticks(&self, claim: &ScheduleClaim<'_>) -> Result<Option<u64>> {
+        delegate!(self, claim_ticks(claim))
+    }
+    async fn finish_run(
+        &self,
+        schedule_id: i64,
+        due_at: i64,
+        outcome: &str,
+        finished_at: i64,
+    ) -> Result<()> {
+        delegate!(self, finish_run(schedule_id, due_at, outcome, finished_at))
+    }
+    async fn release_schedule(&self, schedule_id: i64, lease_until: i64) -> Result<()> {
+        delegate!(self, release_schedule(schedule_id, lease_until))
+    }
+    async fn schedule_runs(&self, schedule_id: i64, limit: u32) -> Result<Vec<ScheduleRun>> {
+        delegate!(self, schedule_runs(schedule_id, limit))
     }
     async fn kv_get(&self, tenant_id: i64, key: &str) -> Result<Option<String>> {
         delegate!(self, kv_get(tenant_id, key))

@@ -65,6 +65,7 @@ conformance!(
     limits_and_ceilings_are_stored_as_chosen,
     routes_are_the_active_versions,
     records_are_written_queried_and_pruned,
+    schedules_are_claimed_once_and_leased,
 );
 
 async fn limits_and_ceilings_are_stored_as_chosen(s: &impl Store) {
@@ -811,4 +812,154 @@ mod admin_bootstrap {
         first_start_creates_one_admin_token(&super::fresh_pg().await).await;
         a_chosen_admin_token_is_used(&super::fresh_pg().await).await;
     }
+}
+
+/// Schedules: stored as given, paused and resumed, and each due tick claimed by exactly one of
+/// many racing claims; a claim's lease blocks the next until released or lapsed, and a lapsed
+/// claim's unfinished tick is marked abandoned.
+async fn schedules_are_claimed_once_and_leased(s: &impl Store) {
+    use futures_util::future::join_all;
+    use picloud_manager_core::ScheduleClaim;
+    let t = s.create_tenant("t").await.expect("tenant");
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    let sc = s
+        .create_schedule(f.id, "* * * * * *", "UTC", true, Some(r#"{"a":1}"#), 10_000)
+        .await
+        .expect("schedule");
+    assert_eq!(
+        (
+            sc.cron.as_str(),
+            sc.time_zone.as_str(),
+            sc.enabled,
+            sc.payload.as_deref()
+        ),
+        ("* * * * * *", "UTC", true, Some(r#"{"a":1}"#))
+    );
+    assert_eq!(
+        (sc.next_run_at, sc.running_until, sc.skipped_ticks),
+        (10_000, None, 0)
+    );
+    assert_eq!(s.schedules(f.id).await.expect("list"), vec![sc.clone()]);
+    assert_eq!(
+        s.enabled_schedules().await.expect("enabled"),
+        vec![sc.clone()]
+    );
+
+    // Eight schedulers race for the tick at 10 s: one wins.
+    let owners: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
+    let runs = [(10_000, false)];
+    let claims: Vec<ScheduleClaim<'_>> = owners
+        .iter()
+        .map(|owner| ScheduleClaim {
+            schedule_id: sc.id,
+            expected_next: 10_000,
+            following: 11_000,
+            lease_until: 20_000,
+            runs: &runs,
+            skipped: 0,
+            owner,
+            now: 10_001,
+        })
+        .collect();
+    let results = join_all(claims.iter().map(|c| s.claim_ticks(c))).await;
+    let won: Vec<u64> = results
+        .into_iter()
+        .map(|r| r.expect("a claim answers"))
+        .flatten()
+        .collect();
+    assert_eq!(won, vec![0], "exactly one claim wins");
+    let claimed = s.schedule(sc.id).await.expect("get").expect("exists");
+    assert_eq!(
+        (claimed.next_run_at, claimed.running_until),
+        (11_000, Some(20_000))
+    );
+
+    // While the lease holds, the next tick cannot be claimed, even by the right expectation.
+    let next = [(11_000, false)];
+    let mut claim = ScheduleClaim {
+        schedule_id: sc.id,
+        expected_next: 11_000,
+        following: 12_000,
+        lease_until: 30_000,
+        runs: &next,
+        skipped: 0,
+        owner: "late",
+        now: 11_500,
+    };
+    assert_eq!(s.claim_ticks(&claim).await.expect("claim"), None);
+
+    // Released after its run: the next claim goes through.
+    s.finish_run(sc.id, 10_000, "ok", 10_050)
+        .await
+        .expect("finish");
+    s.release_schedule(sc.id, 20_000).await.expect("release");
+    assert_eq!(s.claim_ticks(&claim).await.expect("claim"), Some(0));
+
+    // That run is never finished (its scheduler died): once the lease lapses, the next claim
+    // marks it abandoned and counts the ticks it gives up.
+    let backfill = [(40_000, true)];
+    claim = ScheduleClaim {
+        schedule_id: sc.id,
+        expected_next: 12_000,
+        following: 41_000,
+        lease_until: 50_000,
+        runs: &backfill,
+        skipped: 28,
+        owner: "rescuer",
+        now: 40_100,
+    };
+    assert_eq!(s.claim_ticks(&claim).await.expect("claim"), Some(1));
+    let runs = s.schedule_runs(sc.id, 10).await.expect("runs");
+    let summary: Vec<(i64, bool, &str, Option<&str>)> = runs
+        .iter()
+        .map(|r| (r.due_at, r.backfill, r.owner.as_str(), r.outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        summary[0..2],
+        [
+            (40_000, true, "rescuer", None),
+            (11_000, false, "late", Some("abandoned"))
+        ]
+    );
+    assert_eq!(summary[2].0, 10_000);
+    assert_eq!(summary[2].3, Some("ok"));
+    assert_eq!(
+        s.schedule(sc.id)
+            .await
+            .expect("get")
+            .map(|x| x.skipped_ticks),
+        Some(28)
+    );
+
+    // Paused: no claim succeeds; resumed with a fresh next tick.
+    let paused = s
+        .set_schedule_enabled(f.id, sc.id, false, 0)
+        .await
+        .expect("pause");
+    assert!(!paused.enabled);
+    assert_eq!(paused.next_run_at, 41_000, "pausing keeps the next tick");
+    assert!(s.enabled_schedules().await.expect("enabled").is_empty());
+    s.release_schedule(sc.id, 50_000).await.expect("release");
+    claim.expected_next = 41_000;
+    claim.now = 41_001;
+    assert_eq!(s.claim_ticks(&claim).await.expect("claim"), None, "paused");
+    let resumed = s
+        .set_schedule_enabled(f.id, sc.id, true, 90_000)
+        .await
+        .expect("resume");
+    assert_eq!((resumed.enabled, resumed.next_run_at), (true, 90_000));
+
+    // Another function's id reaches nothing; deleting the function deletes its schedules.
+    let g = s.create_function(t.id, "g", true).await.expect("function");
+    assert!(matches!(
+        s.set_schedule_enabled(g.id, sc.id, false, 0).await,
+        Err(StoreError::NotFound("schedule"))
+    ));
+    assert!(matches!(
+        s.delete_schedule(g.id, sc.id).await,
+        Err(StoreError::NotFound("schedule"))
+    ));
+    s.delete_function(t.id, "f").await.expect("delete");
+    assert_eq!(s.schedule(sc.id).await.expect("get"), None);
+    assert!(s.schedule_runs(sc.id, 10).await.expect("runs").is_empty());
 }

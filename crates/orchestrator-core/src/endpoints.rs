@@ -126,6 +126,7 @@ async fn run(
             request: &request,
             limits: &executor_limits(&route.limits),
             env: &route.env,
+            event: None,
         })
         .await;
     state

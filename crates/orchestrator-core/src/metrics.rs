@@ -43,6 +43,10 @@ pub struct Metrics {
     records_queued: IntGauge,
     records_dropped: IntCounter,
     records_dropped_seen: Mutex<u64>,
+    schedule_runs: IntCounterVec,
+    schedule_late: HistogramVec,
+    schedule_skipped: IntCounterVec,
+    schedule_abandoned: IntCounterVec,
 }
 
 const FUNCTION: [&str; 2] = ["tenant", "function"];
@@ -133,8 +137,43 @@ impl Metrics {
             "picloud_records_dropped_total",
             "Invocation records dropped: the queue was full or the database refused a batch.",
         ));
+        let schedule_runs = must(IntCounterVec::new(
+            Opts::new(
+                "picloud_schedule_runs_total",
+                "Schedule ticks run, by outcome (also counted in the function's invocations).",
+            ),
+            &["tenant", "function", "outcome"],
+        ));
+        let schedule_late = must(HistogramVec::new(
+            HistogramOpts::new(
+                "picloud_schedule_late_seconds",
+                "How long after its tick a schedule run started.",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 3600.0,
+            ]),
+            &FUNCTION,
+        ));
+        let schedule_skipped = must(IntCounterVec::new(
+            Opts::new(
+                "picloud_schedule_skipped_ticks_total",
+                "Missed schedule ticks given up (older than the backfill window).",
+            ),
+            &FUNCTION,
+        ));
+        let schedule_abandoned = must(IntCounterVec::new(
+            Opts::new(
+                "picloud_schedule_abandoned_ticks_total",
+                "Schedule ticks left unfinished by a scheduler that stopped mid-run; not rerun.",
+            ),
+            &FUNCTION,
+        ));
         for c in [
             Box::new(records_queued.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(schedule_runs.clone()),
+            Box::new(schedule_late.clone()),
+            Box::new(schedule_skipped.clone()),
+            Box::new(schedule_abandoned.clone()),
             Box::new(records_dropped.clone()),
             Box::new(invocations.clone()),
             Box::new(duration.clone()),
@@ -163,6 +202,10 @@ impl Metrics {
             records_queued,
             records_dropped,
             records_dropped_seen: Mutex::new(0),
+            schedule_runs,
+            schedule_late,
+            schedule_skipped,
+            schedule_abandoned,
         }
     }
 
@@ -198,6 +241,18 @@ impl Metrics {
         let _ = self.worker_wait.remove_label_values(&[tenant, function]);
         let _ = self.fuel.remove_label_values(&[tenant, function]);
         let _ = self.memory.remove_label_values(&[tenant, function]);
+        for kind in Outcome::KINDS {
+            let _ = self
+                .schedule_runs
+                .remove_label_values(&[tenant, function, kind]);
+        }
+        let _ = self.schedule_late.remove_label_values(&[tenant, function]);
+        let _ = self
+            .schedule_skipped
+            .remove_label_values(&[tenant, function]);
+        let _ = self
+            .schedule_abandoned
+            .remove_label_values(&[tenant, function]);
     }
 
     /// Records one invocation.
@@ -272,5 +327,37 @@ fn catch_up(counter: &IntCounter, seen: &Mutex<u64>, total: u64) {
     if total > *seen {
         counter.inc_by(total - *seen);
         *seen = total;
+    }
+}
+
+/// Schedule runs count as the function's invocations too; their own series add how late they
+/// started and the ticks given up or abandoned. Created at a function's first schedule event.
+impl picloud_manager_core::schedules::ScheduleObserver for Metrics {
+    fn ran(
+        &self,
+        tenant: &str,
+        function: &str,
+        result: &InvocationResult,
+        late: std::time::Duration,
+    ) {
+        self.observe(tenant, function, result);
+        self.schedule_runs
+            .with_label_values(&[tenant, function, result.outcome.kind()])
+            .inc();
+        self.schedule_late
+            .with_label_values(&[tenant, function])
+            .observe(late.as_secs_f64());
+    }
+
+    fn skipped(&self, tenant: &str, function: &str, ticks: u64) {
+        self.schedule_skipped
+            .with_label_values(&[tenant, function])
+            .inc_by(ticks);
+    }
+
+    fn abandoned(&self, tenant: &str, function: &str, ticks: u64) {
+        self.schedule_abandoned
+            .with_label_values(&[tenant, function])
+            .inc_by(ticks);
     }
 }

@@ -139,6 +139,8 @@ impl RoutingTable {
                 });
                 Ok(())
             }
+            // Schedules are the manager's; they change no route.
+            RouteEvent::Schedule(_) => Ok(()),
         }
     }
 }

@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
 use picloud_shared::{InvocationRequest, InvocationResult, Limits};
 
-use crate::client::{ClientArgs, EnvCommand, FnCommand, TenantCommand, TokenCommand};
+use crate::client::{
+    ClientArgs, EnvCommand, FnCommand, ScheduleCommand, TenantCommand, TokenCommand,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +41,8 @@ pub enum Command {
     Fn(ClientCommand<FnCommand>),
     /// Manage a function's environment variables and secrets.
     Env(ClientCommand<EnvCommand>),
+    /// Manage a function's schedules (cron triggers of its `on_schedule(event)`).
+    Schedule(ClientCommand<ScheduleCommand>),
     /// Manage API tokens.
     Token(ClientCommand<TokenCommand>),
     /// Manage tenants (admin).
@@ -121,6 +125,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         // The client is blocking (one call at a time); keep it off the async threads.
         Command::Fn(c) => blocking(move || crate::client::run_fn(&c.client, &c.command)).await,
         Command::Env(c) => blocking(move || crate::client::run_env(&c.client, &c.command)).await,
+        Command::Schedule(c) => {
+            blocking(move || crate::client::run_schedule(&c.client, &c.command)).await
+        }
         Command::Token(c) => {
             blocking(move || crate::client::run_token(&c.client, &c.command)).await
         }

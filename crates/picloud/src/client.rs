@@ -1,4 +1,5 @@
-//! The CLI's side of the management API: `picloud fn …`, `env …`, `token …`, `tenant …`.
+//! The CLI's side of the management API: `picloud fn …`, `env …`, `schedule …`, `token …`,
+//! `tenant …`.
 //! Each command is one or two API calls; `--json` prints what the API answered.
 
 use std::path::PathBuf;
@@ -92,6 +93,33 @@ pub enum EnvCommand {
     Unset { function: String, name: String },
     /// List a function's variables (secrets without values).
     List { function: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Run FUNCTION's `on_schedule(event)` on a cron schedule: 5 fields (minute hour day month
+    /// weekday), 6 (seconds first), 7 (and a year), or `@daily` and the like.
+    Add {
+        function: String,
+        cron: String,
+        /// The IANA time zone the expression is read in.
+        #[arg(long = "tz", default_value = "UTC")]
+        time_zone: String,
+        /// JSON handed to the script as `event.payload`.
+        #[arg(long)]
+        payload: Option<String>,
+        /// Create it paused.
+        #[arg(long)]
+        paused: bool,
+    },
+    /// List a function's schedules.
+    List { function: String },
+    /// Delete a schedule.
+    Rm { function: String, id: i64 },
+    /// Pause a schedule: no ticks run until it is resumed.
+    Pause { function: String, id: i64 },
+    /// Resume a schedule from its next tick (the paused ticks are not made up).
+    Resume { function: String, id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -485,6 +513,81 @@ pub fn run_env(args: &ClientArgs, command: &EnvCommand) -> Result<ExitCode> {
                 }
                 out
             })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_schedule(args: &ClientArgs, command: &ScheduleCommand) -> Result<ExitCode> {
+    let client = Client::new(args)?;
+    let tenant = client.tenant(args)?;
+    let base = |function: &str| format!("/tenants/{tenant}/functions/{function}/schedules");
+    let line = |v: &Value| {
+        let next = v["next_run_at"]
+            .as_i64()
+            .map_or_else(|| "-".to_string(), utc);
+        let state = if v["enabled"].as_bool() == Some(true) {
+            "active"
+        } else {
+            "paused"
+        };
+        format!(
+            "{:>5}  {:<24} {:<20} {:<7} {:<25} {}\n",
+            s(&v["id"]),
+            s(&v["cron"]),
+            s(&v["time_zone"]),
+            state,
+            next,
+            s(&v["skipped_ticks"])
+        )
+    };
+    let header = format!(
+        "{:>5}  {:<24} {:<20} {:<7} {:<25} SKIPPED\n",
+        "ID", "CRON", "TIME ZONE", "STATE", "NEXT RUN (UTC)"
+    );
+    match command {
+        ScheduleCommand::Add {
+            function,
+            cron,
+            time_zone,
+            payload,
+            paused,
+        } => {
+            let payload: Value = match payload {
+                Some(text) => serde_json::from_str(text).context("--payload is not JSON")?,
+                None => Value::Null,
+            };
+            let v = client.call(
+                "POST",
+                &base(function),
+                Some(&json!({ "cron": cron, "time_zone": time_zone, "payload": payload, "enabled": !paused })),
+            )?;
+            print(args, &v, |v| format!("{header}{}", line(v)))?;
+        }
+        ScheduleCommand::List { function } => {
+            let list = client.call("GET", &base(function), None)?;
+            print(args, &list, |l| {
+                let mut out = header.clone();
+                for v in l.as_array().into_iter().flatten() {
+                    out += &line(v);
+                }
+                out
+            })?;
+        }
+        ScheduleCommand::Rm { function, id } => {
+            client.call("DELETE", &format!("{}/{id}", base(function)), None)?;
+            print(args, &json!({ "deleted": id }), |_| {
+                format!("deleted schedule {id} of {function}\n")
+            })?;
+        }
+        ScheduleCommand::Pause { function, id } | ScheduleCommand::Resume { function, id } => {
+            let enabled = matches!(command, ScheduleCommand::Resume { .. });
+            let v = client.call(
+                "PATCH",
+                &format!("{}/{id}", base(function)),
+                Some(&json!({ "enabled": enabled })),
+            )?;
+            print(args, &v, |v| format!("{header}{}", line(v)))?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -20,6 +20,7 @@ use picloud_manager_core::api::{
     ApiConfig, ApiError, ApiState, InFlight, Invocation, InvokeFuture, Invoker, MetricsSource,
 };
 use picloud_manager_core::kv::{KvLimits, TenantKv};
+use picloud_manager_core::schedules::{ScheduleObserver, Scheduler, SchedulerConfig};
 use picloud_manager_core::{
     AnyStore, FunctionLimits, PgStore, RecordConfig, Recorder, SqliteStore, Store,
 };
@@ -87,6 +88,17 @@ pub struct ServeArgs {
     /// Largest value `kv_set` stores, in bytes of JSON.
     #[arg(long, env = "PICLOUD_KV_MAX_VALUE_BYTES", default_value_t = KvLimits::default().max_value_bytes)]
     pub kv_max_value_bytes: usize,
+    /// Missed schedule ticks run after downtime: the most recent this many; older ones are
+    /// skipped and counted. 0 skips them all.
+    #[arg(long, env = "PICLOUD_SCHEDULE_BACKFILL", default_value_t = SchedulerConfig::default().backfill)]
+    pub schedule_backfill: u32,
+    /// How late (seconds) a schedule tick may start and still count as on time, not missed.
+    #[arg(long, env = "PICLOUD_SCHEDULE_GRACE_SECONDS", default_value_t = SchedulerConfig::default().grace.as_secs())]
+    pub schedule_grace_seconds: u64,
+    /// How long past a schedule run's timeout its claim holds before another scheduler may
+    /// take the schedule over (the run's server died), in seconds.
+    #[arg(long, env = "PICLOUD_SCHEDULE_LEASE_MARGIN_SECONDS", default_value_t = SchedulerConfig::default().lease_margin.as_secs())]
+    pub schedule_lease_margin_seconds: u64,
 }
 
 /// The endpoints' metrics with the executor's pool figures.
@@ -127,6 +139,7 @@ impl Invoker for ExecutorInvoker {
                 call.tenant_id,
                 self.kv,
             ))),
+            event: call.event,
         };
         Box::pin(self.executor.invoke_with(
             call.owner,
@@ -194,7 +207,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         },
     );
     let metrics_source = Arc::new(ServerMetrics {
-        metrics,
+        metrics: Arc::clone(&metrics),
         executor: Arc::clone(&executor),
         recorder: Arc::clone(&recorder),
     });
@@ -208,6 +221,19 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             ..KvLimits::default()
         },
     });
+    let scheduler = Scheduler::start(
+        store.clone(),
+        Arc::clone(&invoker),
+        Arc::clone(&recorder),
+        metrics as Arc<dyn ScheduleObserver>,
+        SchedulerConfig {
+            backfill: args.schedule_backfill,
+            grace: Duration::from_secs(args.schedule_grace_seconds),
+            lease_margin: Duration::from_secs(args.schedule_lease_margin_seconds),
+        },
+    )
+    .await
+    .context("loading the schedules")?;
     let in_flight = Arc::new(InFlight::default());
     let endpoints = EndpointState {
         table: Arc::clone(&table),
@@ -259,6 +285,10 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             let _ = stop_rx.wait_for(|stopped| *stopped).await;
             tokio::time::sleep(grace).await;
         } => tracing::warn!("the grace period ended with requests still running"),
+    }
+    // Schedule runs in progress finish (they are bounded by their function's timeout).
+    if !scheduler.stop(grace).await {
+        tracing::warn!("schedule runs still in progress at exit");
     }
     // The writer batches records for up to a tenth of a second: write the last ones.
     if !recorder.flush(Duration::from_secs(5)).await {

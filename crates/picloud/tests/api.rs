@@ -410,6 +410,20 @@ fn tenant_routes(tenant: &str) -> Vec<(&'static str, String, Option<Value>)> {
         ("POST", format!("{f}/invoke"), Some(json!({}))),
         ("GET", format!("{f}/invocations"), None),
         ("GET", format!("{f}/invocations/tail"), None),
+        ("GET", format!("{f}/schedules"), None),
+        (
+            "POST",
+            format!("{f}/schedules"),
+            Some(json!({ "cron": "@daily" })),
+        ),
+        ("GET", format!("{f}/schedules/1"), None),
+        (
+            "PATCH",
+            format!("{f}/schedules/1"),
+            Some(json!({ "enabled": false })),
+        ),
+        ("GET", format!("{f}/schedules/1/runs"), None),
+        ("DELETE", format!("{f}/schedules/1"), None),
         ("DELETE", f.clone(), None),
     ]
 }
@@ -843,7 +857,8 @@ fn the_openapi_document_covers_every_route_and_docs_api_md_lists_them() {
                 .replace("/functions/hello", "/functions/{function}")
                 .replace("/tokens/1", "/tokens/{id}")
                 .replace("/versions/1", "/versions/{version}")
-                .replace("/env/KEY", "/env/{name}");
+                .replace("/env/KEY", "/env/{name}")
+                .replace("/schedules/1", "/schedules/{id}");
             (m.to_lowercase(), p)
         })
         .collect();

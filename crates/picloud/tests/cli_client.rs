@@ -1,4 +1,5 @@
-//! The CLI against a real server: `fn`, `env`, `token` and `tenant` commands, human output and
+//! The CLI against a real server: `fn`, `env`, `schedule`, `token` and `tenant` commands, human
+//! output and
 //! `--json`, and clear failures.
 
 mod common;
@@ -162,6 +163,71 @@ fn deploy_list_versions_rollback_invoke_env_and_tokens() {
         &["env", "unset", "hello", "GREETING"],
     ));
     assert!(!ok(&picloud(&server, &token, &["env", "list", "hello"])).contains("GREETING"));
+
+    // Schedules: add, list, pause, resume, rm; a function without `on_schedule` is refused.
+    let nightly = format!("{examples}/nightly.rhai");
+    ok(&picloud(
+        &server,
+        &token,
+        &["fn", "deploy", "nightly", &nightly],
+    ));
+    let added = json_of(&picloud(
+        &server,
+        &token,
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--payload",
+            r#"{"report":"daily"}"#,
+            "--json",
+        ],
+    ));
+    assert_eq!(added["payload"]["report"], "daily", "{added}");
+    let id = added["id"].to_string();
+    let listed = ok(&picloud(&server, &token, &["schedule", "list", "nightly"]));
+    assert!(
+        listed.contains("30 2 * * *")
+            && listed.contains("Europe/Berlin")
+            && listed.contains("active"),
+        "{listed}"
+    );
+    let paused = ok(&picloud(
+        &server,
+        &token,
+        &["schedule", "pause", "nightly", &id],
+    ));
+    assert!(paused.contains("paused"), "{paused}");
+    let resumed = ok(&picloud(
+        &server,
+        &token,
+        &["schedule", "resume", "nightly", &id],
+    ));
+    assert!(resumed.contains("active"), "{resumed}");
+    let out = picloud(&server, &token, &["schedule", "add", "hello", "@daily"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("fn on_schedule(event)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = picloud(
+        &server,
+        &token,
+        &["schedule", "add", "nightly", "99 * * * *"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid cron expression"));
+    ok(&picloud(
+        &server,
+        &token,
+        &["schedule", "rm", "nightly", &id],
+    ));
+    assert!(
+        !ok(&picloud(&server, &token, &["schedule", "list", "nightly"])).contains("Europe/Berlin")
+    );
 
     // Tokens: create, list, revoke; the revoked one is refused.
     let ci = json_of(&picloud(

@@ -42,6 +42,10 @@ pub struct GuestInput {
     /// The function's variables and secrets, for `env(name)`.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// A schedule's tick, as JSON: when set, the guest calls `on_schedule(event)` with it
+    /// instead of `handle(req)` (and `request` is not used).
+    #[serde(default)]
+    pub event: Option<String>,
 }
 
 /// What the guest hands back when it did not trap.

@@ -129,6 +129,7 @@ fn warm_up(engine: &Engine, pre: &InstancePre<HostState>) -> Result<(), String> 
         &InvocationRequest::get("/"),
         &limits,
         None,
+        None,
     );
     let mut store = host::new_store(engine, limits.memory_bytes, limits.max_log_bytes);
     let result = host::arm_store(&mut store, &limits)

@@ -631,6 +631,7 @@ pub async fn test_invoke(
             request: &request,
             limits: &executor_limits(&limits),
             env: &env,
+            event: None,
         })
         .await;
     if let Some(recorder) = &state.recorder {

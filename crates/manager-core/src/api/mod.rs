@@ -10,6 +10,7 @@
 mod error;
 mod functions;
 mod invocations;
+mod schedules;
 mod tenants;
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,6 +52,9 @@ pub struct Invocation<'a> {
     pub limits: &'a Limits,
     /// The function's variables and secrets, for `env(name)`.
     pub env: &'a BTreeMap<String, String>,
+    /// A schedule's tick as JSON: the script's `on_schedule(event)` runs instead of
+    /// `handle(req)`.
+    pub event: Option<&'a str>,
 }
 
 /// Runs a script: the executor in the all-in-one server, a node's executor in a cluster.
@@ -335,7 +339,8 @@ pub fn executor_limits(limits: &FunctionLimits) -> Limits {
 #[openapi(
     info(
         title = "PiCloud management API",
-        description = "Tenants, tokens, functions, versions, deploys, environment and test invocations. \
+        description = "Tenants, tokens, functions, versions, deploys, environment, test invocations, \
+                       invocation records and schedules. \
                        Every route but this document needs `Authorization: Bearer <token>`."
     ),
     modifiers(&BearerAuth),
@@ -389,6 +394,16 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(tenants::metrics))
         .routes(routes!(invocations::list_invocations))
         .routes(routes!(invocations::tail_invocations))
+        .routes(routes!(
+            schedules::list_schedules,
+            schedules::create_schedule
+        ))
+        .routes(routes!(
+            schedules::get_schedule,
+            schedules::update_schedule,
+            schedules::delete_schedule
+        ))
+        .routes(routes!(schedules::list_runs))
 }
 
 /// The OpenAPI document of the API.

@@ -144,6 +144,11 @@ impl Server {
         }
     }
 
+    /// Starts the same server again after [`Server::stop`].
+    pub fn restart_stopped(&self) -> Self {
+        Self::start(&self.data_dir.clone(), self.database_url.clone().as_deref())
+    }
+
     /// The same server again on the same data.
     pub fn restart(mut self) -> Self {
         self.stop();

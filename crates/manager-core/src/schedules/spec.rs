@@ -1,0 +1,390 @@
+//! When a schedule's ticks fall: a cron expression read in an IANA time zone, with a fixed rule
+//! for the hours daylight saving time skips and repeats.
+//!
+//! # The rule for daylight saving time
+//!
+//! A schedule is an *interval* schedule when its minute or hour field starts with `*` (`*`,
+//! `*/15`, …) or it is `@hourly` (and anything finer); otherwise it runs at *fixed times*
+//! (`30 2 * * *`, `@daily`).
+//!
+//! - **Skipped hour** (spring forward): an interval schedule keeps its pace in real time, so its
+//!   ticks inside the gap do not happen (`*/15 * * * *` goes 01:45 → 03:00, fifteen real
+//!   minutes). A fixed-time tick inside the gap runs once, at the first instant after the gap
+//!   (a daily `30 2 * * *` runs at 03:00 on that day, not never); several such ticks collapse
+//!   into that one run.
+//! - **Repeated hour** (fall back): an interval schedule runs in both passes (an hourly job runs
+//!   every real hour); a fixed-time tick runs once, in the first pass.
+//!
+//! This is what cron(8) (cronie) and Cronos do. Instants are Unix milliseconds throughout.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+
+/// Why an expression or a time zone was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("invalid cron expression {expr:?}: {reason}")]
+    Cron { expr: String, reason: String },
+    #[error("unknown time zone {0:?}: use an IANA name such as \"UTC\" or \"Europe/Berlin\"")]
+    TimeZone(String),
+    #[error("the cron expression {0:?} never fires")]
+    Never(String),
+}
+
+/// A parsed schedule: what to run when.
+#[derive(Debug, Clone)]
+pub struct CronSpec {
+    schedule: cron::Schedule,
+    tz: Tz,
+    interval: bool,
+}
+
+/// The largest shift of a UTC offset at one transition we allow for (real ones are at most
+/// two hours).
+const MAX_SHIFT_SECONDS: i64 = 3 * 3600;
+/// Naive candidates examined for one tick before giving up (the cron crate itself skips
+/// impossible dates; this only bounds the work near transitions).
+const MAX_CANDIDATES: usize = 100_000;
+
+impl CronSpec {
+    /// Reads `expr` in the time zone `tz`.
+    ///
+    /// `expr` has five fields (minute hour day-of-month month day-of-week, as in crontab), six
+    /// (seconds first) or seven (a year last); `@yearly`, `@monthly`, `@weekly`, `@daily` and
+    /// `@hourly` are accepted too.
+    ///
+    /// # Errors
+    ///
+    /// When the expression does not parse, names no possible time, or the zone is unknown.
+    pub fn parse(expr: &str, tz: &str) -> Result<Self, SpecError> {
+        let tz = Tz::from_str(tz).map_err(|_| SpecError::TimeZone(tz.to_string()))?;
+        let trimmed = expr.trim();
+        let fields: Vec<&str> = trimmed.split_whitespace().collect();
+        let (text, interval) = if let Some(name) = trimmed.strip_prefix('@') {
+            (
+                trimmed.to_string(),
+                matches!(name, "hourly" | "minutely" | "secondly"),
+            )
+        } else {
+            let full = match fields.len() {
+                5 => format!("0 {}", fields.join(" ")),
+                6 | 7 => fields.join(" "),
+                n => {
+                    return Err(SpecError::Cron {
+                        expr: expr.to_string(),
+                        reason: format!(
+                            "{n} fields; expected 5 (minute hour day month weekday), 6 (seconds \
+                             first) or 7 (and a year)"
+                        ),
+                    });
+                }
+            };
+            let offset = if fields.len() == 5 { 0 } else { 1 };
+            let interval = fields[offset].starts_with('*') || fields[offset + 1].starts_with('*');
+            (full, interval)
+        };
+        let schedule = cron::Schedule::from_str(&text).map_err(|e| SpecError::Cron {
+            expr: expr.to_string(),
+            reason: e.to_string(),
+        })?;
+        let spec = Self {
+            schedule,
+            tz,
+            interval,
+        };
+        // A far-future instant still inside chrono's range; an expression such as
+        // `0 0 0 30 2 *` (30 February) has no tick at all.
+        if spec.next_after(0).is_none() {
+            return Err(SpecError::Never(expr.to_string()));
+        }
+        Ok(spec)
+    }
+
+    /// The time zone's name.
+    pub fn time_zone(&self) -> &'static str {
+        self.tz.name()
+    }
+
+    /// Whether the schedule keeps real-time pace across daylight saving changes (see the
+    /// module's rule).
+    pub fn is_interval(&self) -> bool {
+        self.interval
+    }
+
+    /// The first tick strictly after `now` (Unix ms); `None` when there is none.
+    pub fn next_after(&self, now: i64) -> Option<i64> {
+        let now_local = self.local(now)?;
+        // If the offset drops soon (a repeated hour ahead), local times just before `now_local`
+        // come again after `now`: start the search that much earlier.
+        let drop = (self.offset(now)? - self.offset(now + MAX_SHIFT_SECONDS * 1000)?).max(0);
+        let start = now_local - Duration::seconds(drop) - Duration::seconds(1);
+        let mut best: Option<(i64, NaiveDateTime, i64)> = None;
+        for (n, candidate) in self.schedule.after(&start.and_utc()).enumerate() {
+            if n >= MAX_CANDIDATES {
+                break;
+            }
+            let naive = candidate.naive_utc();
+            if let Some((_, best_naive, reach)) = best
+                && naive > best_naive + Duration::seconds(reach)
+            {
+                break;
+            }
+            for t in self.instants(naive) {
+                if t > now && best.is_none_or(|(b, _, _)| t < b) {
+                    best = Some((t, naive, self.reach(t)?));
+                }
+            }
+        }
+        best.map(|(t, _, _)| t)
+    }
+
+    /// The ticks in `[from, until]`: how many, and the last `keep` of them (oldest first).
+    pub fn ticks_between(&self, from: i64, until: i64, keep: usize) -> (u64, Vec<i64>) {
+        let mut count = 0u64;
+        let mut last = std::collections::VecDeque::with_capacity(keep + 1);
+        let mut t = match self.next_after(from - 1) {
+            Some(t) => t,
+            None => return (0, Vec::new()),
+        };
+        while t <= until {
+            count += 1;
+            if keep > 0 {
+                if last.len() == keep {
+                    last.pop_front();
+                }
+                last.push_back(t);
+            }
+            match self.next_after(t) {
+                Some(next) => t = next,
+                None => break,
+            }
+        }
+        (count, last.into_iter().collect())
+    }
+
+    /// The instants a matching local time stands for, by the module's rule.
+    fn instants(&self, naive: NaiveDateTime) -> Vec<i64> {
+        match self.tz.from_local_datetime(&naive) {
+            LocalResult::Single(t) => vec![t.timestamp_millis()],
+            LocalResult::Ambiguous(first, second) => {
+                if self.interval {
+                    vec![first.timestamp_millis(), second.timestamp_millis()]
+                } else {
+                    vec![first.timestamp_millis()]
+                }
+            }
+            LocalResult::None => {
+                if self.interval {
+                    Vec::new()
+                } else {
+                    self.gap_end(naive).into_iter().collect()
+                }
+            }
+        }
+    }
+
+    /// The first instant whose local time is past `naive`, a local time the clock skipped.
+    fn gap_end(&self, naive: NaiveDateTime) -> Option<i64> {
+        // Before the gap, `naive` read at the old offset is an instant after the jump; search
+        // down to the jump at one-second resolution.
+        let mut lo = (naive - Duration::seconds(MAX_SHIFT_SECONDS))
+            .and_utc()
+            .timestamp()
+            - 86_400;
+        let mut hi = (naive + Duration::seconds(MAX_SHIFT_SECONDS))
+            .and_utc()
+            .timestamp()
+            + 86_400;
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if self.local(mid * 1000)? > naive {
+                hi = mid;
+            } else {
+                lo = mid;
+            }
+        }
+        Some(hi * 1000)
+    }
+
+    /// How far (seconds of naive local time) past a tick at `t` a later local time can still
+    /// stand for an earlier instant: the offset's drop around `t`, 0 away from transitions.
+    fn reach(&self, t: i64) -> Option<i64> {
+        let here = self.offset(t)?;
+        let around = self
+            .offset(t - MAX_SHIFT_SECONDS * 1000)?
+            .max(self.offset(t + MAX_SHIFT_SECONDS * 1000)?);
+        Some((around - here).max(0))
+    }
+
+    fn local(&self, t: i64) -> Option<NaiveDateTime> {
+        Some(self.tz.timestamp_millis_opt(t).single()?.naive_local())
+    }
+
+    /// The UTC offset at `t`, in seconds.
+    fn offset(&self, t: i64) -> Option<i64> {
+        let at: DateTime<Tz> = self.tz.timestamp_millis_opt(t).single()?;
+        Some(i64::from(at.offset().fix().local_minus_utc()))
+    }
+}
+
+/// Unix ms of a UTC date, for tests and docs.
+pub fn utc_ms(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+        .single()
+        .map_or(0, |t| t.timestamp_millis())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ticks(spec: &CronSpec, from: i64, n: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut t = from;
+        for _ in 0..n {
+            t = spec.next_after(t).expect("a tick");
+            let local = spec.tz.timestamp_millis_opt(t).single().expect("valid");
+            out.push(local.format("%m-%d %H:%M:%S %Z").to_string());
+        }
+        out
+    }
+
+    fn spec(expr: &str, tz: &str) -> CronSpec {
+        CronSpec::parse(expr, tz).expect("valid spec")
+    }
+
+    #[test]
+    fn five_six_and_seven_fields_parse_and_nonsense_is_refused() {
+        assert!(CronSpec::parse("*/5 * * * *", "UTC").is_ok());
+        assert!(CronSpec::parse("*/5 * * * * *", "UTC").is_ok());
+        assert!(CronSpec::parse("0 0 12 * * * 2030", "UTC").is_ok());
+        assert!(CronSpec::parse("@daily", "Europe/Berlin").is_ok());
+        let e = CronSpec::parse("61 * * * *", "UTC").expect_err("minute 61");
+        assert!(e.to_string().contains("invalid cron expression"), "{e}");
+        let e = CronSpec::parse("* * *", "UTC").expect_err("three fields");
+        assert!(e.to_string().contains("3 fields"), "{e}");
+        let e = CronSpec::parse("* * * * *", "Mars/Olympus").expect_err("zone");
+        assert!(e.to_string().contains("unknown time zone"), "{e}");
+        let e = CronSpec::parse("0 0 0 30 2 *", "UTC").expect_err("30 February");
+        assert!(e.to_string().contains("never fires"), "{e}");
+    }
+
+    #[test]
+    fn every_second_in_utc() {
+        let s = spec("* * * * * *", "UTC");
+        let t0 = utc_ms(2026, 1, 1, 0, 0, 0);
+        assert_eq!(s.next_after(t0), Some(t0 + 1000));
+        assert_eq!(s.next_after(t0 + 1), Some(t0 + 1000));
+        assert_eq!(
+            s.ticks_between(t0, t0 + 9_999, 2),
+            (10, vec![t0 + 8000, t0 + 9000])
+        );
+    }
+
+    // 2026-03-08: New York springs forward at 02:00 EST → 03:00 EDT (07:00 UTC).
+    // 2026-11-01: New York falls back at 02:00 EDT → 01:00 EST (06:00 UTC).
+    // 2026-03-29: Berlin springs forward at 02:00 CET → 03:00 CEST (01:00 UTC).
+    // 2026-10-25: Berlin falls back at 03:00 CEST → 02:00 CET (01:00 UTC).
+
+    #[test]
+    fn new_york_spring_forward() {
+        let daily = spec("30 2 * * *", "America/New_York");
+        let before = utc_ms(2026, 3, 7, 12, 0, 0);
+        assert_eq!(
+            ticks(&daily, before, 3),
+            [
+                "03-08 03:00:00 EDT",
+                "03-09 02:30:00 EDT",
+                "03-10 02:30:00 EDT"
+            ],
+            "the skipped 02:30 runs once, when the gap ends"
+        );
+        let quarter = spec("*/15 * * * *", "America/New_York");
+        assert_eq!(
+            ticks(&quarter, utc_ms(2026, 3, 8, 6, 40, 0), 3),
+            [
+                "03-08 01:45:00 EST",
+                "03-08 03:00:00 EDT",
+                "03-08 03:15:00 EDT"
+            ],
+            "an interval schedule keeps real-time pace"
+        );
+        // Several fixed ticks inside the gap collapse into one run.
+        let many = spec("0 0,20,40 2 * * *", "America/New_York");
+        assert_eq!(
+            ticks(&many, before, 2),
+            ["03-08 03:00:00 EDT", "03-09 02:00:00 EDT"]
+        );
+    }
+
+    #[test]
+    fn new_york_fall_back() {
+        let daily = spec("30 1 * * *", "America/New_York");
+        assert_eq!(
+            ticks(&daily, utc_ms(2026, 10, 31, 12, 0, 0), 2),
+            ["11-01 01:30:00 EDT", "11-02 01:30:00 EST"],
+            "the repeated 01:30 runs once, in the first pass"
+        );
+        let hourly = spec("0 * * * *", "America/New_York");
+        assert_eq!(
+            ticks(&hourly, utc_ms(2026, 11, 1, 4, 30, 0), 4),
+            [
+                "11-01 01:00:00 EDT",
+                "11-01 01:00:00 EST",
+                "11-01 02:00:00 EST",
+                "11-01 03:00:00 EST"
+            ],
+            "an hourly schedule runs every real hour"
+        );
+        // From inside the first pass, the second pass is still ahead.
+        let quarter = spec("*/15 * * * *", "America/New_York");
+        assert_eq!(
+            ticks(&quarter, utc_ms(2026, 11, 1, 5, 50, 0), 3),
+            [
+                "11-01 01:00:00 EST",
+                "11-01 01:15:00 EST",
+                "11-01 01:30:00 EST"
+            ]
+        );
+        // From inside the second pass, a fixed tick of the first pass is not run again.
+        assert_eq!(
+            ticks(&daily, utc_ms(2026, 11, 1, 6, 10, 0), 1),
+            ["11-02 01:30:00 EST"]
+        );
+    }
+
+    #[test]
+    fn berlin_spring_forward_and_fall_back() {
+        let daily = spec("0 30 2 * * *", "Europe/Berlin");
+        assert_eq!(
+            ticks(&daily, utc_ms(2026, 3, 28, 12, 0, 0), 2),
+            ["03-29 03:00:00 CEST", "03-30 02:30:00 CEST"]
+        );
+        assert_eq!(
+            ticks(&daily, utc_ms(2026, 10, 24, 12, 0, 0), 2),
+            ["10-25 02:30:00 CEST", "10-26 02:30:00 CET"]
+        );
+        let half = spec("*/30 * * * *", "Europe/Berlin");
+        assert_eq!(
+            ticks(&half, utc_ms(2026, 10, 24, 23, 50, 0), 6),
+            [
+                "10-25 02:00:00 CEST",
+                "10-25 02:30:00 CEST",
+                "10-25 02:00:00 CET",
+                "10-25 02:30:00 CET",
+                "10-25 03:00:00 CET",
+                "10-25 03:30:00 CET"
+            ]
+        );
+        assert_eq!(
+            ticks(&half, utc_ms(2026, 3, 29, 0, 10, 0), 3),
+            [
+                "03-29 01:30:00 CET",
+                "03-29 03:00:00 CEST",
+                "03-29 03:30:00 CEST"
+            ]
+        );
+    }
+}
