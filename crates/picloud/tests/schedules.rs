@@ -629,6 +629,32 @@ fn refused_schedules_save_nothing() {
     assert_eq!(s, 404);
 }
 
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // Fields after the command name (which may hold spaces) start at state: utime and stime
+    // are the 12th and 13th of those.
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+}
+
+#[test]
+fn a_scheduler_with_nothing_due_sleeps() {
+    let server = Server::start(&data_dir("sched-idle"), None);
+    let http = Http::new(&server);
+    let schedules = function(&http, "tick", TICK);
+    let (s, b) = http.post(&schedules, Some(ADMIN), json!({ "cron": "@yearly" }));
+    assert_eq!(s, 201, "{b}");
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_ticks(server.child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_ticks(server.child.id()) - before;
+    // A scheduler that polled, or spun on a due-but-leased schedule, would show here; an idle
+    // server uses none (a tick is 10 ms).
+    assert!(used <= 5, "{used} clock ticks of CPU in 3 idle seconds");
+}
+
 fn sqlite_runs(server: &Server, id: i64) -> Vec<Value> {
     let url = format!(
         "sqlite://{}?mode=ro",
