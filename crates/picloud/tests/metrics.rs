@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ADMIN, Body, Http, Server, data_dir, free_port};
+use common::{ADMIN, Body, Http, Server, data_dir, free_port, promtool_accepts};
 use serde_json::{Value, json};
 
 fn text(http: &Http, path: &str, token: Option<&str>) -> String {
@@ -28,31 +27,6 @@ fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
             .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
             .then(|| value.parse().ok())?
     })
-}
-
-fn promtool_accepts(exposition: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("promtool is required (scripts/setup installs prometheus): {e}")
-        });
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(exposition.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn setup(http: &Http) -> String {

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{ADMIN, Body, Http, Server, block_on, data_dir, fresh_pg};
+use common::{ADMIN, Body, Http, Server, block_on, data_dir, fresh_pg, promtool_accepts};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -384,6 +384,7 @@ fn one_server_on_sqlite_runs_each_tick_once_and_backfills_after_a_stop() {
         metrics.contains("picloud_schedule_late_seconds_bucket"),
         "{metrics}"
     );
+    promtool_accepts(&metrics);
 
     // Paused: nothing runs. Resumed: from the next tick, the paused ones not made up.
     pause(&http, &schedules, id);

@@ -499,19 +499,13 @@ mod tests {
     fn the_clock_through_spring_forward_in_new_york() {
         // A daily 02:30 job, with the clock stepping through 2026-03-08 (02:00 EST → 03:00 EDT).
         let spec = CronSpec::parse("30 2 * * *", "America/New_York").expect("spec");
-        let mut next = spec.next_after(utc_ms(2026, 3, 7, 12, 0, 0)).expect("tick");
-        let mut ran = Vec::new();
-        let mut now = utc_ms(2026, 3, 7, 12, 0, 0);
-        while now < utc_ms(2026, 3, 10, 12, 0, 0) {
-            now += 60_000;
-            if let Some(p) = plan(&spec, next, now, &config(1)) {
-                assert_eq!(p.skipped, 0);
-                ran.extend(p.runs.iter().map(|r| r.0));
-                next = p.following;
-            }
-        }
         assert_eq!(
-            ran,
+            run_clock(
+                &spec,
+                utc_ms(2026, 3, 7, 12, 0, 0),
+                utc_ms(2026, 3, 10, 12, 0, 0),
+                60_000
+            ),
             vec![
                 utc_ms(2026, 3, 8, 7, 0, 0),  // 03:00 EDT, the gap's end
                 utc_ms(2026, 3, 9, 6, 30, 0), // 02:30 EDT
@@ -520,26 +514,95 @@ mod tests {
         );
     }
 
+    /// Steps a clock from `start` to `end` by `step_ms`, running what `plan` says; returns
+    /// the ticks run.
+    fn run_clock(spec: &CronSpec, start: i64, end: i64, step_ms: i64) -> Vec<i64> {
+        let mut next = spec.next_after(start).expect("tick");
+        let mut ran = Vec::new();
+        let mut now = start;
+        while now < end {
+            now += step_ms;
+            if let Some(p) = plan(spec, next, now, &config(1)) {
+                assert_eq!(p.skipped, 0, "nothing missed while the clock runs");
+                ran.extend(p.runs.iter().map(|r| r.0));
+                next = p.following;
+            }
+        }
+        ran
+    }
+
+    #[test]
+    fn the_clock_through_fall_back_in_new_york() {
+        // A daily 01:30 job on 2026-11-01 (02:00 EDT → 01:00 EST) runs once, in the first pass;
+        // an hourly one runs every real hour, twice at 01:00 local.
+        let daily = CronSpec::parse("30 1 * * *", "America/New_York").expect("spec");
+        assert_eq!(
+            run_clock(
+                &daily,
+                utc_ms(2026, 10, 31, 12, 0, 0),
+                utc_ms(2026, 11, 2, 12, 0, 0),
+                60_000
+            ),
+            vec![utc_ms(2026, 11, 1, 5, 30, 0), utc_ms(2026, 11, 2, 6, 30, 0)]
+        );
+        let hourly = CronSpec::parse("0 * * * *", "America/New_York").expect("spec");
+        assert_eq!(
+            run_clock(
+                &hourly,
+                utc_ms(2026, 11, 1, 3, 30, 0),
+                utc_ms(2026, 11, 1, 8, 30, 0),
+                60_000
+            ),
+            (4..=8)
+                .map(|h| utc_ms(2026, 11, 1, h, 0, 0))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn the_clock_through_spring_forward_in_berlin() {
+        // Every 30 minutes through 2026-03-29 (02:00 CET → 03:00 CEST): the skipped hour has no
+        // ticks, and the pace stays one every real half hour. A daily 02:30 runs at 03:00.
+        let half = CronSpec::parse("*/30 * * * *", "Europe/Berlin").expect("spec");
+        assert_eq!(
+            run_clock(
+                &half,
+                utc_ms(2026, 3, 28, 23, 40, 0),
+                utc_ms(2026, 3, 29, 2, 10, 0),
+                1000
+            ),
+            (0..5)
+                .map(|i| utc_ms(2026, 3, 29, 0, 0, 0) + i * 1_800_000)
+                .collect::<Vec<_>>()
+        );
+        let daily = CronSpec::parse("30 2 * * *", "Europe/Berlin").expect("spec");
+        assert_eq!(
+            run_clock(
+                &daily,
+                utc_ms(2026, 3, 28, 12, 0, 0),
+                utc_ms(2026, 3, 30, 12, 0, 0),
+                60_000
+            ),
+            vec![utc_ms(2026, 3, 29, 1, 0, 0), utc_ms(2026, 3, 30, 0, 30, 0)]
+        );
+    }
+
     #[test]
     fn the_clock_through_fall_back_in_berlin() {
         // Every 30 minutes, through 2026-10-25 (03:00 CEST → 02:00 CET): 02:00 and 02:30 run
         // twice, an hour apart, as real time passes.
         let spec = CronSpec::parse("*/30 * * * *", "Europe/Berlin").expect("spec");
-        let start = utc_ms(2026, 10, 24, 23, 40, 0);
-        let mut next = spec.next_after(start).expect("tick");
-        let mut ran = Vec::new();
-        let mut now = start;
-        while now < utc_ms(2026, 10, 25, 2, 10, 0) {
-            now += 1000;
-            if let Some(p) = plan(&spec, next, now, &config(1)) {
-                assert_eq!(p.skipped, 0);
-                ran.extend(p.runs.iter().map(|r| r.0));
-                next = p.following;
-            }
-        }
-        let half_hours: Vec<i64> = (0..5)
-            .map(|i| utc_ms(2026, 10, 25, 0, 0, 0) + i * 1_800_000)
-            .collect();
-        assert_eq!(ran, half_hours, "one run every real half hour");
+        assert_eq!(
+            run_clock(
+                &spec,
+                utc_ms(2026, 10, 24, 23, 40, 0),
+                utc_ms(2026, 10, 25, 2, 10, 0),
+                1000
+            ),
+            (0..5)
+                .map(|i| utc_ms(2026, 10, 25, 0, 0, 0) + i * 1_800_000)
+                .collect::<Vec<_>>(),
+            "one run every real half hour"
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! SQLite or on a fresh database of the local PostgreSQL, and a small HTTP client.
 #![allow(dead_code)] // each test binary uses a different part
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -301,4 +301,31 @@ fn read(response: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> (u16
     let text = response.body_mut().read_to_string().expect("body");
     let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, value)
+}
+
+/// `promtool check metrics` accepts the exposition (Debian's `prometheus` package; the
+/// project's set-up installs it, and its absence fails the test).
+pub fn promtool_accepts(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("promtool is required (scripts/setup installs prometheus): {e}")
+        });
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(exposition.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
