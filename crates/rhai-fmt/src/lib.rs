@@ -1,0 +1,301 @@
+//! The Rhai pretty-printer: `picloud fmt`, `POST /api/v1/format` and the dashboard's Format
+//! button all call [`format`].
+//!
+//! It refuses before it formats: the script is parsed by Rhai first and the first parse error
+//! is returned, with nothing emitted. The layout works on Rhai's tokens grouped by their
+//! brackets (`layout.rs`), with comments as tokens, so that no comment can be dropped or moved
+//! to another statement; it changes only whitespace, and adds a trailing comma where an array
+//! or map breaks over lines. Two checks guard every result: the output parses to the same AST
+//! as the input (positions ignored), and holds the same comments in the same order. A result
+//! that fails either is refused as [`FormatError::Internal`], never returned.
+//!
+//! Layout: tab indentation, 100 columns with a tab counting 4, one space around binary
+//! operators and after commas, unary operators tight, lists on one line when they fit and
+//! else one item per line, blank lines between statements kept and collapsed to one, one
+//! newline at the end.
+
+mod doc;
+mod layout;
+mod lex;
+
+use rhai::{Engine, OptimizationLevel};
+
+pub use doc::{TAB, WIDTH};
+
+/// Why a script was not formatted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// The script does not parse: Rhai's first error, 1-based line and column.
+    #[error("{message} (line {line}, column {column})")]
+    Parse {
+        message: String,
+        line: u32,
+        column: u32,
+    },
+    /// The formatter cannot lay this script out without risking its meaning or a comment.
+    #[error("the formatter cannot format this script: {0}")]
+    Internal(String),
+}
+
+fn engine() -> Engine {
+    let mut engine = Engine::new_raw();
+    engine.set_optimization_level(OptimizationLevel::None);
+    engine.set_max_expr_depths(0, 0);
+    engine
+}
+
+/// Formats `source`.
+///
+/// # Errors
+///
+/// [`FormatError::Parse`] when Rhai refuses the script; [`FormatError::Internal`] when the
+/// result would not be the same program with the same comments.
+pub fn format(source: &str) -> Result<String, FormatError> {
+    let engine = engine();
+    let before = engine.compile(source).map_err(|e| {
+        let pos = e.position();
+        FormatError::Parse {
+            message: e.err_type().to_string(),
+            line: pos.line().unwrap_or(0) as u32,
+            column: pos.position().unwrap_or(0) as u32,
+        }
+    })?;
+    let internal = |e: lex::LexError| {
+        FormatError::Internal(format!(
+            "{} at line {}, column {}",
+            e.message, e.line, e.column
+        ))
+    };
+    let tokens = lex::tokens(source).map_err(internal)?;
+    if tokens.is_empty() {
+        return Ok(String::new());
+    }
+    let tree = layout::tree(&tokens).map_err(internal)?;
+    let out = doc::print(&layout::program(&tree));
+    let after = engine
+        .compile(&out)
+        .map_err(|e| FormatError::Internal(format!("the result does not parse: {e}")))?;
+    if shape(&before) != shape(&after) {
+        return Err(FormatError::Internal(
+            "the result would not be the same program".into(),
+        ));
+    }
+    if comments(source) != comments(&out) {
+        return Err(FormatError::Internal(
+            "a comment would be lost or moved".into(),
+        ));
+    }
+    Ok(out)
+}
+
+/// The AST's debug form with every source position taken out: its statements, then its
+/// functions (named ones by name; closures, which Rhai names after a hash of their source,
+/// numbered in the order they are first referred to).
+pub fn shape(ast: &rhai::AST) -> String {
+    use std::collections::{BTreeMap, VecDeque};
+    let mut closures = BTreeMap::new();
+    let mut named = BTreeMap::new();
+    for f in ast.iter_fn_def() {
+        let text = format!(
+            "{:?} fn {}({}) {:?}",
+            f.access,
+            f.name,
+            f.params.join(", "),
+            f.body
+        );
+        if f.name.starts_with("anon$") {
+            closures.insert(f.name.to_string(), text);
+        } else {
+            named.insert(f.name.to_string(), text);
+        }
+    }
+    let mut pending: VecDeque<String> = VecDeque::new();
+    pending.push_back(format!("{:?}", ast.statements()));
+    pending.extend(named.into_values());
+    let mut seen: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    while let Some(text) = pending.pop_front() {
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("anon$") {
+            let tail = &rest[i..];
+            let end = tail[5..]
+                .find(|c: char| !c.is_ascii_hexdigit())
+                .map_or(tail.len(), |e| e + 5);
+            let name = &tail[..end];
+            if !seen.iter().any(|s| s == name) {
+                seen.push(name.to_string());
+                if let Some(def) = closures.remove(name) {
+                    pending.push_back(def);
+                }
+            }
+            rest = &tail[end..];
+        }
+        out.push(text);
+    }
+    let mut joined = strip_positions(&out.join("\n"));
+    for (n, name) in seen.iter().enumerate() {
+        joined = joined.replace(name.as_str(), &format!("closure#{n}"));
+    }
+    joined
+}
+
+/// Removes source positions: every `line:column` outside string literals (with a ` @ ` before
+/// it, or a `-` joining two of them into a span), and ` @ none`.
+fn strip_positions(debug: &str) -> String {
+    let debug = debug.replace(" @ none", "");
+    let chars: Vec<char> = debug.chars().collect();
+    let mut out = String::with_capacity(debug.len());
+    let mut i = 0;
+    let mut in_string = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if in_string {
+            out.push(c);
+            if c == '\\' {
+                if let Some(&next) = chars.get(i + 1) {
+                    out.push(next);
+                }
+                i += 2;
+                continue;
+            }
+            if c == '"' {
+                in_string = false;
+            }
+            i += 1;
+            continue;
+        }
+        if c == '"' {
+            in_string = true;
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        if let Some(end) = position_at(&chars, i) {
+            // A span is two positions joined by `-`.
+            // A span ends in another position, or in a bare column on the same line.
+            let end = match chars.get(end) {
+                Some('-') => position_at(&chars, end + 1).unwrap_or_else(|| {
+                    let mut j = end + 1;
+                    while chars.get(j).is_some_and(char::is_ascii_digit) {
+                        j += 1;
+                    }
+                    j
+                }),
+                _ => end,
+            };
+            if out.ends_with(" @ ") {
+                out.truncate(out.len() - 3);
+            }
+            i = end;
+            continue;
+        }
+        out.push(c);
+        i += 1;
+    }
+    out
+}
+
+/// If `line:column` starts at `i` (and is not part of a longer word), where it ends.
+fn position_at(chars: &[char], i: usize) -> Option<usize> {
+    if i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_') {
+        return None;
+    }
+    let digits = |mut j: usize| {
+        let start = j;
+        while j < chars.len() && chars[j].is_ascii_digit() {
+            j += 1;
+        }
+        (j > start).then_some(j)
+    };
+    let colon = digits(i)?;
+    if chars.get(colon) != Some(&':') {
+        return None;
+    }
+    digits(colon + 1)
+}
+
+/// The script's comments, in order.
+fn comments(source: &str) -> Vec<String> {
+    lex::tokens(source)
+        .map(|t| {
+            t.into_iter()
+                .filter(|t| matches!(t.kind, lex::Kind::LineComment | lex::Kind::BlockComment))
+                .map(|t| t.text.trim_end().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fmt(src: &str) -> String {
+        let out = format(src).unwrap_or_else(|e| panic!("{src:?}: {e}"));
+        assert_eq!(
+            format(&out).as_deref(),
+            Ok(out.as_str()),
+            "idempotent: {out}"
+        );
+        out
+    }
+
+    #[test]
+    fn operators_commas_and_unary() {
+        assert_eq!(
+            fmt("let x=a+b*c;let y = - x;"),
+            "let x = a + b * c;\nlet y = -x;\n"
+        );
+        assert_eq!(fmt("f(a ,b,c)"), "f(a, b, c)\n");
+        assert_eq!(
+            fmt("let z = !done && x>=-1;"),
+            "let z = !done && x >= -1;\n"
+        );
+    }
+
+    #[test]
+    fn blocks_indent_with_tabs_and_blank_lines_collapse() {
+        assert_eq!(
+            fmt("fn handle(req){\nlet a=1;\n\n\n\nif a>0 {a} else {0}\n}"),
+            "fn handle(req) {\n\tlet a = 1;\n\n\tif a > 0 { a } else { 0 }\n}\n"
+        );
+    }
+
+    #[test]
+    fn a_parse_error_emits_nothing_and_says_where() {
+        match format("fn handle(req) {\n  let x = ;\n}") {
+            Err(FormatError::Parse { line, column, .. }) => assert_eq!((line, column), (2, 11)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_lists_break_one_item_per_line() {
+        let long = format!(
+            "let a = [{}];",
+            (0..30)
+                .map(|i| format!("item{i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let out = fmt(&long);
+        assert!(out.starts_with("let a = [\n\titem0,\n\titem1,\n"), "{out}");
+        assert!(out.ends_with("\titem29,\n];\n"), "{out}");
+    }
+
+    #[test]
+    fn comments_stay_where_they_are() {
+        let src = "// head\nlet a = 1; // after a\n/* block */\nlet b = [\n\t1, // one\n\t2,\n];\n";
+        assert_eq!(fmt(src), src);
+    }
+
+    #[test]
+    fn maps_closures_chains_and_strings() {
+        assert_eq!(
+            fmt(
+                "let m=#{a:1,\"b c\":[1,2]};let f=|x,y|x+y;let s=`hi ${ m.a }`;x?.y??z;a?[0];r.map(|v|v*2).filter(|v|v>1)"
+            ),
+            "let m = #{ a: 1, \"b c\": [1, 2] };\nlet f = |x, y| x + y;\nlet s = `hi ${ m.a }`;\nx?.y ?? z;\na?[0];\nr.map(|v| v * 2).filter(|v| v > 1)\n"
+        );
+    }
+}
