@@ -47,6 +47,9 @@ pub enum Command {
     Token(ClientCommand<TokenCommand>),
     /// Manage tenants (admin).
     Tenant(ClientCommand<TenantCommand>),
+    /// Format Rhai scripts in place (`--check` only lists the unformatted ones; `-` formats
+    /// standard input to standard output).
+    Fmt(crate::fmt::FmtArgs),
     /// Run one script through the executor and print the response, the outcome and its costs.
     Invoke(InvokeArgs),
     /// Benchmark baseline: run one invocation in this very process, without pool or sandbox,
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(args) => invoke(args).await,
+        Command::Fmt(args) => blocking(move || crate::fmt::run(&args)).await,
         // The client is blocking (one call at a time); keep it off the async threads.
         Command::Fn(c) => blocking(move || crate::client::run_fn(&c.client, &c.command)).await,
         Command::Env(c) => blocking(move || crate::client::run_env(&c.client, &c.command)).await,

@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod client;
+pub mod fmt;
 pub mod serve;

@@ -871,6 +871,7 @@ fn the_openapi_document_covers_every_route_and_docs_api_md_lists_them() {
         ("get", "/api/v1/admin/tokens"),
         ("post", "/api/v1/admin/tokens"),
         ("delete", "/api/v1/admin/tokens/{id}"),
+        ("post", "/api/v1/format"),
     ] {
         want.push((m.into(), p.into()));
     }
@@ -900,4 +901,42 @@ fn the_openapi_document_covers_every_route_and_docs_api_md_lists_them() {
             "docs/api.md does not describe `{line}`"
         );
     }
+}
+
+#[test]
+fn format_answers_the_formatted_script_or_the_first_parse_error() {
+    let server = Server::start(&data_dir("format"), None);
+    let http = Http::new(&server);
+    let a = tenant_with_token(&http, "acme");
+    let (s, b) = http.post(
+        "/api/v1/format",
+        Some(&a),
+        json!({ "source": "fn handle(req){let x=1+2;x}" }),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(
+        b["formatted"],
+        "fn handle(req) {\n\tlet x = 1 + 2;\n\tx\n}\n"
+    );
+    let (s, b) = http.post(
+        "/api/v1/format",
+        Some(&a),
+        json!({ "source": "fn handle(req) {\n  let x = ;\n}" }),
+    );
+    assert_error(s, &b, 422, "compile_error");
+    assert_eq!(
+        (b["error"]["line"].as_u64(), b["error"]["column"].as_u64()),
+        (Some(2), Some(11)),
+        "{b}"
+    );
+    let (s, b) = http.post("/api/v1/format", None, json!({ "source": "1" }));
+    assert_error(s, &b, 401, "unauthorized");
+    let (s, b) = http.post(
+        "/api/v1/format",
+        Some(&a),
+        json!({ "source": "x".repeat(300 << 10) }),
+    );
+    assert_error(s, &b, 413, "too_large");
+    let (s, b) = http.post("/api/v1/format", Some(&a), json!({ "text": "1" }));
+    assert_eq!(s / 100, 4, "{b}");
 }

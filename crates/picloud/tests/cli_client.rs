@@ -275,3 +275,81 @@ fn no_token_or_no_server_is_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
 }
+
+#[test]
+fn fmt_rewrites_checks_and_pipes() {
+    let dir = data_dir("cli-fmt");
+    let messy = dir.join("messy.rhai");
+    let tidy = dir.join("tidy.rhai");
+    let broken = dir.join("broken.rhai");
+    std::fs::write(&messy, "fn handle(req){let a=[1,2];a}").expect("write");
+    std::fs::write(&tidy, "fn handle(req) {\n\t1\n}\n").expect("write");
+    std::fs::write(&broken, "fn handle(req) {\n let = 1;\n}").expect("write");
+    let run = |args: &[&std::ffi::OsStr], stdin: &str| {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_picloud"))
+            .arg("fmt")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("picloud fmt runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        child.wait_with_output().expect("output")
+    };
+
+    // --check changes nothing, lists what is not formatted, exits 1.
+    let out = run(
+        &[messy.as_os_str(), tidy.as_os_str(), "--check".as_ref()],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listed.contains("messy.rhai") && !listed.contains("tidy.rhai"),
+        "{listed}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&messy).expect("read"),
+        "fn handle(req){let a=[1,2];a}"
+    );
+
+    // In place, then --check passes.
+    let out = run(&[messy.as_os_str()], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&messy).expect("read"),
+        "fn handle(req) {\n\tlet a = [1, 2];\n\ta\n}\n"
+    );
+    assert_eq!(
+        run(&[messy.as_os_str(), "--check".as_ref()], "")
+            .status
+            .code(),
+        Some(0)
+    );
+
+    // `-`: standard input to standard output.
+    let out = run(&["-".as_ref()], "let x=-1");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "let x = -1\n");
+
+    // A parse error: file, line, column, exit 2, the file untouched.
+    let out = run(&[broken.as_os_str()], "");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("broken.rhai:2:6:"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&broken).expect("read"),
+        "fn handle(req) {\n let = 1;\n}"
+    );
+}

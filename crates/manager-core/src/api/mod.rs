@@ -8,6 +8,7 @@
 //! which other tenants or functions there are. An admin token reaches every tenant.
 
 mod error;
+mod format;
 mod functions;
 mod invocations;
 mod schedules;
@@ -340,7 +341,7 @@ pub fn executor_limits(limits: &FunctionLimits) -> Limits {
     info(
         title = "PiCloud management API",
         description = "Tenants, tokens, functions, versions, deploys, environment, test invocations, \
-                       invocation records and schedules. \
+                       invocation records, schedules, and the Rhai formatter. \
                        Every route but this document needs `Authorization: Bearer <token>`."
     ),
     modifiers(&BearerAuth),
@@ -404,6 +405,7 @@ fn routes() -> OpenApiRouter<ApiState> {
             schedules::delete_schedule
         ))
         .routes(routes!(schedules::list_runs))
+        .routes(routes!(format::format))
 }
 
 /// The OpenAPI document of the API.
