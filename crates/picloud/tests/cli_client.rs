@@ -1,6 +1,5 @@
 //! The CLI against a real server: `fn`, `env`, `schedule`, `token` and `tenant` commands, human
-//! output and
-//! `--json`, and clear failures.
+//! output and `--json`, and clear failures; and `picloud fmt`, which needs no server.
 
 mod common;
 

@@ -497,20 +497,20 @@ fn list(bracket: Bracket, open: &Token<'_>, items: &[Node<'_>], close: &Token<'_
         if let Some(c) = part.trailing {
             inner.push(Doc::text(" "));
             inner.push(Doc::text(c.text));
-            inner.push(Doc::Hard);
+            if i + 1 < n {
+                inner.push(Doc::Hard);
+            }
         } else if i + 1 < n {
             inner.push(sep.clone());
         }
     }
-    let closing_edge = if parts.last().is_some_and(|p| p.trailing.is_some()) {
-        // The comment already ended the line.
-        Vec::new()
-    } else {
-        vec![edge]
-    };
-    let mut docs = vec![Doc::text(open_text), Doc::Indent(inner)];
-    docs.extend(closing_edge);
-    docs.push(Doc::text(close_text));
+    // A comment anywhere has made `edge` a hard break, which also ends a last trailing comment.
+    let docs = vec![
+        Doc::text(open_text),
+        Doc::Indent(inner),
+        edge,
+        Doc::text(close_text),
+    ];
     Doc::Group(docs)
 }
 
