@@ -485,7 +485,11 @@ fn list(bracket: Bracket, open: &Token<'_>, items: &[Node<'_>], close: &Token<'_
     let n = parts.len();
     for (i, part) in parts.iter().enumerate() {
         inner.extend(inline(&part.nodes));
-        if i + 1 < n {
+        // Comments on their own (after the last item) take no comma: it would be inside them.
+        let only_comments = part.nodes.iter().all(|n| n.is_comment());
+        if only_comments {
+            // The separator or the closing edge below breaks the line after them.
+        } else if i + 1 < n {
             inner.push(Doc::text(","));
         } else if matches!(bracket, Bracket::Square | Bracket::Map) {
             inner.push(if forced {

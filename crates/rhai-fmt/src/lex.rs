@@ -230,17 +230,21 @@ impl<'a> Lexer<'a> {
                 (Some(_), _) => {
                     self.bump();
                 }
-                (None, _) => return Err(self.error("unterminated block comment")),
+                // Rhai accepts a block comment left open at the end of the script.
+                (None, _) => return Ok(()),
             }
         }
     }
 
-    /// A `"…"` string or a `'…'` character, escapes included.
+    /// A `"…"` string or a `'…'` character, escapes included (a doubled `"` is one).
     fn quoted(&mut self, quote: char) -> Result<(), LexError> {
         self.bump();
         loop {
             match self.bump() {
                 Some('\\') => {
+                    self.bump();
+                }
+                Some('"') if quote == '"' && self.peek() == Some('"') => {
                     self.bump();
                 }
                 Some(c) if c == quote => return Ok(()),
@@ -283,6 +287,11 @@ impl<'a> Lexer<'a> {
         self.bump();
         loop {
             match self.peek() {
+                // A doubled backtick is one, inside the string.
+                Some('`') if self.peek_at(1) == Some('`') => {
+                    self.bump();
+                    self.bump();
+                }
                 Some('`') => {
                     self.bump();
                     return Ok(());
