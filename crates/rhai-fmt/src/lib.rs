@@ -80,7 +80,7 @@ pub fn format(source: &str) -> Result<String, FormatError> {
             "the result would not be the same program".into(),
         ));
     }
-    if comments(source) != comments(&out) {
+    if comments(&tokens) != lex::tokens(&out).map(|t| comments(&t)).unwrap_or_default() {
         return Err(FormatError::Internal(
             "a comment would be lost or moved".into(),
         ));
@@ -214,16 +214,13 @@ fn position_at(chars: &[char], i: usize) -> Option<usize> {
     digits(colon + 1)
 }
 
-/// The script's comments, in order.
-fn comments(source: &str) -> Vec<String> {
-    lex::tokens(source)
-        .map(|t| {
-            t.into_iter()
-                .filter(|t| matches!(t.kind, lex::Kind::LineComment | lex::Kind::BlockComment))
-                .map(|t| t.text.trim_end().to_string())
-                .collect()
-        })
-        .unwrap_or_default()
+/// The comments among `tokens`, in order.
+fn comments(tokens: &[lex::Token<'_>]) -> Vec<String> {
+    tokens
+        .iter()
+        .filter(|t| matches!(t.kind, lex::Kind::LineComment | lex::Kind::BlockComment))
+        .map(|t| t.text.trim_end().to_string())
+        .collect()
 }
 
 #[cfg(test)]

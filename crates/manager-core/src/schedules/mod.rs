@@ -31,7 +31,7 @@
 
 mod spec;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -389,12 +389,6 @@ impl Runner {
             .as_deref()
             .and_then(|p| serde_json::from_str(p).ok())
             .unwrap_or(serde_json::Value::Null);
-        let env: BTreeMap<String, String> = self
-            .store
-            .env_values(route.function_id)
-            .await?
-            .into_iter()
-            .collect();
         let owner = FunctionRef::new(route.tenant.clone(), route.function.clone());
         let request = InvocationRequest::get("/");
         let limits = crate::api::executor_limits(&route.limits);
@@ -416,7 +410,7 @@ impl Runner {
                     script: &route.source,
                     request: &request,
                     limits: &limits,
-                    env: &env,
+                    env: &route.env,
                     event: Some(&event),
                 })
                 .await;
