@@ -1,14 +1,17 @@
 //! A small layout language in the Wadler/Prettier style: text, line breaks that are a space
 //! (or nothing) when their group fits on the line, hard breaks, indentation and groups.
 
+use std::borrow::Cow;
+
 /// Columns a line may take.
 pub const WIDTH: usize = 100;
 /// Columns a tab counts for.
 pub const TAB: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Doc {
-    Text(String),
+pub enum Doc<'a> {
+    /// Mostly a token's own text, borrowed from the source.
+    Text(Cow<'a, str>),
     /// A space when flat, a line break when broken.
     Line,
     /// Nothing when flat, a line break when broken.
@@ -20,35 +23,73 @@ pub enum Doc {
     /// `text` only when the enclosing group is broken (a trailing comma).
     IfBroken(&'static str),
     /// One more tab for the breaks inside.
-    Indent(Vec<Doc>),
+    Indent(Vec<Doc<'a>>),
     /// Flat if all of it fits on the current line, else broken.
-    Group(Vec<Doc>),
+    Group(Vec<Doc<'a>>),
 }
 
-impl Doc {
-    pub fn text(s: impl Into<String>) -> Self {
+impl<'a> Doc<'a> {
+    pub fn text(s: impl Into<Cow<'a, str>>) -> Self {
         Self::Text(s.into())
     }
 }
 
-/// The width of `docs` laid out flat, or `None` if they cannot be flat (a hard break).
-fn flat_width(docs: &[Doc]) -> Option<usize> {
-    let mut w = 0;
-    for d in docs {
-        w += match d {
-            Doc::Text(s) => {
-                if s.contains('\n') {
-                    return None;
-                }
-                s.chars().count()
-            }
-            Doc::Line => 1,
-            Doc::Soft | Doc::IfBroken(_) => 0,
-            Doc::Hard | Doc::Blank => return None,
-            Doc::Indent(inner) | Doc::Group(inner) => flat_width(inner)?,
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Flat,
+    Break,
+}
+
+/// A piece of the document still to print, with its indentation and whether its group is flat.
+#[derive(Clone, Copy)]
+struct Cmd<'d, 'a> {
+    indent: usize,
+    mode: Mode,
+    doc: &'d Doc<'a>,
+}
+
+/// Whether `group` fits flat in `room` columns, counting what follows it (`rest`, the printer's
+/// stack, top last) up to the next line break: a list that fits only without its `;` or `)`
+/// would otherwise end past the width. Stops as soon as the room is used up, so each check
+/// costs at most about a line's worth of work.
+fn fits(group: &[Doc<'_>], rest: &[Cmd<'_, '_>], room: usize) -> bool {
+    let mut room = room as isize;
+    // (part of the group itself, mode, doc): the group is measured flat, and a hard break in
+    // it means it cannot be flat; in what follows, the first line break ends the measure.
+    let mut stack: Vec<(bool, Mode, &Doc<'_>)> =
+        group.iter().rev().map(|d| (true, Mode::Flat, d)).collect();
+    let mut rest = rest.iter().rev();
+    loop {
+        let (own, mode, doc) = match stack.pop() {
+            Some(next) => next,
+            None => match rest.next() {
+                Some(cmd) => (false, cmd.mode, cmd.doc),
+                None => return true,
+            },
         };
+        match doc {
+            Doc::Text(s) => match s.find('\n') {
+                Some(_) if own => return false,
+                Some(i) => return room >= s[..i].chars().count() as isize,
+                None => room -= s.chars().count() as isize,
+            },
+            Doc::Line | Doc::Soft if mode == Mode::Break => return true,
+            Doc::Line => room -= 1,
+            Doc::Soft => {}
+            Doc::Hard | Doc::Blank => return !own,
+            Doc::IfBroken(s) => {
+                if mode == Mode::Break {
+                    room -= s.len() as isize;
+                }
+            }
+            Doc::Indent(inner) => stack.extend(inner.iter().rev().map(|d| (own, mode, d))),
+            // A group further on is measured flat, as it will be printed if it fits.
+            Doc::Group(inner) => stack.extend(inner.iter().rev().map(|d| (own, Mode::Flat, d))),
+        }
+        if room < 0 {
+            return false;
+        }
     }
-    Some(w)
 }
 
 struct Out {
@@ -79,9 +120,24 @@ impl Out {
     }
 }
 
-fn render(docs: &[Doc], indent: usize, flat: bool, out: &mut Out) {
-    for d in docs {
-        match d {
+/// Lays `docs` out; the result ends with exactly one line break.
+pub fn print(docs: &[Doc<'_>]) -> String {
+    let mut out = Out {
+        text: String::new(),
+        column: 0,
+    };
+    let mut stack: Vec<Cmd<'_, '_>> = docs
+        .iter()
+        .rev()
+        .map(|doc| Cmd {
+            indent: 0,
+            mode: Mode::Break,
+            doc,
+        })
+        .collect();
+    while let Some(Cmd { indent, mode, doc }) = stack.pop() {
+        let flat = mode == Mode::Flat;
+        match doc {
             Doc::Text(s) => out.push(s),
             Doc::Line if flat => out.push(" "),
             Doc::Soft if flat => {}
@@ -95,22 +151,21 @@ fn render(docs: &[Doc], indent: usize, flat: bool, out: &mut Out) {
                     out.push(s);
                 }
             }
-            Doc::Indent(inner) => render(inner, indent + 1, flat, out),
+            Doc::Indent(inner) => stack.extend(inner.iter().rev().map(|doc| Cmd {
+                indent: indent + 1,
+                mode,
+                doc,
+            })),
             Doc::Group(inner) => {
-                let fits = flat || flat_width(inner).is_some_and(|w| out.column + w <= WIDTH);
-                render(inner, indent, fits, out);
+                let mode = if flat || fits(inner, &stack, WIDTH.saturating_sub(out.column)) {
+                    Mode::Flat
+                } else {
+                    Mode::Break
+                };
+                stack.extend(inner.iter().rev().map(|doc| Cmd { indent, mode, doc }));
             }
         }
     }
-}
-
-/// Lays `docs` out; the result ends with exactly one line break.
-pub fn print(docs: &[Doc]) -> String {
-    let mut out = Out {
-        text: String::new(),
-        column: 0,
-    };
-    render(docs, 0, false, &mut out);
     let mut text = out.text.trim_end().to_string();
     text.push('\n');
     text
@@ -120,7 +175,7 @@ pub fn print(docs: &[Doc]) -> String {
 mod tests {
     use super::*;
 
-    fn list(items: &[&str]) -> Doc {
+    fn list<'a>(items: &[&'a str]) -> Doc<'a> {
         let mut inner = vec![Doc::Soft];
         for (i, item) in items.iter().enumerate() {
             if i > 0 {
@@ -150,6 +205,16 @@ mod tests {
             print(&[list(&[&long, &long])]),
             format!("[\n\t{long},\n\t{long},\n]\n")
         );
+    }
+
+    #[test]
+    fn a_group_counts_what_follows_it_up_to_the_next_break() {
+        // 98 columns of list fit; with the `;` and comment after it on the line, they do not.
+        let item = "x".repeat(47);
+        let docs = [list(&[&item, &item]), Doc::text("); // end")];
+        assert!(print(&docs).starts_with("[\n"), "{}", print(&docs));
+        let docs = [list(&[&item, &item]), Doc::text(";"), Doc::Hard];
+        assert!(print(&docs).starts_with("[x"), "{}", print(&docs));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! From tokens to layout: the tokens are grouped by their brackets into a tree, statements are
 //! split where Rhai ends them, and each bracket group becomes a layout group — a block of
 //! statements for `{…}`, a list that stays on one line or puts one item per line for `(…)`,
-//! `[…]` and `#{…}`. Only whitespace changes (and a trailing comma where a list breaks), so the
-//! script's meaning cannot; `lib.rs` checks it anyway.
+//! `[…]` and `#{…}`. Within a line, each expression breaks after its loosest binary operators
+//! and a method chain before each call when they do not fit. Only whitespace changes (and a
+//! trailing comma where a list breaks), so the script's meaning cannot; `lib.rs` checks it
+//! anyway.
 
 use crate::doc::Doc;
 use crate::lex::{Bracket, Kind, LexError, Token};
@@ -312,7 +314,7 @@ fn statements<'t, 'a>(nodes: &'t [Node<'a>]) -> Vec<Stmt<'t, 'a>> {
     out
 }
 
-fn stmt_docs(stmts: &[Stmt<'_, '_>]) -> Vec<Doc> {
+fn stmt_docs<'a>(stmts: &[Stmt<'_, 'a>]) -> Vec<Doc<'a>> {
     let mut docs = Vec::new();
     for (i, s) in stmts.iter().enumerate() {
         if i > 0 {
@@ -332,37 +334,187 @@ fn stmt_docs(stmts: &[Stmt<'_, '_>]) -> Vec<Doc> {
 }
 
 /// The whole script.
-pub fn program(nodes: &[Node<'_>]) -> Vec<Doc> {
+pub fn program<'a>(nodes: &[Node<'a>]) -> Vec<Doc<'a>> {
     stmt_docs(&statements(nodes))
 }
 
-/// A sequence of nodes on one logical line, spaced by the rules of [`space`].
-fn inline(nodes: &[&Node<'_>]) -> Vec<Doc> {
-    let mut docs = Vec::new();
+/// A node of a sequence with its role and whether a space goes before it.
+struct Placed<'t, 'a> {
+    node: &'t Node<'a>,
+    role: Role,
+    space: bool,
+    /// Part of a closure's parameter list (`|a, b|` from bar to bar).
+    in_params: bool,
+}
+
+fn place<'t, 'a>(nodes: &[&'t Node<'a>]) -> Vec<Placed<'t, 'a>> {
     let mut reader = Reader::default();
-    for (i, node) in nodes.iter().enumerate() {
-        let first = node.first();
-        let role = reader.role(first);
-        if space(&reader, first, role) {
-            docs.push(Doc::text(" "));
-        }
-        match node {
-            Node::Leaf(t) => {
-                docs.push(Doc::text(t.text));
-                // What follows a line comment starts a new line; at the end of the sequence,
-                // the caller's own break does it.
-                if t.kind == Kind::LineComment && i + 1 < nodes.len() {
-                    docs.push(Doc::Hard);
-                }
+    nodes
+        .iter()
+        .map(|&node| {
+            let first = node.first();
+            let role = reader.role(first);
+            let space = space(&reader, first, role);
+            let in_params = reader.in_params || role.opens_params || role.closes_params;
+            reader.advance(node, role);
+            Placed {
+                node,
+                role,
+                space,
+                in_params,
             }
-            Node::Group { open, items, close } => docs.push(group(open, items, close)),
+        })
+        .collect()
+}
+
+/// Assignment operators: what is on either side of one is laid out on its own.
+const ASSIGNMENTS: &[&str] = &[
+    "=", "+=", "-=", "*=", "/=", "%=", "**=", "<<=", ">>=", "&=", "|=", "^=",
+];
+
+/// Where an expression ends and another begins within a line: keywords, assignments, `=>`,
+/// a map key's `:`, comments, blocks and a closure's parameters.
+fn separates(p: &Placed<'_, '_>) -> bool {
+    if p.in_params || p.node.bracket() == Some(Bracket::Brace) {
+        return true;
+    }
+    p.node.leaf().is_some_and(|t| match t.kind {
+        Kind::Word => is_keyword(t),
+        Kind::Op => ASSIGNMENTS.contains(&t.text) || matches!(t.text, "=>" | ":"),
+        Kind::LineComment | Kind::BlockComment | Kind::Comma | Kind::Semi => true,
+        _ => false,
+    })
+}
+
+/// A binary operator's precedence (Rhai's own order; higher binds tighter), or `None` for
+/// anything that is not a binary operator a line may break after. Ranges stay tight.
+fn precedence(p: &Placed<'_, '_>) -> Option<u8> {
+    if p.role.unary || p.role.opens_params || p.role.closes_params || p.in_params {
+        return None;
+    }
+    let t = p.node.leaf().filter(|t| t.kind == Kind::Op)?;
+    Some(match t.text {
+        "||" | "|" | "^" => 30,
+        "&&" | "&" => 60,
+        "==" | "!=" => 90,
+        "!in" => 110,
+        "<" | "<=" | ">" | ">=" => 130,
+        "??" => 135,
+        "+" | "-" => 150,
+        "*" | "/" | "%" => 180,
+        "**" => 190,
+        "<<" | ">>" => 210,
+        _ => return None,
+    })
+}
+
+/// A sequence of nodes on one logical line, spaced by the rules of [`space`]: each expression
+/// in it breaks after its loosest binary operators, and a method chain before each call, when
+/// it does not fit.
+fn inline<'a>(nodes: &[&Node<'a>]) -> Vec<Doc<'a>> {
+    let placed = place(nodes);
+    let mut docs = Vec::new();
+    let mut start = 0;
+    for i in 0..placed.len() {
+        if separates(&placed[i]) {
+            docs.extend(expression(&placed[start..i], true));
+            push_node(&mut docs, &placed[i], true, i + 1 == placed.len());
+            start = i + 1;
         }
-        reader.advance(node, role);
+    }
+    docs.extend(expression(&placed[start..], true));
+    docs
+}
+
+fn push_node<'a>(docs: &mut Vec<Doc<'a>>, p: &Placed<'_, 'a>, lead: bool, last: bool) {
+    if lead && p.space {
+        docs.push(Doc::text(" "));
+    }
+    match p.node {
+        Node::Leaf(t) => {
+            docs.push(Doc::text(t.text));
+            // What follows a line comment starts a new line; at the end of the sequence, the
+            // caller's own break does it.
+            if t.kind == Kind::LineComment && !last {
+                docs.push(Doc::Hard);
+            }
+        }
+        Node::Group { open, items, close } => docs.push(group(open, items, close)),
+    }
+}
+
+/// An expression: `a + b * c` broken after its loosest operators (`a +` / `b * c`), each
+/// operand in turn an expression of its own. `lead` says whether the space before the first
+/// node is printed (not where a line break takes its place).
+fn expression<'a>(placed: &[Placed<'_, 'a>], lead: bool) -> Vec<Doc<'a>> {
+    let Some(loosest) = placed.iter().filter_map(precedence).min() else {
+        return chains(placed, lead);
+    };
+    let cuts: Vec<usize> = (0..placed.len())
+        .filter(|&i| precedence(&placed[i]) == Some(loosest))
+        .collect();
+    let mut head = expression(&placed[..cuts[0]], lead);
+    let mut tail = Vec::new();
+    for (k, &cut) in cuts.iter().enumerate() {
+        let target = if k == 0 { &mut head } else { &mut tail };
+        push_node(target, &placed[cut], true, false);
+        tail.push(Doc::Line);
+        let end = cuts.get(k + 1).copied().unwrap_or(placed.len());
+        tail.extend(expression(&placed[cut + 1..end], false));
+    }
+    head.push(Doc::Indent(tail));
+    vec![Doc::Group(head)]
+}
+
+/// Runs of nodes written together (no space between them); a run with two method calls or
+/// more (`a.b(…).c(…)`) breaks before each call's `.` when it does not fit.
+fn chains<'a>(placed: &[Placed<'_, 'a>], lead: bool) -> Vec<Doc<'a>> {
+    let mut docs = Vec::new();
+    let mut start = 0;
+    for end in 1..=placed.len() {
+        if end == placed.len() || placed[end].space {
+            chain(&mut docs, &placed[start..end], lead || start > 0);
+            start = end;
+        }
     }
     docs
 }
 
-fn group(open: &Token<'_>, items: &[Node<'_>], close: &Token<'_>) -> Doc {
+fn chain<'a>(docs: &mut Vec<Doc<'a>>, run: &[Placed<'_, 'a>], lead: bool) {
+    let calls: Vec<usize> = (1..run.len().saturating_sub(2))
+        .filter(|&k| {
+            run[k]
+                .node
+                .leaf()
+                .is_some_and(|t| matches!(t.text, "." | "?."))
+                && run[k + 1].node.leaf().is_some_and(|t| t.kind == Kind::Word)
+                && run[k + 2].node.bracket() == Some(Bracket::Paren)
+        })
+        .collect();
+    let last = |i: usize| i + 1 == run.len();
+    if calls.len() < 2 {
+        for (i, p) in run.iter().enumerate() {
+            push_node(docs, p, lead || i > 0, last(i));
+        }
+        return;
+    }
+    let mut head = Vec::new();
+    for (i, p) in run[..calls[0]].iter().enumerate() {
+        push_node(&mut head, p, lead || i > 0, false);
+    }
+    let mut tail = Vec::new();
+    for (k, &call) in calls.iter().enumerate() {
+        tail.push(Doc::Soft);
+        let end = calls.get(k + 1).copied().unwrap_or(run.len());
+        for i in call..end {
+            push_node(&mut tail, &run[i], true, last(i));
+        }
+    }
+    head.push(Doc::Indent(tail));
+    docs.push(Doc::Group(head));
+}
+
+fn group<'a>(open: &Token<'a>, items: &[Node<'a>], close: &Token<'a>) -> Doc<'a> {
     match open.kind {
         Kind::Open(Bracket::Brace) if items.iter().any(|n| n.is_text("=>")) => switch_body(items),
         Kind::Open(Bracket::Brace) => block(items, close),
@@ -373,7 +525,7 @@ fn group(open: &Token<'_>, items: &[Node<'_>], close: &Token<'_>) -> Doc {
 
 /// `{ statements }`: one statement that the source wrote on one line stays so if it fits;
 /// anything else gets a line per statement.
-fn block(items: &[Node<'_>], close: &Token<'_>) -> Doc {
+fn block<'a>(items: &[Node<'a>], close: &Token<'a>) -> Doc<'a> {
     let stmts = statements(items);
     if stmts.is_empty() {
         return Doc::text("{}");
@@ -468,7 +620,7 @@ fn split_items<'t, 'a>(items: &'t [Node<'a>]) -> Vec<Item<'t, 'a>> {
 
 /// `(…)`, `[…]`, `#{…}`: on one line if it fits, else one item per line (with a trailing
 /// comma in arrays and maps).
-fn list(bracket: Bracket, open: &Token<'_>, items: &[Node<'_>], close: &Token<'_>) -> Doc {
+fn list<'a>(bracket: Bracket, open: &Token<'a>, items: &[Node<'a>], close: &Token<'a>) -> Doc<'a> {
     let parts = split_items(items);
     let (open_text, close_text) = (open.text, close.text);
     if parts.is_empty() {
@@ -519,7 +671,7 @@ fn list(bracket: Bracket, open: &Token<'_>, items: &[Node<'_>], close: &Token<'_
 }
 
 /// `switch x { a => …, b => … }`: one arm per line, each followed by a comma.
-fn switch_body(items: &[Node<'_>]) -> Doc {
+fn switch_body<'a>(items: &[Node<'a>]) -> Doc<'a> {
     // An arm whose body is a block needs no comma: the next arm may follow it directly.
     let mut parts = Vec::new();
     for part in split_items(items) {

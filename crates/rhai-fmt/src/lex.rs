@@ -192,7 +192,18 @@ impl<'a> Lexer<'a> {
             }
             _ => {
                 let rest = &self.src[self.pos..];
-                let Some(op) = OPERATORS.iter().find(|op| rest.starts_with(**op)) else {
+                // `!in` is one operator, as in Rhai's own tokenizer, unless a word goes on.
+                let not_in = rest.starts_with("!in")
+                    && !rest[3..]
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphanumeric() || c == '_');
+                let op = if not_in {
+                    Some(&"!in")
+                } else {
+                    OPERATORS.iter().find(|op| rest.starts_with(**op))
+                };
+                let Some(op) = op else {
                     return Err(self.error(format!("unexpected character {c:?}")));
                 };
                 for _ in 0..op.chars().count() {

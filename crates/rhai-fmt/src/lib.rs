@@ -11,7 +11,8 @@
 //!
 //! Layout: tab indentation, 100 columns with a tab counting 4, one space around binary
 //! operators and after commas, unary operators tight, lists on one line when they fit and
-//! else one item per line, blank lines between statements kept and collapsed to one, one
+//! else one item per line, long expressions broken after their loosest operators, long method
+//! chains one call per line, blank lines between statements kept and collapsed to one, one
 //! newline at the end.
 
 mod doc;
@@ -52,7 +53,7 @@ fn engine() -> Engine {
 /// result would not be the same program with the same comments.
 pub fn format(source: &str) -> Result<String, FormatError> {
     let engine = engine();
-    let before = engine.compile(source).map_err(|e| {
+    engine.compile(source).map_err(|e| {
         let pos = e.position();
         FormatError::Parse {
             message: e.err_type().to_string(),
@@ -72,19 +73,15 @@ pub fn format(source: &str) -> Result<String, FormatError> {
     }
     let tree = layout::tree(&tokens).map_err(internal)?;
     let out = doc::print(&layout::program(&tree));
-    let after = engine
+    // The guards. The output's tokens must be the input's, comments included, but for the
+    // commas added where a list broke; Rhai must parse it. Since Rhai's parser sees only
+    // tokens, that is the same program (the tests and the fuzz target also compare the two
+    // ASTs, with [`shape`], which costs as much again as the rest of formatting).
+    let out_tokens = lex::tokens(&out).map_err(internal)?;
+    same_tokens(&tokens, &out_tokens)?;
+    engine
         .compile(&out)
         .map_err(|e| FormatError::Internal(format!("the result does not parse: {e}")))?;
-    if shape(&before) != shape(&after) {
-        return Err(FormatError::Internal(
-            "the result would not be the same program".into(),
-        ));
-    }
-    if comments(&tokens) != lex::tokens(&out).map(|t| comments(&t)).unwrap_or_default() {
-        return Err(FormatError::Internal(
-            "a comment would be lost or moved".into(),
-        ));
-    }
     Ok(out)
 }
 
@@ -92,8 +89,8 @@ pub fn format(source: &str) -> Result<String, FormatError> {
 /// functions (named ones by name; closures, which Rhai names after a hash of their source,
 /// numbered in the order they are first referred to).
 pub fn shape(ast: &rhai::AST) -> String {
-    use std::collections::{BTreeMap, VecDeque};
-    let mut closures = BTreeMap::new();
+    use std::collections::{BTreeMap, HashMap, VecDeque};
+    let mut closures = HashMap::new();
     let mut named = BTreeMap::new();
     for f in ast.iter_fn_def() {
         let text = format!(
@@ -112,78 +109,80 @@ pub fn shape(ast: &rhai::AST) -> String {
     let mut pending: VecDeque<String> = VecDeque::new();
     pending.push_back(format!("{:?}", ast.statements()));
     pending.extend(named.into_values());
-    let mut seen: Vec<String> = Vec::new();
-    let mut out = Vec::new();
+    // Each closure's number, given where it is first referred to; one pass over each text.
+    let mut numbers: HashMap<String, usize> = HashMap::new();
+    let mut out = String::new();
     while let Some(text) = pending.pop_front() {
         let mut rest = text.as_str();
         while let Some(i) = rest.find("anon$") {
+            out.push_str(&rest[..i]);
             let tail = &rest[i..];
             let end = tail[5..]
                 .find(|c: char| !c.is_ascii_hexdigit())
                 .map_or(tail.len(), |e| e + 5);
             let name = &tail[..end];
-            if !seen.iter().any(|s| s == name) {
-                seen.push(name.to_string());
+            let next = numbers.len();
+            let n = *numbers.entry(name.to_string()).or_insert_with(|| {
                 if let Some(def) = closures.remove(name) {
                     pending.push_back(def);
                 }
-            }
+                next
+            });
+            out.push_str("closure#");
+            out.push_str(&n.to_string());
             rest = &tail[end..];
         }
-        out.push(text);
+        out.push_str(rest);
+        out.push('\n');
     }
-    let mut joined = strip_positions(&out.join("\n"));
-    for (n, name) in seen.iter().enumerate() {
-        joined = joined.replace(name.as_str(), &format!("closure#{n}"));
-    }
-    joined
+    strip_positions(&out)
 }
 
 /// Removes source positions: every `line:column` outside string literals (with a ` @ ` before
-/// it, or a `-` joining two of them into a span), and ` @ none`.
+/// it, or a `-` joining two of them into a span), and ` @ none`. Works on bytes: every marker
+/// is ASCII, and everything else is copied as it is.
 fn strip_positions(debug: &str) -> String {
     let debug = debug.replace(" @ none", "");
-    let chars: Vec<char> = debug.chars().collect();
-    let mut out = String::with_capacity(debug.len());
+    let bytes = debug.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(bytes.len());
     let mut i = 0;
     let mut in_string = false;
-    while i < chars.len() {
-        let c = chars[i];
+    while i < bytes.len() {
+        let c = bytes[i];
         if in_string {
             out.push(c);
-            if c == '\\' {
-                if let Some(&next) = chars.get(i + 1) {
+            if c == b'\\' {
+                if let Some(&next) = bytes.get(i + 1) {
                     out.push(next);
                 }
                 i += 2;
                 continue;
             }
-            if c == '"' {
+            if c == b'"' {
                 in_string = false;
             }
             i += 1;
             continue;
         }
-        if c == '"' {
+        if c == b'"' {
             in_string = true;
             out.push(c);
             i += 1;
             continue;
         }
-        if let Some(end) = position_at(&chars, i) {
-            // A span is two positions joined by `-`.
+        if let Some(end) = position_at(bytes, i) {
             // A span ends in another position, or in a bare column on the same line.
-            let end = match chars.get(end) {
-                Some('-') => position_at(&chars, end + 1).unwrap_or_else(|| {
+            let end = match bytes.get(end) {
+                Some(b'-') => position_at(bytes, end + 1).unwrap_or_else(|| {
                     let mut j = end + 1;
-                    while chars.get(j).is_some_and(char::is_ascii_digit) {
+                    while bytes.get(j).is_some_and(u8::is_ascii_digit) {
                         j += 1;
                     }
                     j
                 }),
                 _ => end,
             };
-            if out.ends_with(" @ ") {
+            if out.ends_with(b" @ ") {
                 out.truncate(out.len() - 3);
             }
             i = end;
@@ -192,26 +191,98 @@ fn strip_positions(debug: &str) -> String {
         out.push(c);
         i += 1;
     }
-    out
+    // Only whole ASCII bytes were removed, so the rest is still UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// If `line:column` starts at `i` (and is not part of a longer word), where it ends.
-fn position_at(chars: &[char], i: usize) -> Option<usize> {
-    if i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_') {
+fn position_at(bytes: &[u8], i: usize) -> Option<usize> {
+    if i > 0
+        && (bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] >= 0x80)
+    {
         return None;
     }
     let digits = |mut j: usize| {
         let start = j;
-        while j < chars.len() && chars[j].is_ascii_digit() {
+        while j < bytes.len() && bytes[j].is_ascii_digit() {
             j += 1;
         }
         (j > start).then_some(j)
     };
     let colon = digits(i)?;
-    if chars.get(colon) != Some(&':') {
+    if bytes.get(colon) != Some(&b':') {
         return None;
     }
     digits(colon + 1)
+}
+
+/// Whether `output` is `input` with only commas added, each before a closing bracket or after
+/// a `}` (a trailing comma, a comma after a `switch` arm's block), or moved from after a comment
+/// to before it (a comment ending a list item).
+fn same_tokens(input: &[lex::Token<'_>], output: &[lex::Token<'_>]) -> Result<(), FormatError> {
+    fn is_comment(t: &lex::Token<'_>) -> bool {
+        matches!(t.kind, lex::Kind::LineComment | lex::Kind::BlockComment)
+    }
+    fn text<'s>(t: &lex::Token<'s>) -> &'s str {
+        if is_comment(t) {
+            t.text.trim_end()
+        } else {
+            t.text
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    while i < input.len() || j < output.len() {
+        match (input.get(i), output.get(j)) {
+            (Some(a), Some(b)) if text(a) == text(b) => {
+                i += 1;
+                j += 1;
+            }
+            // A comment that ended an item before its comma now follows the comma.
+            (Some(a), Some(b))
+                if is_comment(a)
+                    && b.kind == lex::Kind::Comma
+                    && input.get(i + 1).is_some_and(|c| c.kind == lex::Kind::Comma)
+                    && output.get(j + 1).is_some_and(|c| text(c) == text(a)) =>
+            {
+                i += 2;
+                j += 2;
+            }
+            (_, Some(b))
+                if b.kind == lex::Kind::Comma
+                    && (output
+                        .get(j + 1)
+                        .is_some_and(|n| matches!(n.kind, lex::Kind::Close(_)))
+                        || j > 0
+                            && output[j - 1].kind == lex::Kind::Close(lex::Bracket::Brace)) =>
+            {
+                j += 1;
+            }
+            (a, b) => {
+                let what = if a.is_some_and(is_comment) || b.is_some_and(is_comment) {
+                    "a comment would be lost or moved"
+                } else {
+                    "the result would not be the same program"
+                };
+                let (line, column) = a.map_or((0, 0), |t| (t.line, t.column));
+                return Err(FormatError::Internal(format!(
+                    "{what} (line {line}, column {column})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The comments of `source`, in order (each with its trailing whitespace trimmed): what the
+/// formatter promises to keep.
+///
+/// # Errors
+///
+/// [`FormatError::Internal`] where the formatter's lexer does not know the script's tokens.
+pub fn comments_in(source: &str) -> Result<Vec<String>, FormatError> {
+    lex::tokens(source)
+        .map(|t| comments(&t))
+        .map_err(|e| FormatError::Internal(e.message))
 }
 
 /// The comments among `tokens`, in order.
@@ -235,6 +306,28 @@ mod tests {
             "idempotent: {out}"
         );
         out
+    }
+
+    fn guard(input: &str, output: &str) -> Result<(), FormatError> {
+        let lex = |s| lex::tokens(s).expect("lexes");
+        same_tokens(&lex(input), &lex(output))
+    }
+
+    #[test]
+    fn the_guard_allows_whitespace_and_added_commas_only() {
+        assert_eq!(guard("f(a,b)", "f(\n\ta,\n\tb\n)"), Ok(()));
+        assert_eq!(guard("[a, b]", "[a, b,]"), Ok(()));
+        assert_eq!(guard("[a // c\n, b]", "[a, // c\nb]"), Ok(()));
+        let refused = |r: Result<(), FormatError>, what: &str| {
+            assert!(
+                matches!(&r, Err(FormatError::Internal(m)) if m.contains(what)),
+                "{r:?}"
+            );
+        };
+        refused(guard("a // c\n", "a\n"), "comment");
+        refused(guard("/* x */ a", "a /* x */"), "comment");
+        refused(guard("|x| |y| x", "|x||y| x"), "same program");
+        refused(guard("f(a, b)", "f(a,, b)"), "same program");
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! A bounded fuzz run on stable Rust: the corpus scripts mutated at random (tokens deleted,
 //! duplicated, swapped, random characters inserted), a few thousand inputs, a fixed seed so a
 //! failure reproduces. Whatever the input: no panic; a script Rhai refuses is a `Parse` error;
-//! a formatted result is formatted again to itself; and every script Rhai accepts is formatted.
+//! a formatted result is formatted again to itself, to the same program (AST); and every script
+//! Rhai accepts is formatted.
 
 use std::path::Path;
 
-use picloud_rhai_fmt::{FormatError, format};
+use picloud_rhai_fmt::{FormatError, format, shape};
 
 /// xorshift64*: a seeded generator with no dependency.
 struct Rng(u64);
@@ -62,6 +63,14 @@ fn mutate(rng: &mut Rng, src: &str) -> String {
     chars.into_iter().collect()
 }
 
+/// The AST with positions ignored (`shape`); the input was formatted, so it parses.
+fn ast(source: &str) -> String {
+    let mut engine = rhai::Engine::new_raw();
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
+    engine.set_max_expr_depths(0, 0);
+    shape(&engine.compile(source).expect("parses"))
+}
+
 #[test]
 fn mutated_scripts_never_panic_and_results_are_stable() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
@@ -87,6 +96,7 @@ fn mutated_scripts_never_panic_and_results_are_stable() {
                     Ok(out.as_str()),
                     "not stable:\n{input}"
                 );
+                assert_eq!(ast(&input), ast(&out), "the program changed:\n{input}");
             }
             Err(FormatError::Parse { .. }) => refused += 1,
             Err(FormatError::Internal(why)) => {

@@ -1,50 +1,94 @@
-//! Every corpus script formats to its reviewed snapshot (`tests/snapshots/`), idempotently, with
-//! one final newline and no list line past the width. (The same program and every comment kept
-//! are checked inside `format` itself, which refuses otherwise.)
+//! The formatter's three properties, checked on every fixture (`tests/fixtures/`, one per
+//! construct) and on every script of the corpus (`tests/corpus/`, realistic scripts): the
+//! output is a fixed point (`fmt(fmt(x)) == fmt(x)`), parses to the same AST as the input
+//! (positions ignored), and holds every comment of the input, in order. Each output is also
+//! compared with its reviewed snapshot (`tests/snapshots/`).
 
 use std::path::Path;
 
-fn corpus() -> Vec<(String, String)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+use picloud_rhai_fmt::{TAB, WIDTH, comments_in, format, shape};
+
+fn scripts(dir: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(dir);
     let mut scripts: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .expect("corpus dir")
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
         .map(|p| {
             let text = std::fs::read_to_string(&p).expect("read");
-            (p.display().to_string(), text)
+            let stem = p.file_stem().and_then(|s| s.to_str()).expect("name");
+            (stem.to_string(), text)
         })
         .collect();
     scripts.sort();
-    assert!(scripts.len() >= 3, "the corpus is there");
     scripts
 }
 
-#[test]
-fn every_corpus_script_formats_idempotently() {
-    for (name, text) in corpus() {
-        let once = picloud_rhai_fmt::format(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let stem = Path::new(&name)
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("script")
-            .to_string();
-        insta::assert_snapshot!(stem, once);
-        let twice = picloud_rhai_fmt::format(&once).unwrap_or_else(|e| panic!("{name} again: {e}"));
-        assert_eq!(once, twice, "{name}: not idempotent");
+fn ast(name: &str, source: &str) -> String {
+    let mut engine = rhai::Engine::new_raw();
+    engine.set_optimization_level(rhai::OptimizationLevel::None);
+    engine.set_max_expr_depths(0, 0);
+    let ast = engine
+        .compile(source)
+        .unwrap_or_else(|e| panic!("{name}: does not parse: {e}\n{source}"));
+    shape(&ast)
+}
+
+/// Formats `source` and checks the three properties; returns the output.
+fn check(name: &str, source: &str) -> String {
+    let once = format(source).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let twice = format(&once).unwrap_or_else(|e| panic!("{name} formatted again: {e}"));
+    assert_eq!(once, twice, "{name}: fmt(fmt(x)) != fmt(x)");
+    assert_eq!(
+        ast(name, source),
+        ast(name, &once),
+        "{name}: the program changed"
+    );
+    assert_eq!(
+        comments_in(source).expect("lex input"),
+        comments_in(&once).expect("lex output"),
+        "{name}: a comment was lost or moved"
+    );
+    assert!(
+        once.ends_with('\n') && !once.ends_with("\n\n"),
+        "{name}: one final newline"
+    );
+    once
+}
+
+/// Lines past the width are allowed only where nothing could break them: one token too long
+/// by itself (a string, a comment) after its indentation and whatever must stay on its line.
+fn assert_within_width(name: &str, text: &str) {
+    for line in text.lines() {
+        let width: usize = line.chars().map(|c| if c == '\t' { TAB } else { 1 }).sum();
+        let breakable = [", ", " && ", " || ", " + ", ")."];
         assert!(
-            once.ends_with('\n') && !once.ends_with("\n\n"),
-            "{name}: one final newline"
+            width <= WIDTH || !breakable.iter().any(|b| line.contains(b)),
+            "{name}: a line over {WIDTH} columns that could have been broken: {line}"
         );
-        for line in once.lines() {
-            let width: usize = line
-                .chars()
-                .map(|c| if c == '\t' { picloud_rhai_fmt::TAB } else { 1 })
-                .sum();
-            assert!(
-                width <= picloud_rhai_fmt::WIDTH || !line.contains(", "),
-                "{name}: a list line over the width: {line}"
-            );
-        }
+    }
+}
+
+#[test]
+fn every_fixture_keeps_the_properties_and_matches_its_snapshot() {
+    let fixtures = scripts("fixtures");
+    assert!(fixtures.len() >= 20, "one fixture per construct");
+    for (name, text) in fixtures {
+        let out = check(&name, &text);
+        assert_within_width(&name, &out);
+        insta::assert_snapshot!(format!("fixture_{name}"), out);
+    }
+}
+
+#[test]
+fn every_corpus_script_keeps_the_properties_and_matches_its_snapshot() {
+    let corpus = scripts("corpus");
+    assert!(corpus.len() >= 5, "the corpus is there");
+    for (name, text) in corpus {
+        let out = check(&name, &text);
+        assert_within_width(&name, &out);
+        insta::assert_snapshot!(name, out);
     }
 }
