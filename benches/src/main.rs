@@ -42,7 +42,7 @@ fn main() -> Result<()> {
         .enable_all()
         .build()?;
     let mut report = BTreeMap::new();
-    report.insert("machine".to_string(), machine());
+    report.insert("machine".to_string(), harness::machine());
 
     let config = |isolation| {
         let mut c = ExecutorConfig::new(isolation, &cache);
@@ -146,33 +146,6 @@ fn flag(args: &[String], name: &str) -> Option<u64> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
-}
-
-fn machine() -> serde_json::Value {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines().find_map(|l| {
-                l.strip_prefix("model name")
-                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
-        "kernel": kernel.trim(),
-        "date": chrono_like_now(),
-    })
-}
-
-fn chrono_like_now() -> String {
-    std::process::Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
