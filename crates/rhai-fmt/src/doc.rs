@@ -83,8 +83,13 @@ fn fits(group: &[Doc<'_>], rest: &[Cmd<'_, '_>], room: usize) -> bool {
                 }
             }
             Doc::Indent(inner) => stack.extend(inner.iter().rev().map(|d| (own, mode, d))),
-            // A group further on is measured flat, as it will be printed if it fits.
-            Doc::Group(inner) => stack.extend(inner.iter().rev().map(|d| (own, Mode::Flat, d))),
+            // A group further on may break at its first line break, as Prettier assumes: it
+            // is decided when the printer gets there. (Measuring it flat would break this
+            // group for a long block after it, and the next pass would undo that.)
+            Doc::Group(inner) => {
+                let inner_mode = if own { Mode::Flat } else { mode };
+                stack.extend(inner.iter().rev().map(|d| (own, inner_mode, d)));
+            }
         }
         if room < 0 {
             return false;

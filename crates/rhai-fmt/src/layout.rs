@@ -177,7 +177,7 @@ struct Role {
 
 impl<'t, 'a> Reader<'t, 'a> {
     fn role(&self, first: &Token<'a>) -> Role {
-        let operand = operand_expected(self.prev, self.prev_closes_params) && !self.prev_unary;
+        let operand = operand_expected(self.prev, self.prev_closes_params) || self.prev_unary;
         let mut role = Role::default();
         if first.kind == Kind::Op {
             if self.in_params && first.text == "|" {
@@ -219,6 +219,20 @@ fn space(reader: &Reader<'_, '_>, next: &Token<'_>, role: Role) -> bool {
         || prev.kind == Kind::BlockComment
     {
         return true;
+    }
+    // `- -x` and `+ +x` written tight would be Rhai's reserved `--` and `++`; `| |` would
+    // be `||`.
+    if (reader.prev_unary && matches!((prev.text, next.text), ("-", "-") | ("+", "+")))
+        || (prev.text == "|" && next.text == "|")
+    {
+        return true;
+    }
+    // Rhai reads `-1` as a negative literal but `- 1` as a minus applied to `1`: they differ
+    // for `-1.to_string()`. Keep the source's choice.
+    if reader.prev_unary && prev.text == "-" && next.kind == Kind::Number {
+        return !(next.newlines_before == 0
+            && next.line == prev.line
+            && next.column == prev.column + 1);
     }
     if reader.prev_unary || reader.prev_opens_params || role.closes_params && next.text == "|" {
         return false;
@@ -607,6 +621,7 @@ fn split_items<'t, 'a>(items: &'t [Node<'a>]) -> Vec<Item<'t, 'a>> {
     for item in &mut out {
         if item.trailing.is_none()
             && item.nodes.len() > 1
+            && item.nodes.iter().any(|n| !n.is_comment())
             && item
                 .nodes
                 .last()

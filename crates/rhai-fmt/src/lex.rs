@@ -336,37 +336,63 @@ impl<'a> Lexer<'a> {
 
     /// Decimal with `_`, a fraction only when a digit follows the point (so `1..2` is a
     /// range), an exponent; or `0x`/`0o`/`0b` with their digits.
+    /// A number, consumed the way Rhai's tokenizer does (`tokenizer.rs`, the digit case): `_`
+    /// anywhere after the first digit, one `.` (followed by a digit, or by a symbol: `1.`), one
+    /// exponent with an optional sign, `0x`/`0o`/`0b` right after a leading `0`.
     fn number(&mut self) {
-        let radix = self.peek() == Some('0') && matches!(self.peek_at(1), Some('x' | 'o' | 'b'));
-        if radix {
-            self.bump();
-            self.bump();
-            while self
-                .peek()
-                .is_some_and(|c| c.is_ascii_hexdigit() || c == '_')
-            {
-                self.bump();
+        let first = self.peek();
+        self.bump();
+        let mut digits = 1;
+        let mut radix = false;
+        let mut valid: fn(char) -> bool = |c| c.is_ascii_digit();
+        let (mut period, mut exponent) = (false, false);
+        while let Some(c) = self.peek() {
+            match c {
+                '_' => {
+                    self.bump();
+                }
+                c if valid(c) => {
+                    self.bump();
+                    digits += 1;
+                }
+                '.' if !period && !radix => match self.peek_at(1) {
+                    Some(d) if d.is_ascii_digit() => {
+                        self.bump();
+                        period = true;
+                    }
+                    Some('_' | '.') | None => break,
+                    Some(d) if !d.is_alphabetic() => {
+                        self.bump();
+                        period = true;
+                    }
+                    Some(_) => break,
+                },
+                'e' | 'E' if !exponent && !radix => match self.peek_at(1) {
+                    Some(d) if d.is_ascii_digit() => {
+                        self.bump();
+                        exponent = true;
+                        period = true;
+                    }
+                    Some('+' | '-') => {
+                        self.bump();
+                        self.bump();
+                        exponent = true;
+                        period = true;
+                    }
+                    _ => break,
+                },
+                'x' | 'o' | 'b' | 'X' | 'O' | 'B' if first == Some('0') && digits <= 1 => {
+                    self.bump();
+                    radix = true;
+                    digits += 1;
+                    valid = match c {
+                        'x' | 'X' => |c| c.is_ascii_hexdigit(),
+                        'o' | 'O' => |c| matches!(c, '0'..='7'),
+                        _ => |c| matches!(c, '0' | '1'),
+                    };
+                }
+                _ => break,
             }
-            return;
-        }
-        let digits = |l: &mut Self| {
-            while l.peek().is_some_and(|c| c.is_ascii_digit() || c == '_') {
-                l.bump();
-            }
-        };
-        digits(self);
-        if self.peek() == Some('.') && self.peek_at(1).is_some_and(|c| c.is_ascii_digit()) {
-            self.bump();
-            digits(self);
-        }
-        if matches!(self.peek(), Some('e' | 'E'))
-            && (self.peek_at(1).is_some_and(|c| c.is_ascii_digit())
-                || (matches!(self.peek_at(1), Some('+' | '-'))
-                    && self.peek_at(2).is_some_and(|c| c.is_ascii_digit())))
-        {
-            self.bump();
-            self.bump();
-            digits(self);
         }
     }
 }

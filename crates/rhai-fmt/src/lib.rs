@@ -331,6 +331,44 @@ mod tests {
     }
 
     #[test]
+    fn unary_signs_in_a_row_keep_their_space() {
+        // Found by the fuzz target: `break --42` is Rhai's reserved `--`.
+        assert_eq!(fmt("loop { break - - 42; }"), "loop { break - - 42; }\n");
+        assert_eq!(fmt("loop { break - -42; }"), "loop { break - -42; }\n");
+        assert_eq!(fmt("let x = - -1 + + +2;"), "let x = - -1 + + +2;\n");
+        assert_eq!(fmt("let f = | |1;"), "let f = | | 1;\n");
+        // Found by the fuzz target: `- 0.u` is a minus applied to `0.u`, `-0.u` reads `u` of -0.
+        assert_eq!(
+            fmt("let a = -  1.abs(); let b = -1.abs();"),
+            "let a = - 1.abs();\nlet b = -1.abs();\n"
+        );
+    }
+
+    #[test]
+    fn comments_after_a_lists_last_item_stay_apart() {
+        // Found by the fuzz target: the second joined the first's line, inside it.
+        let src = "let z = [\n\t2, // two\n\t// after\n\t// and after\n];\n";
+        assert_eq!(fmt(src), src);
+    }
+
+    #[test]
+    fn numbers_end_where_rhai_ends_them() {
+        // Found by the fuzz target: `10.0e-_053` is one number to Rhai.
+        assert_eq!(
+            fmt("let a=10.0e-_053;let b=1_0.5_e+1_0;let c=0x_FF;let d=1.max(2);let e=0..9;"),
+            "let a = 10.0e-_053;\nlet b = 1_0.5_e+1_0;\nlet c = 0x_FF;\nlet d = 1.max(2);\nlet e = 0..9;\n"
+        );
+    }
+
+    #[test]
+    fn a_long_block_does_not_break_the_condition_before_it() {
+        // Found by the fuzz target: the condition broke on the first pass and not the second.
+        let long = "x".repeat(120);
+        let out = fmt(&format!("if x < 0 {{ throw \"{long}\"; }}"));
+        assert_eq!(out, format!("if x < 0 {{\n\tthrow \"{long}\";\n}}\n"));
+    }
+
+    #[test]
     fn operators_commas_and_unary() {
         assert_eq!(
             fmt("let x=a+b*c;let y = - x;"),
