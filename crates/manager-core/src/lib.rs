@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod dashboard;
 pub mod kv;
 pub mod limits;
 mod names;

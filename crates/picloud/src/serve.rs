@@ -17,7 +17,7 @@ use axum::routing::get;
 use clap::Args;
 use picloud_executor_core::{Executor, ExecutorConfig, InvocationContext, Isolation};
 use picloud_manager_core::api::{
-    ApiConfig, ApiError, ApiState, InFlight, Invocation, InvokeFuture, Invoker, MetricsSource,
+    ApiConfig, ApiState, InFlight, Invocation, InvokeFuture, Invoker, MetricsSource,
 };
 use picloud_manager_core::kv::{KvLimits, TenantKv};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler, SchedulerConfig};
@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
     pub grace_seconds: u64,
+    /// The built dashboard (`200.html` and `_app/`). Default: `dashboard/build` in the working
+    /// directory or in the repository the binary was built from; without one, `/` answers how
+    /// to build it.
+    #[arg(long, env = "PICLOUD_DASHBOARD_DIR")]
+    pub dashboard_dir: Option<PathBuf>,
     /// Largest script a version may hold, in bytes (larger: 413).
     #[arg(long, env = "PICLOUD_MAX_SCRIPT_BYTES", default_value_t = ApiConfig::default().max_script_bytes)]
     pub max_script_bytes: usize,
@@ -266,7 +271,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             max_body_bytes: args.max_body_bytes,
         },
     };
-    let app = app(state, endpoints, metrics_source);
+    let dashboard = picloud_manager_core::dashboard::locate(args.dashboard_dir.as_deref());
+    match &dashboard {
+        Some(dir) => tracing::info!(dir = %dir.display(), "serving the dashboard"),
+        None => tracing::warn!(
+            "the dashboard is not built (or --dashboard-dir holds no 200.html): / says how to build it"
+        ),
+    }
+    let app = app(state, endpoints, metrics_source, dashboard.as_deref());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -297,8 +309,14 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The whole HTTP surface: API, function endpoints, health checks; JSON 404 for the rest.
-fn app(state: ApiState, endpoints: EndpointState, metrics: Arc<ServerMetrics>) -> Router {
+/// The whole HTTP surface: API, function endpoints, health checks, the dashboard for every
+/// other path; JSON 404 for unknown paths under `/api/` and `/fn/`.
+fn app(
+    state: ApiState,
+    endpoints: EndpointState,
+    metrics: Arc<ServerMetrics>,
+    dashboard: Option<&std::path::Path>,
+) -> Router {
     let health = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
@@ -323,7 +341,7 @@ fn app(state: ApiState, endpoints: EndpointState, metrics: Arc<ServerMetrics>) -
         .merge(picloud_orchestrator_core::router(endpoints))
         .merge(health)
         .merge(operator)
-        .fallback(|| async { ApiError::NotFound("route").into_response() })
+        .fallback_service(picloud_manager_core::dashboard::router(dashboard))
 }
 
 async fn shutdown_signal() {

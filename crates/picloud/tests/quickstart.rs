@@ -105,6 +105,14 @@ fn readme_quick_start_on_a_fresh_clone() {
     std::thread::spawn(move || for _ in lines {});
     let token = token.expect("the first start printed an admin token");
     let server_url = format!("http://{addr}");
+    // The dashboard, built by `scripts/run`, on the same origin.
+    let shell = ureq::get(&format!("{server_url}/"))
+        .call()
+        .expect("the dashboard answers")
+        .into_body()
+        .read_to_string()
+        .expect("the shell is text");
+    assert!(shell.contains("/_app/immutable/entry/"), "{shell}");
 
     // 2.-3. The CLI, with the printed token.
     for args in [

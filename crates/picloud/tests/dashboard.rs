@@ -1,0 +1,148 @@
+//! The dashboard in a real browser: `dashboard/tests/e2e.mjs` (playwright-core driving Debian's
+//! Chromium, headless) against a real `picloud serve`, at 1280 and 360 pixels wide — log in,
+//! create a function, type a script, Format (valid, undo, invalid with its banner), save,
+//! deploy, the Test tab's JSON Format (valid, invalid) and Send, a second version, rollback,
+//! the tenants and tokens pages; a screenshot of each page at each width.
+//! Also: the bundle budget, and what the server answers for dashboard paths.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{ADMIN, Http, Server, data_dir};
+use serde_json::json;
+
+fn dashboard_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../dashboard"))
+}
+
+/// The project's own build step (`scripts/build-dashboard`): npm ci when needed, vite build,
+/// and the bundle budget check, which fails the build past 150 KB.
+fn build() {
+    let script = dashboard_dir().join("../scripts/build-dashboard");
+    let status = Command::new(script)
+        .status()
+        .expect("scripts/build-dashboard runs");
+    assert!(status.success(), "the dashboard builds within its budget");
+}
+
+#[test]
+fn the_dashboard_works_in_a_real_browser() {
+    build();
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Debian's chromium is installed (scripts/setup installs it)"
+    );
+    let server = Server::start(&data_dir("dashboard-e2e"), None);
+    let http = Http::new(&server);
+    let (status, body) = http.post("/api/v1/tenants", Some(ADMIN), json!({ "name": "demo" }));
+    assert_eq!(status, 201, "{body}");
+
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-screenshots");
+    let out = Command::new("node")
+        .arg(dashboard_dir().join("tests/e2e.mjs"))
+        .current_dir(dashboard_dir())
+        .env("BASE_URL", server.url(""))
+        .env("TOKEN", ADMIN)
+        .env("TENANT", "demo")
+        .env("SCREENSHOTS", &shots)
+        .output()
+        .expect("node runs");
+    let said = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("dashboard: all steps passed"), "{said}");
+    for page in [
+        "login",
+        "functions",
+        "edit",
+        "edit-format-error",
+        "test",
+        "tenants",
+        "tokens",
+    ] {
+        for width in [1280, 360] {
+            let shot = shots.join(format!("{page}-{width}.png"));
+            assert!(shot.exists(), "a screenshot of {page} at {width} px");
+        }
+    }
+}
+
+#[test]
+fn the_server_answers_dashboard_paths_with_the_app_and_api_paths_with_json() {
+    build();
+    let server = Server::start(&data_dir("dashboard-paths"), None);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |path: &str| {
+        let res = agent
+            .get(&server.url(path))
+            .call()
+            .expect("the server answers");
+        let status = res.status().as_u16();
+        let cache = res
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let body = res.into_body().read_to_string().unwrap_or_default();
+        (status, cache, body)
+    };
+    // The app shell for the root and for the app's own routes (a reload on a function page).
+    for path in ["/", "/functions/demo/hello", "/tokens"] {
+        let (status, cache, body) = get(path);
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            body.contains("_app/immutable/entry/start"),
+            "{path}: {body}"
+        );
+        assert_eq!(cache, "no-cache", "{path}");
+    }
+    // A hashed asset: cached for a year.
+    let (_, _, shell) = get("/");
+    let asset = shell
+        .split('"')
+        .find(|s| s.starts_with("/_app/immutable/") && s.ends_with(".js"))
+        .expect("the shell names its scripts");
+    let (status, cache, _) = get(asset);
+    assert_eq!(status, 200);
+    assert_eq!(cache, "public, max-age=31536000, immutable");
+    // Missing assets and unknown API paths are 404s, not the app.
+    assert_eq!(get("/_app/immutable/chunks/missing.js").0, 404);
+    let (status, _, body) = get("/api/v1/nothing-here");
+    assert_eq!(status, 404);
+    assert!(body.contains("\"not_found\""), "{body}");
+    assert_eq!(get("/fn").0, 404);
+}
+
+#[test]
+fn the_bundle_budget_is_reported_and_enforced() {
+    build();
+    let budget = |kb: &str| {
+        Command::new("node")
+            .arg("scripts/budget.mjs")
+            .current_dir(dashboard_dir())
+            .env("PICLOUD_BUNDLE_BUDGET_KB", kb)
+            .output()
+            .expect("node runs")
+    };
+    let within = budget("150");
+    let said = String::from_utf8_lossy(&within.stdout).to_string();
+    assert!(within.status.success(), "{said}");
+    let kb: f64 = said
+        .split("first page load: ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the budget line: {said}"));
+    assert!(kb > 10.0 && kb <= 150.0, "{kb} KB");
+    // The same check fails past a budget the build exceeds.
+    assert!(!budget("10").status.success(), "a 10 KB budget is exceeded");
+}

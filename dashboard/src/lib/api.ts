@@ -1,0 +1,77 @@
+// The management API, same origin. The token lives in sessionStorage only: it goes with every
+// call in the Authorization header and never into a URL.
+
+const KEY = 'picloud.token';
+
+export function token(): string | null {
+	return sessionStorage.getItem(KEY);
+}
+
+export function setToken(value: string | null) {
+	if (value) sessionStorage.setItem(KEY, value);
+	else sessionStorage.removeItem(KEY);
+}
+
+/** An error answer of the API: `{ "error": { kind, message, line?, column? } }`. */
+export class ApiError extends Error {
+	constructor(
+		public status: number,
+		public kind: string,
+		message: string,
+		public line?: number,
+		public column?: number
+	) {
+		super(message);
+	}
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+	const headers: Record<string, string> = {};
+	const t = token();
+	if (t) headers.authorization = `Bearer ${t}`;
+	if (body !== undefined) headers['content-type'] = 'application/json';
+	const res = await fetch(`/api/v1${path}`, {
+		method,
+		headers,
+		body: body === undefined ? undefined : JSON.stringify(body)
+	});
+	if (res.status === 204) return undefined as T;
+	const text = await res.text();
+	let json: any = null;
+	try {
+		json = text ? JSON.parse(text) : null;
+	} catch {
+		// Not JSON: reported below with the status.
+	}
+	if (!res.ok) {
+		const e = json?.error ?? {};
+		throw new ApiError(res.status, e.kind ?? 'http', e.message ?? `HTTP ${res.status}`, e.line, e.column);
+	}
+	return json as T;
+}
+
+export interface WhoAmI {
+	/** The token's name. */
+	token: string;
+	admin: boolean;
+	tenant: string | null;
+}
+
+export interface FunctionInfo {
+	name: string;
+	public: boolean;
+	active_version: number | null;
+	endpoint?: string;
+}
+
+export interface Version {
+	version: number;
+	sha256: string;
+	author: string;
+	/** Unix ms. */
+	created_at: number;
+	active: boolean;
+	source?: string;
+}
+
+export const enc = encodeURIComponent;

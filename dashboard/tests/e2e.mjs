@@ -1,0 +1,154 @@
+// The dashboard end to end, in Debian's Chromium driven by playwright-core, against a real
+// `picloud serve` (crates/picloud/tests/dashboard.rs starts it and runs this script).
+// Environment: BASE_URL, TOKEN (admin), TENANT (exists), SCREENSHOTS (a directory).
+// Exits non-zero, saying which step failed, on the first failed expectation.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const { BASE_URL, TOKEN, TENANT, SCREENSHOTS } = process.env;
+if (!BASE_URL || !TOKEN || !TENANT || !SCREENSHOTS) throw new Error('BASE_URL, TOKEN, TENANT, SCREENSHOTS');
+mkdirSync(SCREENSHOTS, { recursive: true });
+const executablePath = process.env.CHROMIUM ?? '/usr/bin/chromium';
+
+function expect(ok, what) {
+	if (!ok) throw new Error(`expected: ${what}`);
+	console.log(`ok - ${what}`);
+}
+
+const browser = await chromium.launch({
+	executablePath,
+	headless: true,
+	args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking']
+});
+const failures = [];
+try {
+	for (const width of [1280, 360]) {
+		const page = await browser.newPage({ viewport: { width, height: 900 } });
+		page.setDefaultTimeout(15000);
+		page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
+		const shot = (name) => page.screenshot({ path: `${SCREENSHOTS}/${name}-${width}.png`, fullPage: true });
+		const name = `e2e-${width}`;
+
+		// Log in: the token goes to sessionStorage, never into the URL.
+		await page.goto(BASE_URL + '/');
+		await shot('login');
+		await page.getByLabel('API token').fill(TOKEN);
+		await page.getByRole('button', { name: 'Log in' }).click();
+		await page.getByRole('heading', { name: 'Functions' }).waitFor();
+		expect(!page.url().includes(TOKEN), 'the token is not in the URL');
+		expect((await page.evaluate(() => sessionStorage.getItem('picloud.token'))) === TOKEN, 'the token is in sessionStorage');
+
+		// Create a function: the function page opens.
+		await page.getByLabel('Tenant').selectOption(TENANT);
+		await page.getByLabel('New function').fill(name);
+		await page.getByRole('button', { name: 'Create' }).click();
+		await page.getByRole('heading', { name }).waitFor();
+		await shot('functions-new');
+
+		// Type a script, badly laid out.
+		const editor = page.getByRole('textbox', { name: 'Script' });
+		await editor.click();
+		await page.keyboard.press('Control+a');
+		await page.keyboard.press('Delete');
+		const messy = 'fn handle(req){let n=req.query.name??"world";#{greeting:`hello ${n}`,size:n.len()}}';
+		await editor.pressSequentially(messy, { delay: 0 });
+		const text = () => page.evaluate(() => document.querySelector('.cm-content')?.cmView?.view?.state.doc.toString() ?? [...document.querySelectorAll('.cm-line')].map((l) => l.textContent).join('\n'));
+		expect((await text()).includes('fn handle(req){let n='), 'the typed script is in the editor');
+
+		// Format, valid: the document is replaced by the formatted script.
+		await page.getByRole('button', { name: 'Format' }).first().click();
+		await page.getByText('Formatted.').waitFor();
+		const formatted = await text();
+		expect(formatted.startsWith('fn handle(req) {') && formatted.includes('let n = req.query.name ?? "world";'), `formatted: ${JSON.stringify(formatted)}`);
+		// Undo takes the whole Format back in one step.
+		await editor.click();
+		await page.keyboard.press('Control+z');
+		expect((await text()).includes('fn handle(req){let n='), 'one undo restores the unformatted script');
+		await page.keyboard.press('Control+y');
+		expect((await text()) === formatted, 'redo formats it again');
+
+		// Format, invalid: a banner with line and column, the document untouched, the cursor moved.
+		await page.keyboard.press('Control+End');
+		await page.keyboard.type('\nlet broken = ;');
+		const invalid = await text();
+		await page.keyboard.press('Shift+Alt+F');
+		const banner = page.locator('.error.inline');
+		await banner.waitFor();
+		const said = await banner.textContent();
+		expect(/line \d+, column \d+/.test(said ?? ''), `the banner gives line and column: ${said}`);
+		expect((await text()) === invalid, 'the document stays as it was');
+		const cursorLine = await page.evaluate(() => document.querySelector('.cm-activeLine')?.textContent);
+		expect(cursorLine?.includes('let broken'), `the cursor is on the error's line: ${cursorLine}`);
+		await shot('edit-format-error');
+
+		// Take the broken line out again, save and deploy (Ctrl-S saves).
+		await page.keyboard.press('Control+z');
+		await page.keyboard.press('Control+z');
+		await page.getByRole('button', { name: 'Format' }).first().click();
+		await page.getByText('Formatted.').waitFor();
+		await page.keyboard.press('Control+s');
+		await page.getByText(/Saved version 1\./).waitFor();
+		await page.getByRole('button', { name: 'Deploy' }).click();
+		await page.getByText(/Version 1 is live\./).waitFor();
+		const live = await fetch(`${BASE_URL}/fn/${TENANT}/${name}?name=pi`).then((r) => r.text());
+		expect(live.includes('hello pi'), `the endpoint answers: ${live}`);
+		await shot('edit');
+
+		// Test tab: JSON Format, valid then invalid; Send.
+		await page.getByRole('tab', { name: 'Test' }).click();
+		const body = page.getByLabel('Body (JSON)');
+		await body.fill('{"a":1,"b":[1,2]}');
+		await page.getByRole('button', { name: 'Format JSON' }).click();
+		expect((await body.inputValue()) === '{\n\t"a": 1,\n\t"b": [\n\t\t1,\n\t\t2\n\t]\n}', 'the JSON body is formatted');
+		await body.fill('{"a":1,,}');
+		await page.getByRole('button', { name: 'Format JSON' }).click();
+		const jsonBanner = page.locator('[aria-label="Test"] .error.inline');
+		await jsonBanner.waitFor();
+		expect(/line 1, column \d+/.test((await jsonBanner.textContent()) ?? ''), 'the JSON banner gives line and column');
+		expect((await body.inputValue()) === '{"a":1,,}', 'the invalid body stays as it was');
+		await body.fill('');
+		await page.getByLabel('Query').fill('name=tester');
+		await page.getByRole('button', { name: 'Send' }).click();
+		const result = page.getByLabel('Result');
+		await result.waitFor();
+		const shown = (await result.textContent()) ?? '';
+		expect(shown.includes('status 200') && shown.includes('hello tester') && shown.includes('fuel'), `the result: ${shown.slice(0, 200)}`);
+		await shot('test');
+
+		// A second version and a rollback.
+		await page.getByRole('tab', { name: 'Edit' }).click();
+		await editor.click();
+		await page.keyboard.press('Control+End');
+		await page.keyboard.type('\n// version two');
+		await page.getByRole('button', { name: 'Deploy' }).click();
+		await page.getByText(/Version 2 is live\./).waitFor();
+		await page.getByRole('button', { name: 'Rollback' }).click();
+		await page.getByText(/Rolled back to version 1\./).waitFor();
+		expect(!(await text()).includes('version two'), 'the editor shows version 1 again');
+
+		// The functions list shows it.
+		await page.getByRole('link', { name: 'Functions' }).first().click();
+		await page.getByRole('link', { name }).waitFor();
+		await shot('functions');
+
+		// Tenants (admin) and tokens: a token is shown once, then listed by name.
+		await page.getByRole('link', { name: 'Tenants' }).click();
+		await page.getByRole('cell', { name: TENANT, exact: true }).waitFor();
+		await shot('tenants');
+		await page.getByRole('link', { name: 'Tokens' }).click();
+		await page.getByLabel('New token').fill(`ci-${width}`);
+		await page.getByRole('button', { name: 'Create' }).click();
+		const newToken = await page.getByRole('status').filter({ hasText: 'shown this once' }).textContent();
+		expect(/pc_[A-Za-z0-9_]+/.test(newToken ?? ''), 'a new token is shown once');
+		await page.getByRole('cell', { name: `ci-${width}`, exact: true }).waitFor();
+		await shot('tokens');
+		await page.close();
+	}
+} finally {
+	await browser.close();
+}
+if (failures.length) {
+	console.error(failures.join('\n'));
+	process.exit(1);
+}
+console.log('dashboard: all steps passed');
