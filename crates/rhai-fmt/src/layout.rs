@@ -359,6 +359,8 @@ struct Placed<'t, 'a> {
     space: bool,
     /// Part of a closure's parameter list (`|a, b|` from bar to bar).
     in_params: bool,
+    /// Something precedes it in its sequence.
+    after: bool,
 }
 
 fn place<'t, 'a>(nodes: &[&'t Node<'a>]) -> Vec<Placed<'t, 'a>> {
@@ -370,12 +372,14 @@ fn place<'t, 'a>(nodes: &[&'t Node<'a>]) -> Vec<Placed<'t, 'a>> {
             let role = reader.role(first);
             let space = space(&reader, first, role);
             let in_params = reader.in_params || role.opens_params || role.closes_params;
+            let after = reader.prev.is_some();
             reader.advance(node, role);
             Placed {
                 node,
                 role,
                 space,
                 in_params,
+                after,
             }
         })
         .collect()
@@ -453,8 +457,36 @@ fn push_node<'a>(docs: &mut Vec<Doc<'a>>, p: &Placed<'_, 'a>, lead: bool, last: 
                 docs.push(Doc::Hard);
             }
         }
+        Node::Group { open, items, close } if p.after && !p.space && is_index(open) => {
+            docs.push(index(open, items, close));
+        }
         Node::Group { open, items, close } => docs.push(group(open, items, close)),
     }
+}
+
+/// Whether a `[` written against what precedes it opens an index (`a[0]`, `a?[0]`), which
+/// takes no trailing comma and is not broken like an array.
+fn is_index(open: &Token<'_>) -> bool {
+    open.kind == Kind::Open(Bracket::Square)
+}
+
+/// `a[i]`: the index on the line of its expression.
+fn index<'a>(open: &Token<'a>, items: &[Node<'a>], close: &Token<'a>) -> Doc<'a> {
+    let mut docs = vec![Doc::text(open.text)];
+    let parts = split_items(items);
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            docs.push(Doc::text(", "));
+        }
+        docs.extend(inline(&part.nodes));
+        if let Some(c) = part.trailing {
+            docs.push(Doc::text(" "));
+            docs.push(Doc::text(c.text));
+            docs.push(Doc::Hard);
+        }
+    }
+    docs.push(Doc::text(close.text));
+    Doc::Group(docs)
 }
 
 /// An expression: `a + b * c` broken after its loosest operators (`a +` / `b * c`), each

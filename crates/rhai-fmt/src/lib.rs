@@ -361,6 +361,20 @@ mod tests {
     }
 
     #[test]
+    fn an_index_is_never_broken_like_an_array() {
+        // Found by the fuzz target: `a?[\n\t0,\n]` does not parse.
+        let long = "a".repeat(100);
+        assert_eq!(
+            fmt(&format!("let b={long}?[0]??0;")),
+            format!("let b = {long}?[0] ??\n\t0;\n")
+        );
+        assert_eq!(
+            fmt(&format!("let b={long}[1];")),
+            format!("let b = {long}[1];\n")
+        );
+    }
+
+    #[test]
     fn a_long_block_does_not_break_the_condition_before_it() {
         // Found by the fuzz target: the condition broke on the first pass and not the second.
         let long = "x".repeat(120);
