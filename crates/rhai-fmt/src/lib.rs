@@ -217,7 +217,8 @@ fn position_at(bytes: &[u8], i: usize) -> Option<usize> {
 }
 
 /// Whether `output` is `input` with only commas added, each before a closing bracket or after
-/// a `}` (a trailing comma, a comma after a `switch` arm's block), or moved from after a comment
+/// a `}` (a trailing comma, a comma after a `switch` arm's block), removed before a closing
+/// bracket (a trailing comma on a list that stays on one line), or moved from after a comment
 /// to before it (a comment ending a list item).
 fn same_tokens(input: &[lex::Token<'_>], output: &[lex::Token<'_>]) -> Result<(), FormatError> {
     fn is_comment(t: &lex::Token<'_>) -> bool {
@@ -246,6 +247,15 @@ fn same_tokens(input: &[lex::Token<'_>], output: &[lex::Token<'_>]) -> Result<()
             {
                 i += 2;
                 j += 2;
+            }
+            // A trailing comma the layout left out (`f(a,)`, `[1, 2,]` on one line).
+            (Some(a), _)
+                if a.kind == lex::Kind::Comma
+                    && input
+                        .get(i + 1)
+                        .is_some_and(|n| matches!(n.kind, lex::Kind::Close(_))) =>
+            {
+                i += 1;
             }
             (_, Some(b))
                 if b.kind == lex::Kind::Comma
@@ -317,6 +327,7 @@ mod tests {
     fn the_guard_allows_whitespace_and_added_commas_only() {
         assert_eq!(guard("f(a,b)", "f(\n\ta,\n\tb\n)"), Ok(()));
         assert_eq!(guard("[a, b]", "[a, b,]"), Ok(()));
+        assert_eq!(guard("f(a,)", "f(a)"), Ok(()));
         assert_eq!(guard("[a // c\n, b]", "[a, // c\nb]"), Ok(()));
         let refused = |r: Result<(), FormatError>, what: &str| {
             assert!(
@@ -371,6 +382,15 @@ mod tests {
         assert_eq!(
             fmt(&format!("let b={long}[1];")),
             format!("let b = {long}[1];\n")
+        );
+    }
+
+    #[test]
+    fn a_trailing_comma_goes_with_a_list_on_one_line() {
+        // Found by the fuzz target: `print(x,)` was refused.
+        assert_eq!(
+            fmt("print(x,);let a=[1,2,];"),
+            "print(x);\nlet a = [1, 2];\n"
         );
     }
 
