@@ -307,10 +307,7 @@ impl<'a> Lexer<'a> {
                     self.bump();
                     return Ok(());
                 }
-                Some('\\') => {
-                    self.bump();
-                    self.bump();
-                }
+                // No escapes: a backtick string is verbatim to Rhai (`\` is a backslash).
                 Some('$') if self.peek_at(1) == Some('{') => {
                     self.bump();
                     self.bump();
@@ -334,8 +331,6 @@ impl<'a> Lexer<'a> {
         }
     }
 
-    /// Decimal with `_`, a fraction only when a digit follows the point (so `1..2` is a
-    /// range), an exponent; or `0x`/`0o`/`0b` with their digits.
     /// A number, consumed the way Rhai's tokenizer does (`tokenizer.rs`, the digit case): `_`
     /// anywhere after the first digit, one `.` (followed by a digit, or by a symbol: `1.`), one
     /// exponent with an optional sign, `0x`/`0o`/`0b` right after a leading `0`.

@@ -395,6 +395,15 @@ mod tests {
     }
 
     #[test]
+    fn a_backslash_in_a_backtick_string_escapes_nothing() {
+        // Found by the fuzz target: Rhai's backtick strings are verbatim.
+        assert_eq!(
+            fmt("let s=`a\\`;let t=`x``\\```;"),
+            "let s = `a\\`;\nlet t = `x``\\```;\n"
+        );
+    }
+
+    #[test]
     fn a_long_block_does_not_break_the_condition_before_it() {
         // Found by the fuzz target: the condition broke on the first pass and not the second.
         let long = "x".repeat(120);
