@@ -115,6 +115,25 @@ try {
 		expect(shown.includes('status 200') && shown.includes('hello tester') && shown.includes('fuel'), `the result: ${shown.slice(0, 200)}`);
 		await shot('test');
 
+		// Logs: the endpoint call and the test-invoke are recorded; the live tail shows a new one.
+		await page.getByRole('tab', { name: 'Logs' }).click();
+		const rows = page.getByRole('table', { name: 'Invocations' }).locator('tbody tr');
+		for (let i = 0; i < 50 && !((await rows.allTextContents()).some((t) => t.includes('http'))); i++) {
+			await page.waitForTimeout(200);
+			await page.getByRole('button', { name: 'Refresh' }).click();
+		}
+		const logged = (await rows.allTextContents()).join('\n');
+		expect(logged.includes('http') && logged.includes('test') && logged.includes('ok'), `the records: ${logged.slice(0, 300)}`);
+		await page.getByRole('button', { name: 'Live tail' }).click();
+		await page.getByRole('button', { name: 'Stop live tail' }).waitFor();
+		const before = await rows.count();
+		await page.waitForTimeout(300);
+		await fetch(`${BASE_URL}/fn/${TENANT}/${name}?name=live`);
+		for (let i = 0; i < 50 && (await rows.count()) <= before; i++) await page.waitForTimeout(100);
+		expect((await rows.count()) > before, 'the live tail shows the new invocation');
+		await shot('logs');
+		await page.getByRole('button', { name: 'Stop live tail' }).click();
+
 		// A second version and a rollback.
 		await page.getByRole('tab', { name: 'Edit' }).click();
 		await editor.click();
