@@ -167,6 +167,119 @@ impl From<RecordRow> for InvocationRecord {
     }
 }
 
+/// What the statistics of a function need of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordSample {
+    pub at: i64,
+    pub outcome: String,
+    pub duration_us: u64,
+}
+
+/// A stored row of [`RecordSample`].
+#[derive(Debug, sqlx::FromRow)]
+pub(crate) struct SampleRow {
+    at: i64,
+    outcome: String,
+    duration_us: i64,
+}
+
+impl From<SampleRow> for RecordSample {
+    fn from(r: SampleRow) -> Self {
+        Self {
+            at: r.at,
+            outcome: r.outcome,
+            duration_us: u64::try_from(r.duration_us).unwrap_or(0),
+        }
+    }
+}
+
+/// A function's traffic over a window, from its records (the dashboard's list and charts).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct FunctionStats {
+    /// The window, Unix ms: from `since` (inclusive) to `until` (exclusive).
+    pub since: i64,
+    pub until: i64,
+    pub invocations: u64,
+    /// Invocations whose outcome is not `ok`.
+    pub errors: u64,
+    /// Invocations by outcome (only outcomes that occurred).
+    pub by_outcome: std::collections::BTreeMap<String, u64>,
+    /// Of the durations in the window, in milliseconds; `null` without invocations.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// The newest invocation in the window, Unix ms.
+    pub last_at: Option<i64>,
+    /// The window cut in equal buckets, oldest first.
+    pub buckets: Vec<StatsBucket>,
+}
+
+/// One bucket of [`FunctionStats`].
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StatsBucket {
+    /// Its start, Unix ms.
+    pub start: i64,
+    pub invocations: u64,
+    pub errors: u64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+}
+
+/// The `q` quantile (0..=1) of sorted durations, in milliseconds (nearest rank).
+fn quantile_ms(sorted_us: &[u64], q: f64) -> Option<f64> {
+    if sorted_us.is_empty() {
+        return None;
+    }
+    let rank = ((sorted_us.len() as f64) * q).ceil() as usize;
+    let i = rank.clamp(1, sorted_us.len()) - 1;
+    Some(sorted_us[i] as f64 / 1000.0)
+}
+
+/// The statistics of `samples` in `[since, until)`, cut in `buckets` buckets (at least 1).
+#[must_use]
+pub fn stats(samples: &[RecordSample], since: i64, until: i64, buckets: u32) -> FunctionStats {
+    let n = i64::from(buckets.max(1));
+    let width = ((until - since) / n).max(1);
+    let mut per_bucket: Vec<(u64, Vec<u64>)> = vec![(0, Vec::new()); n as usize];
+    let mut all = Vec::new();
+    let mut by_outcome = std::collections::BTreeMap::new();
+    let (mut errors, mut last_at) = (0, None);
+    for s in samples.iter().filter(|s| s.at >= since && s.at < until) {
+        let failed = s.outcome != "ok";
+        errors += u64::from(failed);
+        *by_outcome.entry(s.outcome.clone()).or_insert(0) += 1;
+        last_at = last_at.max(Some(s.at));
+        all.push(s.duration_us);
+        let b = usize::try_from(((s.at - since) / width).min(n - 1)).unwrap_or(0);
+        per_bucket[b].0 += u64::from(failed);
+        per_bucket[b].1.push(s.duration_us);
+    }
+    all.sort_unstable();
+    FunctionStats {
+        since,
+        until,
+        invocations: all.len() as u64,
+        errors,
+        by_outcome,
+        p50_ms: quantile_ms(&all, 0.5),
+        p99_ms: quantile_ms(&all, 0.99),
+        last_at,
+        buckets: per_bucket
+            .into_iter()
+            .enumerate()
+            .map(|(i, (errors, mut durations))| {
+                durations.sort_unstable();
+                StatsBucket {
+                    start: since + width * i as i64,
+                    invocations: durations.len() as u64,
+                    errors,
+                    p50_ms: quantile_ms(&durations, 0.5),
+                    p99_ms: quantile_ms(&durations, 0.99),
+                }
+            })
+            .collect(),
+    }
+}
+
 /// Which records to list, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordFilter {
@@ -352,5 +465,47 @@ async fn prune(store: AnyStore, config: RecordConfig) {
             Ok(n) => tracing::info!(records = n, "pruned invocation records"),
             Err(e) => tracing::warn!(error = %e, "cannot prune invocation records"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(at: i64, outcome: &str, ms: u64) -> RecordSample {
+        RecordSample {
+            at,
+            outcome: outcome.to_string(),
+            duration_us: ms * 1000,
+        }
+    }
+
+    #[test]
+    fn stats_count_outcomes_and_quantiles_per_bucket() {
+        // 100 invocations in the first of two buckets (1..=100 ms, one error), one in the second,
+        // one outside the window.
+        let mut samples: Vec<RecordSample> = (1..=100)
+            .map(|i| sample(i - 1, if i == 7 { "timeout" } else { "ok" }, i as u64))
+            .collect();
+        samples.push(sample(150, "ok", 500));
+        samples.push(sample(200, "ok", 1));
+        let s = stats(&samples, 0, 200, 2);
+        assert_eq!((s.invocations, s.errors, s.last_at), (101, 1, Some(150)));
+        assert_eq!(s.by_outcome.get("timeout"), Some(&1));
+        assert_eq!(s.by_outcome.get("ok"), Some(&100));
+        assert_eq!((s.p50_ms, s.p99_ms), (Some(51.0), Some(100.0)));
+        assert_eq!(s.buckets.len(), 2);
+        assert_eq!((s.buckets[0].start, s.buckets[0].invocations), (0, 100));
+        assert_eq!(
+            (s.buckets[0].p50_ms, s.buckets[0].p99_ms),
+            (Some(50.0), Some(99.0))
+        );
+        assert_eq!((s.buckets[1].start, s.buckets[1].invocations), (100, 1));
+        assert_eq!(s.buckets[1].p99_ms, Some(500.0));
+        let empty = stats(&[], 0, 60, 3);
+        assert_eq!(
+            (empty.invocations, empty.p50_ms, empty.buckets.len()),
+            (0, None, 3)
+        );
     }
 }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use tokio::sync::broadcast;
 
 use crate::limits::LimitOverrides;
-use crate::records::{InvocationRecord, RecordFilter, RecordRow};
+use crate::records::{InvocationRecord, RecordFilter, RecordRow, RecordSample, SampleRow};
 use crate::routes::{Route, RouteEvent, RouteRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
@@ -248,6 +248,13 @@ pub trait Store: Send + Sync {
         function_id: i64,
         filter: &RecordFilter,
     ) -> impl Future<Output = Result<Vec<InvocationRecord>>> + Send;
+    /// What a function's statistics need of its records since `since` (Unix ms), test
+    /// invocations left out (they are not its traffic).
+    fn record_samples(
+        &self,
+        function_id: i64,
+        since: i64,
+    ) -> impl Future<Output = Result<Vec<RecordSample>>> + Send;
     /// Deletes records older than `older_than` (Unix ms) and all but the newest
     /// `per_function` of each function; returns how many.
     fn prune_records(
@@ -711,6 +718,19 @@ macro_rules! impl_store {
                 .await
                 .map_err(StoreError::Database)?;
                 Ok(rows.into_iter().map(InvocationRecord::from).collect())
+            }
+
+            async fn record_samples(&self, function_id: i64, since: i64) -> Result<Vec<RecordSample>> {
+                let rows: Vec<SampleRow> = sqlx::query_as(
+                    "SELECT at, outcome, duration_us FROM invocations \
+                     WHERE function_id = $1 AND at >= $2 AND trigger_kind <> 'test'",
+                )
+                .bind(function_id)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+                Ok(rows.into_iter().map(RecordSample::from).collect())
             }
 
             async fn prune_records(&self, older_than: i64, per_function: u32) -> Result<u64> {
@@ -1375,6 +1395,9 @@ impl Store for AnyStore {
         filter: &RecordFilter,
     ) -> Result<Vec<InvocationRecord>> {
         delegate!(self, records(function_id, filter))
+    }
+    async fn record_samples(&self, function_id: i64, since: i64) -> Result<Vec<RecordSample>> {
+        delegate!(self, record_samples(function_id, since))
     }
     async fn prune_records(&self, older_than: i64, per_function: u32) -> Result<u64> {
         delegate!(self, prune_records(older_than, per_function))

@@ -324,6 +324,17 @@ async fn records_are_written_queried_and_pruned(s: &impl Store) {
         s.records(g.id, &all).await.expect("records")[0].trigger,
         Trigger::Test
     );
+    // The statistics' samples: the window's records, test-invokes left out.
+    let samples = s.record_samples(f.id, 1_005).await.expect("samples");
+    let mut at: Vec<i64> = samples.iter().map(|r| r.at).collect();
+    at.sort_unstable();
+    assert_eq!(at, vec![1_005, 1_006, 1_007, 1_008, 1_009]);
+    assert!(samples.iter().all(|r| r.duration_us == 1500));
+    assert_eq!(samples.iter().filter(|r| r.outcome == "timeout").count(), 3);
+    assert!(
+        s.record_samples(g.id, 0).await.expect("samples").is_empty(),
+        "test-invokes"
+    );
 
     // Prune: by age (f's records are at 1,000–1,009 ms), then by count per function.
     assert_eq!(s.prune_records(1_003, 1_000).await.expect("prune"), 3);

@@ -872,6 +872,7 @@ fn the_openapi_document_covers_every_route_and_docs_api_md_lists_them() {
         ("post", "/api/v1/admin/tokens"),
         ("delete", "/api/v1/admin/tokens/{id}"),
         ("post", "/api/v1/format"),
+        ("get", "/api/v1/tenants/{tenant}/functions/{function}/stats"),
     ] {
         want.push((m.into(), p.into()));
     }

@@ -171,6 +171,69 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
 }
 
 #[test]
+fn stats_summarise_the_functions_traffic_from_its_records() {
+    let server = Server::start(&data_dir("records-stats"), None);
+    let http = Http::new(&server);
+    setup(&http);
+    for path in ["/a", "/b", "/fail"] {
+        let response = ureq::get(&server.url(&format!("/fn/acme/f{path}")))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .expect("the endpoint answers");
+        let _ = response.status();
+    }
+    // A test-invoke is recorded but is not the function's traffic.
+    let (s, _) = http.post(&format!("{FNS}/f/invoke"), Some(ADMIN), json!({}));
+    assert_eq!(s, 200);
+    records(&http, "", 4);
+
+    let (s, stats) = http.get(&format!("{FNS}/f/stats?minutes=5&buckets=5"), Some(ADMIN));
+    assert_eq!(s, 200, "{stats}");
+    assert_eq!(stats["invocations"], 3, "{stats}");
+    assert_eq!(stats["errors"], 1, "{stats}");
+    assert_eq!(
+        stats["by_outcome"],
+        json!({ "ok": 2, "script_error": 1 }),
+        "{stats}"
+    );
+    assert!(
+        stats["p50_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "{stats}"
+    );
+    assert!(
+        stats["p99_ms"].as_f64() >= stats["p50_ms"].as_f64(),
+        "{stats}"
+    );
+    assert!(stats["last_at"].as_i64().is_some(), "{stats}");
+    let buckets = stats["buckets"].as_array().expect("buckets");
+    assert_eq!(buckets.len(), 5);
+    let counted: u64 = buckets
+        .iter()
+        .filter_map(|b| b["invocations"].as_u64())
+        .sum();
+    assert_eq!(counted, 3, "{stats}");
+    // Bad parameters are a 400; another tenant sees nothing.
+    assert_eq!(
+        http.get(&format!("{FNS}/f/stats?minutes=x"), Some(ADMIN)).0,
+        400
+    );
+    assert_eq!(
+        http.get(&format!("{FNS}/f/stats?what=1"), Some(ADMIN)).0,
+        400
+    );
+    http.post("/api/v1/tenants", Some(ADMIN), json!({ "name": "other" }));
+    let (_, token) = http.post(
+        "/api/v1/tenants/other/tokens",
+        Some(ADMIN),
+        json!({ "name": "t" }),
+    );
+    let other = token["token"].as_str().expect("a token");
+    assert_eq!(http.get(&format!("{FNS}/f/stats"), Some(other)).0, 404);
+}
+
+#[test]
 fn ten_thousand_invocations_under_load_are_all_recorded_or_counted_as_dropped() {
     let dir = data_dir("records-load");
     // A small queue, so that the load can overflow it; no rate limit in the way.

@@ -12,7 +12,7 @@ use utoipa::IntoParams;
 
 use super::functions::FunctionPath;
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_function};
-use crate::records::{InvocationRecord, RecordFilter};
+use crate::records::{FunctionStats, InvocationRecord, RecordFilter, stats};
 use crate::store::Store;
 
 /// Most records one query returns.
@@ -55,6 +55,38 @@ pub async fn list_invocations(
         limit: q.limit.unwrap_or(100).clamp(1, MAX_LIMIT),
     };
     Ok(Json(state.store.records(function.id, &filter).await?))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct StatsQuery {
+    /// The window, ending now, in minutes. Default 60, at most 10,080 (the default retention).
+    pub minutes: Option<u32>,
+    /// How many equal buckets to cut it in. Default 60, at most 240.
+    pub buckets: Option<u32>,
+}
+
+/// The function's traffic over the last `minutes` (endpoint and schedules, not test-invokes),
+/// from its invocation records: counts, errors, outcomes, p50/p99 latency, per bucket too.
+#[utoipa::path(get, path = "/api/v1/tenants/{tenant}/functions/{function}/stats", tag = "invocations",
+    params(FunctionPath, StatsQuery),
+    responses((status = 200, body = FunctionStats), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn function_stats(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(path): Path<FunctionPath>,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<FunctionStats>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let (_, function) =
+        reachable_function(&state, &principal, &path.tenant, &path.function).await?;
+    let minutes = q.minutes.unwrap_or(60).clamp(1, 10_080);
+    let buckets = q.buckets.unwrap_or(60).clamp(1, 240);
+    let until = crate::store::now_ms() + 1;
+    let since = until - i64::from(minutes) * 60_000;
+    let samples = state.store.record_samples(function.id, since).await?;
+    Ok(Json(stats(&samples, since, until, buckets)))
 }
 
 /// The function's invocations as they happen: server-sent events, one `invocation` event per

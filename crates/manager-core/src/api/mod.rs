@@ -395,6 +395,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(tenants::metrics))
         .routes(routes!(invocations::list_invocations))
         .routes(routes!(invocations::tail_invocations))
+        .routes(routes!(invocations::function_stats))
         .routes(routes!(
             schedules::list_schedules,
             schedules::create_schedule
