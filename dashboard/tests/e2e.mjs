@@ -134,6 +134,22 @@ try {
 		await shot('logs');
 		await page.getByRole('button', { name: 'Stop live tail' }).click();
 
+		// Metrics: the last hour from the records (the endpoint was called twice so far).
+		await page.getByRole('tab', { name: 'Metrics' }).click();
+		const summary = page.getByLabel('Summary');
+		await summary.waitFor();
+		let seen = '';
+		for (let i = 0; i < 50; i++) {
+			seen = (await summary.textContent()) ?? '';
+			if (/Invocations\s*2\b/.test(seen)) break;
+			await page.waitForTimeout(200);
+			await page.getByRole('tabpanel', { name: 'Metrics' }).getByRole('button', { name: 'Refresh' }).click();
+		}
+		expect(/Invocations\s*2\b/.test(seen), `the metrics count the endpoint's calls: ${seen}`);
+		expect((await page.getByRole('img', { name: 'Latency' }).count()) === 1, 'a latency chart');
+		expect(((await page.getByRole('table', { name: 'Outcomes' }).textContent()) ?? '').includes('ok'), 'outcomes listed');
+		await shot('metrics');
+
 		// A second version and a rollback.
 		await page.getByRole('tab', { name: 'Edit' }).click();
 		await editor.click();
@@ -148,6 +164,9 @@ try {
 		// The functions list shows it.
 		await page.getByRole('link', { name: 'Functions' }).first().click();
 		await page.getByRole('link', { name }).waitFor();
+		const row = page.getByRole('row').filter({ hasText: name });
+		for (let i = 0; i < 50 && /—\s*\/\s*—/.test((await row.textContent()) ?? '—/—'); i++) await page.waitForTimeout(100);
+		expect(/\d+(\.\d+)? \/ \d/.test((await row.textContent()) ?? ''), `the list shows p50/p99: ${await row.textContent()}`);
 		await shot('functions');
 
 		// Tenants (admin) and tokens: a token is shown once, then listed by name.
