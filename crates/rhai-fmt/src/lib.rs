@@ -259,8 +259,9 @@ fn same_tokens(input: &[lex::Token<'_>], output: &[lex::Token<'_>]) -> Result<()
             }
             (_, Some(b))
                 if b.kind == lex::Kind::Comma
-                    && (output
-                        .get(j + 1)
+                    && (output[j + 1..]
+                        .iter()
+                        .find(|n| !is_comment(n))
                         .is_some_and(|n| matches!(n.kind, lex::Kind::Close(_)))
                         || j > 0
                             && output[j - 1].kind == lex::Kind::Close(lex::Bracket::Brace)) =>
@@ -328,6 +329,8 @@ mod tests {
         assert_eq!(guard("f(a,b)", "f(\n\ta,\n\tb\n)"), Ok(()));
         assert_eq!(guard("[a, b]", "[a, b,]"), Ok(()));
         assert_eq!(guard("f(a,)", "f(a)"), Ok(()));
+        // Found by the fuzz target: the last item's comment after the added trailing comma.
+        assert_eq!(guard("[1, 0 // c\n]", "[1, 0, // c\n]"), Ok(()));
         assert_eq!(guard("[a // c\n, b]", "[a, // c\nb]"), Ok(()));
         let refused = |r: Result<(), FormatError>, what: &str| {
             assert!(
