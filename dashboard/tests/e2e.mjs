@@ -150,6 +150,41 @@ try {
 		expect(((await page.getByRole('table', { name: 'Outcomes' }).textContent()) ?? '').includes('ok'), 'outcomes listed');
 		await shot('metrics');
 
+		// Schedules: the live version has no on_schedule, so adding one is refused, clearly.
+		await page.getByRole('tab', { name: 'Schedules' }).click();
+		await page.getByLabel('Cron (5–7 fields or @daily, @hourly, …)').fill('@daily');
+		await page.getByRole('button', { name: 'Add schedule' }).click();
+		const refusal = page.locator('[aria-label="Schedules"] .error.inline');
+		await refusal.waitFor();
+		expect(((await refusal.textContent()) ?? '').includes('on_schedule'), `the refusal says why: ${await refusal.textContent()}`);
+		await shot('schedules');
+
+		// Settings: a variable and a secret; token-protected, then public again.
+		await page.getByRole('tab', { name: 'Settings' }).click();
+		const settings = page.getByRole('tabpanel', { name: 'Settings' });
+		await settings.getByLabel('Name').fill('GREETING');
+		await settings.getByLabel('Value').fill('hi');
+		await settings.getByRole('button', { name: 'Set variable' }).click();
+		await settings.getByRole('cell', { name: 'GREETING', exact: true }).waitFor();
+		await settings.getByLabel('Name').fill('API_KEY');
+		await settings.getByLabel('Value').fill('s3cret');
+		await settings.getByLabel(/Secret/).check();
+		await settings.getByRole('button', { name: 'Set variable' }).click();
+		await settings.getByRole('cell', { name: 'API_KEY', exact: true }).waitFor();
+		const vars = (await settings.getByRole('table', { name: 'Variables' }).textContent()) ?? '';
+		expect(vars.includes('hi') && vars.includes('(secret)') && !vars.includes('s3cret'), `variables: ${vars}`);
+		await settings.getByLabel(/Public \(anyone/).uncheck();
+		await settings.getByRole('button', { name: 'Save settings' }).click();
+		await settings.getByText('Settings saved.').waitFor();
+		const hidden = await fetch(`${BASE_URL}/fn/${TENANT}/${name}`).then((r) => r.status);
+		expect(hidden === 401 || hidden === 404, `a token-protected endpoint refuses anonymous callers: ${hidden}`);
+		await shot('settings');
+		await settings.getByLabel(/Public \(anyone/).check();
+		await settings.getByRole('button', { name: 'Save settings' }).click();
+		await page.waitForTimeout(200);
+		const open = await fetch(`${BASE_URL}/fn/${TENANT}/${name}`).then((r) => r.status);
+		expect(open === 200, `public again: ${open}`);
+
 		// A second version and a rollback.
 		await page.getByRole('tab', { name: 'Edit' }).click();
 		await editor.click();

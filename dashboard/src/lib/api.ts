@@ -57,11 +57,22 @@ export interface WhoAmI {
 	tenant: string | null;
 }
 
+export interface Limits {
+	timeout_ms: number | null;
+	fuel: number | null;
+	memory_bytes: number | null;
+	concurrency: number | null;
+}
+
 export interface FunctionInfo {
 	name: string;
 	public: boolean;
 	active_version: number | null;
 	endpoint?: string;
+	/** In force: the choices over the defaults, capped by the tenant's ceilings. */
+	limits?: Limits;
+	/** Chosen (`null`: the default). */
+	chosen_limits?: Limits;
 }
 
 export interface Version {
