@@ -192,6 +192,10 @@ try {
 		await page.keyboard.type('\n// version two');
 		await page.getByRole('button', { name: 'Deploy' }).click();
 		await page.getByText(/Version 2 is live\./).waitFor();
+		// The diff from version 1 to the editor (version 2).
+		await page.getByRole('row').filter({ hasText: /^1/ }).getByRole('button', { name: 'Diff' }).click();
+		const diffShown = (await page.getByLabel('Diff').textContent()) ?? '';
+		expect(diffShown.includes('+ // version two') && diffShown.includes('  fn handle(req) {'), `the diff: ${diffShown}`);
 		await page.getByRole('button', { name: 'Rollback' }).click();
 		await page.getByText(/Rolled back to version 1\./).waitFor();
 		expect(!(await text()).includes('version two'), 'the editor shows version 1 again');
