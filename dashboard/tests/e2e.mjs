@@ -15,6 +15,19 @@ function expect(ok, what) {
 	console.log(`ok - ${what}`);
 }
 
+/** Polls `check` (async, returns [ok, detail]) for up to 5 s: the page may still be rendering
+ * (CodeMirror updates parts of its DOM on the next animation frame). */
+async function eventually(check, what) {
+	let detail = '';
+	for (let i = 0; i < 50; i++) {
+		const [ok, d] = await check();
+		detail = d;
+		if (ok) return expect(true, what);
+		await new Promise((r) => setTimeout(r, 100));
+	}
+	expect(false, `${what}: ${detail}`);
+}
+
 const browser = await chromium.launch({
 	executablePath,
 	headless: true,
@@ -53,32 +66,39 @@ try {
 		const messy = 'fn handle(req){let n=req.query.name??"world";#{greeting:`hello ${n}`,size:n.len()}}';
 		await editor.pressSequentially(messy, { delay: 0 });
 		const text = () => page.evaluate(() => document.querySelector('.cm-content')?.cmView?.view?.state.doc.toString() ?? [...document.querySelectorAll('.cm-line')].map((l) => l.textContent).join('\n'));
-		expect((await text()).includes('fn handle(req){let n='), 'the typed script is in the editor');
+		await eventually(async () => [(await text()).includes('fn handle(req){let n='), await text()], 'the typed script is in the editor');
 
 		// Format, valid: the document is replaced by the formatted script.
 		await page.getByRole('button', { name: 'Format' }).first().click();
 		await page.getByText('Formatted.').waitFor();
+		await eventually(async () => {
+			const t = await text();
+			return [t.startsWith('fn handle(req) {') && t.includes('let n = req.query.name ?? "world";'), JSON.stringify(t)];
+		}, 'the document is formatted');
 		const formatted = await text();
-		expect(formatted.startsWith('fn handle(req) {') && formatted.includes('let n = req.query.name ?? "world";'), `formatted: ${JSON.stringify(formatted)}`);
 		// Undo takes the whole Format back in one step.
 		await editor.click();
 		await page.keyboard.press('Control+z');
-		expect((await text()).includes('fn handle(req){let n='), 'one undo restores the unformatted script');
+		await eventually(async () => [(await text()).includes('fn handle(req){let n='), await text()], 'one undo restores the unformatted script');
 		await page.keyboard.press('Control+y');
-		expect((await text()) === formatted, 'redo formats it again');
+		await eventually(async () => [(await text()) === formatted, await text()], 'redo formats it again');
 
 		// Format, invalid: a banner with line and column, the document untouched, the cursor moved.
 		await page.keyboard.press('Control+End');
 		await page.keyboard.type('\nlet broken = ;');
+		await eventually(async () => [(await text()).endsWith('let broken = ;'), await text()], 'the broken line is typed');
 		const invalid = await text();
 		await page.keyboard.press('Shift+Alt+F');
 		const banner = page.locator('.error.inline');
 		await banner.waitFor();
 		const said = await banner.textContent();
 		expect(/line \d+, column \d+/.test(said ?? ''), `the banner gives line and column: ${said}`);
+		await page.waitForTimeout(200);
 		expect((await text()) === invalid, 'the document stays as it was');
-		const cursorLine = await page.evaluate(() => document.querySelector('.cm-activeLine')?.textContent);
-		expect(cursorLine?.includes('let broken'), `the cursor is on the error's line: ${cursorLine}`);
+		await eventually(async () => {
+			const line = await page.evaluate(() => document.querySelector('.cm-activeLine')?.textContent);
+			return [!!line?.includes('let broken'), line];
+		}, "the cursor is on the error's line");
 		await shot('edit-format-error');
 
 		// Take the broken line out again, save and deploy (Ctrl-S saves).
@@ -198,7 +218,7 @@ try {
 		expect(diffShown.includes('+ // version two') && diffShown.includes('  fn handle(req) {'), `the diff: ${diffShown}`);
 		await page.getByRole('button', { name: 'Rollback' }).click();
 		await page.getByText(/Rolled back to version 1\./).waitFor();
-		expect(!(await text()).includes('version two'), 'the editor shows version 1 again');
+		await eventually(async () => [!(await text()).includes('version two'), await text()], 'the editor shows version 1 again');
 
 		// The functions list shows it.
 		await page.getByRole('link', { name: 'Functions' }).first().click();

@@ -86,3 +86,8 @@ export interface Version {
 }
 
 export const enc = encodeURIComponent;
+
+/** What to show of a failure: the API's message, or the error's. */
+export function errorText(e: unknown): string {
+	return e instanceof Error ? e.message : String(e);
+}

@@ -1,3 +1,4 @@
+import { errorText } from './api';
 // The test panel's JSON Format: the body pretty-printed with tabs, or where it stops parsing.
 
 export type JsonResult = { ok: true; text: string } | { ok: false; message: string; line: number; column: number; offset: number };
@@ -6,7 +7,7 @@ export function formatJson(text: string): JsonResult {
 	try {
 		return { ok: true, text: JSON.stringify(JSON.parse(text), null, '\t') };
 	} catch (e) {
-		const message = e instanceof Error ? e.message : String(e);
+		const message = errorText(e);
 		// V8 says "... at position N" (and newer ones "(line L column C)"); count from the offset.
 		const m = /position (\d+)/.exec(message);
 		const offset = m ? Number(m[1]) : text.length;
