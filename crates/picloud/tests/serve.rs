@@ -100,7 +100,7 @@ fn function_outcomes_are_http_answers() {
         "/fn/acme/nothing",
         "/fn/nobody/echo",
         "/fn/acme",
-        "/elsewhere",
+        "/api/elsewhere",
     ] {
         let (s, b) = http.get(missing, None);
         assert_eq!(
@@ -109,6 +109,13 @@ fn function_outcomes_are_http_answers() {
             "{missing}: {b}"
         );
     }
+    // Any other path belongs to the dashboard (its app shell; tests/dashboard.rs has more).
+    let (s, b) = http.get("/elsewhere", None);
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b.as_str().is_some_and(|html| html.contains("/_app/immutable/")),
+        "{b}"
+    );
 }
 
 #[test]
