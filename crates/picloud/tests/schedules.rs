@@ -463,6 +463,15 @@ fn a_server_killed_mid_run_leaves_that_tick_abandoned_never_run_twice() {
         assert!(Instant::now() < deadline, "the first tick was not claimed");
         std::thread::sleep(Duration::from_millis(10));
     }
+    // ...and once its script has started (it writes its key first, then computes for 2.5 s):
+    // killed any earlier, the tick would be abandoned without having run at all.
+    while !sqlite_keys(&server).contains_key(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "the first tick's script did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     server.child.kill().expect("SIGKILL");
     server.child.wait().expect("reaped");
     let server = Server::start_with_args(&dir, &args);

@@ -113,7 +113,8 @@ fn function_outcomes_are_http_answers() {
     let (s, b) = http.get("/elsewhere", None);
     assert_eq!(s, 200, "{b}");
     assert!(
-        b.as_str().is_some_and(|html| html.contains("/_app/immutable/")),
+        b.as_str()
+            .is_some_and(|html| html.contains("/_app/immutable/")),
         "{b}"
     );
 }
