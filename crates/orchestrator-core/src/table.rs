@@ -48,6 +48,10 @@ impl Tables {
 pub struct RoutingTable {
     tables: RwLock<Tables>,
     metrics: Arc<Metrics>,
+    /// Held by each update from its read of the store to its write of the table. The watcher
+    /// and the API both update: without it, a watcher that read just before a change committed
+    /// could write that stale read after the API had applied the change, undoing it.
+    updating: tokio::sync::Mutex<()>,
 }
 
 impl RoutingTable {
@@ -55,6 +59,7 @@ impl RoutingTable {
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self {
             tables: RwLock::default(),
+            updating: tokio::sync::Mutex::default(),
             metrics,
         }
     }
@@ -101,6 +106,11 @@ impl RoutingTable {
     ///
     /// When the store fails; the table is then unchanged.
     pub async fn reload(&self, store: &AnyStore) -> Result<(), StoreError> {
+        let _updating = self.updating.lock().await;
+        self.reload_locked(store).await
+    }
+
+    async fn reload_locked(&self, store: &AnyStore) -> Result<(), StoreError> {
         let routes = store.routes().await?;
         let mut fresh = Tables::default();
         for route in routes {
@@ -116,8 +126,9 @@ impl RoutingTable {
     ///
     /// When the store fails; the table is then unchanged.
     pub async fn apply(&self, store: &AnyStore, event: RouteEvent) -> Result<(), StoreError> {
+        let _updating = self.updating.lock().await;
         match event {
-            RouteEvent::Resync => self.reload(store).await,
+            RouteEvent::Resync => self.reload_locked(store).await,
             RouteEvent::Function(id) => {
                 let route = store.function_route(id).await?;
                 self.change(|tables| {
