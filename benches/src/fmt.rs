@@ -95,9 +95,7 @@ fn ms(d: Duration) -> f64 {
 
 fn main() -> Result<()> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut engine = rhai::Engine::new_raw();
-    engine.set_optimization_level(rhai::OptimizationLevel::None);
-    engine.set_max_expr_depths(0, 0);
+    let engine = picloud_rhai_fmt::engine();
     let runs = 30;
     let mut results = Vec::new();
     for (what, formatted) in [("as written", false), ("already formatted", true)] {

@@ -38,7 +38,11 @@ pub enum FormatError {
     Internal(String),
 }
 
-fn engine() -> Engine {
+/// The engine the formatter parses with: no optimisation (it would fold constants away) and no
+/// depth limits (deep scripts are the caller's to limit). Tests and benchmarks that compare
+/// ASTs with [`shape`] parse with it too.
+#[must_use]
+pub fn engine() -> Engine {
     let mut engine = Engine::new_raw();
     engine.set_optimization_level(OptimizationLevel::None);
     engine.set_max_expr_depths(0, 0);
@@ -291,18 +295,12 @@ fn same_tokens(input: &[lex::Token<'_>], output: &[lex::Token<'_>]) -> Result<()
 ///
 /// [`FormatError::Internal`] where the formatter's lexer does not know the script's tokens.
 pub fn comments_in(source: &str) -> Result<Vec<String>, FormatError> {
-    lex::tokens(source)
-        .map(|t| comments(&t))
-        .map_err(|e| FormatError::Internal(e.message))
-}
-
-/// The comments among `tokens`, in order.
-fn comments(tokens: &[lex::Token<'_>]) -> Vec<String> {
-    tokens
+    let tokens = lex::tokens(source).map_err(|e| FormatError::Internal(e.message))?;
+    Ok(tokens
         .iter()
         .filter(|t| matches!(t.kind, lex::Kind::LineComment | lex::Kind::BlockComment))
         .map(|t| t.text.trim_end().to_string())
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]

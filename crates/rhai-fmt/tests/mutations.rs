@@ -65,10 +65,7 @@ fn mutate(rng: &mut Rng, src: &str) -> String {
 
 /// The AST with positions ignored (`shape`); the input was formatted, so it parses.
 fn ast(source: &str) -> String {
-    let mut engine = rhai::Engine::new_raw();
-    engine.set_optimization_level(rhai::OptimizationLevel::None);
-    engine.set_max_expr_depths(0, 0);
-    shape(&engine.compile(source).expect("parses"))
+    shape(&picloud_rhai_fmt::engine().compile(source).expect("parses"))
 }
 
 #[test]

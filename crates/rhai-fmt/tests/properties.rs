@@ -27,10 +27,7 @@ fn scripts(dir: &str) -> Vec<(String, String)> {
 }
 
 fn ast(name: &str, source: &str) -> String {
-    let mut engine = rhai::Engine::new_raw();
-    engine.set_optimization_level(rhai::OptimizationLevel::None);
-    engine.set_max_expr_depths(0, 0);
-    let ast = engine
+    let ast = picloud_rhai_fmt::engine()
         .compile(source)
         .unwrap_or_else(|e| panic!("{name}: does not parse: {e}\n{source}"));
     shape(&ast)

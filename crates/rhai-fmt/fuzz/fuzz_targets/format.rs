@@ -3,14 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use picloud_rhai_fmt::{FormatError, comments_in, format, shape};
-
-fn engine() -> rhai::Engine {
-    let mut engine = rhai::Engine::new_raw();
-    engine.set_optimization_level(rhai::OptimizationLevel::None);
-    engine.set_max_expr_depths(0, 0);
-    engine
-}
+use picloud_rhai_fmt::{FormatError, comments_in, engine, format, shape};
 
 /// `shape` with each `cases: {…}` map of a `switch` taken out (its keys are value hashes).
 fn without_case_keys(shape: &str) -> String {
