@@ -23,6 +23,7 @@ mod error;
 mod host;
 mod instance;
 mod process;
+pub mod service;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,7 @@ pub use config::{ExecutorConfig, InstanceConfig, Isolation, ProcessConfig};
 pub use error::ExecutorError;
 pub use picloud_shared::host::{HostCall, HostCalls, HostFuture, HostReply};
 pub use process::zygote::{ZYGOTE_ARG, run_zygote_if_requested};
+pub use service::{ClientError, ExecutorClient};
 
 /// The guest module as built by `build.rs` (before wizer's snapshot).
 pub const GUEST_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/picloud_guest.wasm"));

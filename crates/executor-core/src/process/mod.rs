@@ -6,7 +6,7 @@
 //! semaphore permit plus a pop. A shrink task sleeps only while the pool is above its floor.
 
 mod sandbox;
-mod wire;
+pub(crate) mod wire;
 mod worker;
 pub(crate) mod zygote;
 
