@@ -13,6 +13,7 @@ pub mod records;
 pub mod routes;
 pub mod schedules;
 pub mod script;
+mod spool;
 mod store;
 #[doc(hidden)]
 pub mod testing;

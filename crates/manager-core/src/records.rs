@@ -4,8 +4,14 @@
 //! [`Recorder::record`] never waits: it puts the record on a bounded queue, and when the queue
 //! is full the record is dropped and counted ([`Recorder::dropped`], exported as a metric), not
 //! hidden. A writer task takes up to [`BATCH`] records at a time, waiting up to [`LINGER`] for
-//! a batch to fill, and inserts them in one transaction, retrying a failed batch (the database restarting) before it gives up on it,
-//! again counted. A pruner keeps records by age and by count per function.
+//! a batch to fill, and inserts them in one transaction, retrying a failed batch (the database
+//! restarting). A pruner keeps records by age and by count per function.
+//!
+//! With a spool ([`RecordConfig::spool`], which the servers always give), each queued record is
+//! also journalled to a file until it is written (see `spool.rs`): a process killed with
+//! records queued writes them when it starts again, and a batch the database refuses is
+//! retried until it is written instead of being dropped. Each record carries a unique key, so
+//! none is written twice.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use utoipa::ToSchema;
 
+use crate::spool::{self, Spool};
 use crate::store::{AnyStore, Store};
 
 /// Most records written in one transaction.
@@ -81,6 +88,9 @@ pub struct InvocationRecord {
     pub logs: Vec<LogLine>,
     /// Lines were dropped, by the invocation's log cap or the record's.
     pub logs_truncated: bool,
+    /// Unique to this record (random): a record written again after a crash is ignored.
+    #[serde(skip)]
+    pub key: String,
 }
 
 impl InvocationRecord {
@@ -123,8 +133,21 @@ impl InvocationRecord {
             message: (!result.outcome.is_ok()).then(|| result.outcome.describe()),
             logs,
             logs_truncated: truncated,
+            key: record_key(),
         }
     }
+}
+
+/// 128 random bits, hex.
+fn record_key() -> String {
+    let mut bytes = [0u8; 16];
+    // Without randomness the key still differs by time and counter.
+    if getrandom::fill(&mut bytes).is_err() {
+        static N: AtomicU64 = AtomicU64::new(0);
+        bytes[..8].copy_from_slice(&crate::store::now_ms().to_le_bytes());
+        bytes[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A stored row.
@@ -163,6 +186,7 @@ impl From<RecordRow> for InvocationRecord {
             message: r.message,
             logs: serde_json::from_str(&r.logs).unwrap_or_default(),
             logs_truncated: r.logs_truncated,
+            key: String::new(),
         }
     }
 }
@@ -294,7 +318,7 @@ pub struct RecordFilter {
 }
 
 /// How the recorder queues and keeps records.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RecordConfig {
     /// Records waiting to be written; more are dropped and counted. Default 10,000.
     pub queue: usize,
@@ -304,6 +328,9 @@ pub struct RecordConfig {
     pub per_function: u32,
     /// How often the pruner runs. Default 60 s.
     pub prune_every: Duration,
+    /// A directory where queued records are journalled until written, so that none is lost
+    /// with the process. Default none (tests of the recorder alone).
+    pub spool: Option<std::path::PathBuf>,
 }
 
 impl Default for RecordConfig {
@@ -313,6 +340,7 @@ impl Default for RecordConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             per_function: 10_000,
             prune_every: Duration::from_secs(60),
+            spool: None,
         }
     }
 }
@@ -330,11 +358,24 @@ pub struct Recorder {
     flushing: AtomicBool,
     flush_now: tokio::sync::Notify,
     tail: broadcast::Sender<Arc<InvocationRecord>>,
+    spool: Option<Spool>,
 }
 
 impl Recorder {
-    /// Starts the writer and the pruner on the current runtime.
-    pub fn start(store: AnyStore, config: RecordConfig) -> Arc<Self> {
+    /// Starts the writer and the pruner on the current runtime. Records a previous process
+    /// left in the spool are written first.
+    ///
+    /// # Errors
+    ///
+    /// When the spool directory cannot be opened.
+    pub fn start(store: AnyStore, config: RecordConfig) -> std::io::Result<Arc<Self>> {
+        let (spool, left) = match &config.spool {
+            Some(dir) => {
+                let (spool, left) = Spool::open(dir)?;
+                (Some(spool), left)
+            }
+            None => (None, Vec::new()),
+        };
         let capacity = config.queue.max(1);
         let (queue, rx) = mpsc::channel(capacity);
         let (tail, _) = broadcast::channel(1024);
@@ -347,10 +388,16 @@ impl Recorder {
             flushing: AtomicBool::new(false),
             flush_now: tokio::sync::Notify::new(),
             tail,
+            spool,
         });
-        tokio::spawn(write_batches(Arc::clone(&recorder), store.clone(), rx));
+        tokio::spawn(write_batches(
+            Arc::clone(&recorder),
+            store.clone(),
+            rx,
+            left,
+        ));
         tokio::spawn(prune(store, config));
-        recorder
+        Ok(recorder)
     }
 
     /// Queues a record without waiting; a full queue drops it and counts it.
@@ -360,7 +407,14 @@ impl Recorder {
         let _ = self.tail.send(Arc::clone(&record));
         let record = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
         self.outstanding.fetch_add(1, Ordering::AcqRel);
-        if self.queue.try_send(record).is_err() {
+        let queued = match &self.spool {
+            Some(spool) => {
+                let line = Spool::line(&record);
+                spool.append_if(&line, || self.queue.try_send(record).is_ok())
+            }
+            None => self.queue.try_send(record).is_ok(),
+        };
+        if !queued {
             self.outstanding.fetch_sub(1, Ordering::AcqRel);
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
@@ -406,7 +460,27 @@ async fn write_batches(
     recorder: Arc<Recorder>,
     store: AnyStore,
     mut rx: mpsc::Receiver<InvocationRecord>,
+    left: Vec<std::path::PathBuf>,
 ) {
+    // What a previous process left: written before anything new, kept until written.
+    for path in left {
+        match spool::read_segment(&path) {
+            Ok(records) => {
+                for chunk in records.chunks(BATCH) {
+                    insert(&recorder, &store, chunk).await;
+                }
+                if !records.is_empty() {
+                    tracing::info!(records = records.len(), path = %path.display(), "wrote spooled invocation records");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, path = %path.display(), "cannot read a spool segment")
+            }
+        }
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(error = %e, path = %path.display(), "cannot remove a spool segment");
+        }
+    }
     let mut batch = Vec::with_capacity(BATCH);
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         if batch.len() < BATCH && !recorder.flushing.load(Ordering::Acquire) {
@@ -415,43 +489,74 @@ async fn write_batches(
                 () = tokio::time::sleep(LINGER) => {}
                 () = recorder.flush_now.notified() => {}
             }
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(record) => batch.push(record),
-                    Err(_) => break,
-                }
-            }
         }
-        let mut attempt = 0;
-        loop {
-            match store.insert_records(&batch).await {
-                Ok(()) => {
-                    recorder
-                        .written
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    recorder
-                        .outstanding
-                        .fetch_sub(batch.len() as u64, Ordering::AcqRel);
-                    break;
-                }
-                Err(e) if attempt < 10 => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "cannot write invocation records; retrying");
-                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
-                }
+        // With a spool, everything queued goes, so that the segments sealed here hold
+        // nothing unwritten once the batch is in.
+        let sealed = match &recorder.spool {
+            Some(spool) => match spool.seal(|| drain(&mut rx, &mut batch, usize::MAX)) {
+                Ok((sealed, ())) => Some(sealed),
                 Err(e) => {
-                    tracing::error!(error = %e, records = batch.len(), "dropping invocation records");
-                    recorder
-                        .dropped
-                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    recorder
-                        .outstanding
-                        .fetch_sub(batch.len() as u64, Ordering::AcqRel);
-                    break;
+                    tracing::warn!(error = %e, "cannot start a new spool segment");
+                    drain(&mut rx, &mut batch, BATCH);
+                    None
                 }
+            },
+            None => {
+                drain(&mut rx, &mut batch, BATCH);
+                None
             }
+        };
+        let written = insert(&recorder, &store, &batch).await;
+        recorder
+            .outstanding
+            .fetch_sub(batch.len() as u64, Ordering::AcqRel);
+        if written && let (Some(spool), Some(sealed)) = (&recorder.spool, sealed) {
+            spool.remove_through(sealed);
         }
         batch.clear();
+    }
+}
+
+/// Moves queued records into `batch` until it holds `up_to` or the queue is empty.
+fn drain(
+    rx: &mut mpsc::Receiver<InvocationRecord>,
+    batch: &mut Vec<InvocationRecord>,
+    up_to: usize,
+) {
+    while batch.len() < up_to {
+        match rx.try_recv() {
+            Ok(record) => batch.push(record),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Writes `records`, retrying while the database is away: ten times without a spool (then
+/// they are dropped and counted), for as long as it takes with one (they are safe there).
+/// Returns whether they were written.
+async fn insert(recorder: &Recorder, store: &AnyStore, records: &[InvocationRecord]) -> bool {
+    let mut attempt: u32 = 0;
+    loop {
+        match store.insert_records(records).await {
+            Ok(()) => {
+                recorder
+                    .written
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                return true;
+            }
+            Err(e) if attempt < 10 || recorder.spool.is_some() => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "cannot write invocation records; retrying");
+                tokio::time::sleep(Duration::from_millis(200) * attempt.min(10)).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = records.len(), "dropping invocation records");
+                recorder
+                    .dropped
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+                return false;
+            }
+        }
     }
 }
 

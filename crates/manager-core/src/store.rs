@@ -673,12 +673,37 @@ macro_rules! impl_store {
 
             async fn insert_records(&self, records: &[InvocationRecord]) -> Result<()> {
                 let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                // Records of a function deleted since they were queued go with it (they would
+                // fail the whole batch, again and again).
+                let mut ids: Vec<i64> = records.iter().map(|r| r.function_id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut select = sqlx::QueryBuilder::new("SELECT id FROM functions WHERE id IN (");
+                let mut list = select.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                let mut live: Vec<i64> = select
+                    .build_query_scalar()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                live.sort_unstable();
+                let kept: Vec<&InvocationRecord> = records
+                    .iter()
+                    .filter(|r| live.binary_search(&r.function_id).is_ok())
+                    .collect();
+                if kept.is_empty() {
+                    return tx.commit().await.map_err(StoreError::Database);
+                }
+                let records = kept;
                 // One statement per chunk, not per record: under a flood a statement per row
                 // costs the writer (and on SQLite, the request cores) most of its time.
                 for chunk in records.chunks(RECORDS_PER_STATEMENT) {
                     let mut insert = sqlx::QueryBuilder::new(
                         "INSERT INTO invocations (tenant_id, function_id, version, trigger_kind, outcome, status, at, \
-                         duration_us, fuel, peak_memory, message, logs, logs_truncated) ",
+                         duration_us, fuel, peak_memory, message, logs, logs_truncated, record_key) ",
                     );
                     insert.push_values(chunk, |mut row, r| {
                         let logs = serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into());
@@ -694,8 +719,12 @@ macro_rules! impl_store {
                             .push_bind(i64::try_from(r.peak_memory_bytes).unwrap_or(i64::MAX))
                             .push_bind(r.message.clone())
                             .push_bind(logs)
-                            .push_bind(r.logs_truncated);
+                            .push_bind(r.logs_truncated)
+                            .push_bind((!r.key.is_empty()).then(|| r.key.clone()));
                     });
+                    // A record written again (replayed from the spool after a crash) is
+                    // already here.
+                    insert.push(" ON CONFLICT (record_key) DO NOTHING");
                     insert.build().execute(&mut *tx).await.map_err(StoreError::Database)?;
                 }
                 tx.commit().await.map_err(StoreError::Database)

@@ -2,11 +2,13 @@
 //! served from a routing table held in memory, and dispatch to the executor. Nothing on the
 //! request path of a public function touches the database; the table follows the store's
 //! change announcements ([`picloud_manager_core::RouteEvent`]) and reloads everything after a
-//! reconnect.
+//! reconnect. [`node`] and [`args`] hold what the server binaries are composed of.
 
+pub mod args;
 mod endpoints;
 pub mod limits;
 pub mod metrics;
+pub mod node;
 mod table;
 
 pub use endpoints::{EndpointState, router};

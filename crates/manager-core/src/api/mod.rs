@@ -61,6 +61,12 @@ pub struct Invocation<'a> {
 /// Runs a script: the executor in the all-in-one server, a node's executor in a cluster.
 pub trait Invoker: Send + Sync + 'static {
     fn invoke<'a>(&'a self, invocation: Invocation<'a>) -> InvokeFuture<'a>;
+
+    /// Whether invocations can run now (a cluster node's executor answers). A scheduler
+    /// claims no tick while it is false, so a tick runs on a healthy node. Default: true.
+    fn ready(&self) -> bool {
+        true
+    }
 }
 
 /// Told of each route change the API commits, before the API answers: the all-in-one server's

@@ -327,6 +327,12 @@ impl Runner {
 
     /// Claims and runs a schedule's due ticks, if it still has any.
     async fn run_due(&self, id: i64) -> Result<(), StoreError> {
+        if !self.invoker.ready() {
+            // This node cannot run anything now: leave the tick to a healthy one, and look
+            // again in a second.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            return Ok(());
+        }
         let Some(schedule) = self.store.schedule(id).await? else {
             return Ok(());
         };

@@ -1,0 +1,139 @@
+//! The servers' command-line flags, in groups that `picloud serve`, `picloud-orchestrator` and
+//! `picloud-manager` each take what they need of (every flag is also an environment variable).
+
+use std::time::Duration;
+
+use clap::Args;
+use picloud_manager_core::RecordConfig;
+use picloud_manager_core::api::ApiConfig;
+use picloud_manager_core::kv::KvLimits;
+use picloud_manager_core::schedules::SchedulerConfig;
+
+use crate::IngressConfig;
+
+/// Sizes the API and the endpoints accept.
+#[derive(Debug, Clone, Args)]
+pub struct SizeArgs {
+    /// Largest script a version may hold, in bytes (larger: 413).
+    #[arg(long, env = "PICLOUD_MAX_SCRIPT_BYTES", default_value_t = ApiConfig::default().max_script_bytes)]
+    pub max_script_bytes: usize,
+    /// Largest request body the API and the function endpoints accept, in bytes (larger: 413).
+    #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
+    pub max_body_bytes: usize,
+}
+
+impl SizeArgs {
+    pub fn config(&self) -> ApiConfig {
+        ApiConfig {
+            max_script_bytes: self.max_script_bytes,
+            max_body_bytes: self.max_body_bytes,
+        }
+    }
+}
+
+/// Rates and concurrency at the endpoints.
+#[derive(Debug, Clone, Args)]
+pub struct IngressArgs {
+    /// Invocations of one tenant's functions running at once (more wait, then 429).
+    #[arg(long, env = "PICLOUD_TENANT_CONCURRENCY", default_value_t = IngressConfig::default().tenant_concurrency)]
+    pub tenant_concurrency: u64,
+    /// Requests per second to one function (more: 429); 0 = no limit.
+    #[arg(long, env = "PICLOUD_FUNCTION_RATE", default_value_t = IngressConfig::default().function_rate)]
+    pub function_rate: u32,
+    /// Requests per second to one tenant's functions (more: 429); 0 = no limit.
+    #[arg(long, env = "PICLOUD_TENANT_RATE", default_value_t = IngressConfig::default().tenant_rate)]
+    pub tenant_rate: u32,
+    /// How long a request may wait for a concurrency place before it is answered 429, in ms.
+    #[arg(long, env = "PICLOUD_QUEUE_WAIT_MS", default_value_t = 100)]
+    pub queue_wait_ms: u64,
+}
+
+impl IngressArgs {
+    pub fn config(&self) -> IngressConfig {
+        IngressConfig {
+            tenant_concurrency: self.tenant_concurrency,
+            function_rate: self.function_rate,
+            tenant_rate: self.tenant_rate,
+            queue_wait: Duration::from_millis(self.queue_wait_ms),
+        }
+    }
+}
+
+/// Invocation records: their queue and how long they are kept.
+#[derive(Debug, Clone, Args)]
+pub struct RecordArgs {
+    /// Invocation records waiting to be written; past this they are dropped and counted.
+    #[arg(long, env = "PICLOUD_RECORDS_QUEUE", default_value_t = RecordConfig::default().queue)]
+    pub records_queue: usize,
+    /// Invocation records older than this many hours are deleted.
+    #[arg(long, env = "PICLOUD_RECORDS_RETENTION_HOURS", default_value_t = 168)]
+    pub records_retention_hours: u64,
+    /// Invocation records kept per function, newest first.
+    #[arg(long, env = "PICLOUD_RECORDS_PER_FUNCTION", default_value_t = RecordConfig::default().per_function)]
+    pub records_per_function: u32,
+}
+
+impl RecordArgs {
+    /// The configuration, its records journalled in `spool` until written (see
+    /// [`RecordConfig::spool`]).
+    pub fn config(&self, spool: Option<std::path::PathBuf>) -> RecordConfig {
+        RecordConfig {
+            queue: self.records_queue,
+            retention: Duration::from_secs(self.records_retention_hours * 3600),
+            per_function: self.records_per_function,
+            spool,
+            ..RecordConfig::default()
+        }
+    }
+}
+
+/// Each tenant's key-value store.
+#[derive(Debug, Clone, Args)]
+pub struct KvArgs {
+    /// Keys one tenant's key-value store may hold.
+    #[arg(long, env = "PICLOUD_KV_MAX_KEYS", default_value_t = KvLimits::default().max_keys)]
+    pub kv_max_keys: u64,
+    /// Bytes of keys and values one tenant's key-value store may hold.
+    #[arg(long, env = "PICLOUD_KV_MAX_BYTES", default_value_t = KvLimits::default().max_bytes)]
+    pub kv_max_bytes: u64,
+    /// Largest value `kv_set` stores, in bytes of JSON.
+    #[arg(long, env = "PICLOUD_KV_MAX_VALUE_BYTES", default_value_t = KvLimits::default().max_value_bytes)]
+    pub kv_max_value_bytes: usize,
+}
+
+impl KvArgs {
+    pub fn limits(&self) -> KvLimits {
+        KvLimits {
+            max_keys: self.kv_max_keys,
+            max_bytes: self.kv_max_bytes,
+            max_value_bytes: self.kv_max_value_bytes,
+            ..KvLimits::default()
+        }
+    }
+}
+
+/// How schedules run.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleArgs {
+    /// Missed schedule ticks run after downtime: the most recent this many; older ones are
+    /// skipped and counted. 0 skips them all.
+    #[arg(long, env = "PICLOUD_SCHEDULE_BACKFILL", default_value_t = SchedulerConfig::default().backfill)]
+    pub schedule_backfill: u32,
+    /// How late (seconds) a schedule tick may start and still count as on time, not missed.
+    #[arg(long, env = "PICLOUD_SCHEDULE_GRACE_SECONDS", default_value_t = SchedulerConfig::default().grace.as_secs())]
+    pub schedule_grace_seconds: u64,
+    /// How long past a schedule run's timeout its claim holds before another scheduler may
+    /// take the schedule over (the run's server died), in seconds.
+    #[arg(long, env = "PICLOUD_SCHEDULE_LEASE_MARGIN_SECONDS", default_value_t = SchedulerConfig::default().lease_margin.as_secs())]
+    pub schedule_lease_margin_seconds: u64,
+}
+
+impl ScheduleArgs {
+    pub fn config(&self) -> SchedulerConfig {
+        SchedulerConfig {
+            backfill: self.schedule_backfill,
+            grace: Duration::from_secs(self.schedule_grace_seconds),
+            lease_margin: Duration::from_secs(self.schedule_lease_margin_seconds),
+        }
+    }
+}

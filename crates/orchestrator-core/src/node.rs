@@ -1,0 +1,348 @@
+//! What the servers are made of: `picloud serve` (all in one process tree), and in cluster mode
+//! `picloud-orchestrator` (one per node) and `picloud-manager`. Each is a thin composition of
+//! these parts, so that the three share one implementation of each.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use picloud_executor_core::{Executor, ExecutorClient, InvocationContext, PoolStats};
+use picloud_manager_core::api::{Invocation, InvokeFuture, Invoker, MetricsSource};
+use picloud_manager_core::kv::{KvLimits, TenantKv};
+use picloud_manager_core::{AnyStore, Recorder, Store};
+use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits, Outcome};
+
+use crate::{Metrics, PoolFigures};
+
+/// How often a node asks its executor for its figures; an executor silent for three times
+/// this is unhealthy.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Who runs this process's invocations: an executor in this process tree (`picloud serve`),
+/// or the node's `picloud-executor` over its Unix socket.
+#[derive(Debug)]
+pub enum Runner {
+    Local(Arc<Executor>),
+    Remote(Remote),
+}
+
+/// A `picloud-executor` and what was last heard of it.
+#[derive(Debug)]
+pub struct Remote {
+    client: ExecutorClient,
+    seen: Mutex<Option<(Instant, PoolStats)>>,
+}
+
+impl Runner {
+    pub fn local(executor: Arc<Executor>) -> Arc<Self> {
+        Arc::new(Self::Local(executor))
+    }
+
+    /// The executor on `client`'s socket, asked for its figures every second for as long as
+    /// the runtime runs (those are the node's pool metrics and its health).
+    pub fn remote(client: ExecutorClient) -> Arc<Self> {
+        let runner = Arc::new(Self::Remote(Remote {
+            client,
+            seen: Mutex::new(None),
+        }));
+        let weak = Arc::downgrade(&runner);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(POLL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let Some(runner) = weak.upgrade() else { return };
+                let Self::Remote(remote) = &*runner else {
+                    return;
+                };
+                match remote.client.stats(POLL).await {
+                    Ok((stats, _)) => {
+                        if let Ok(mut seen) = remote.seen.lock() {
+                            *seen = Some((Instant::now(), stats));
+                        }
+                    }
+                    Err(e) => {
+                        remote.forget();
+                        tracing::warn!(
+                            socket = %remote.client.socket().display(),
+                            error = %e,
+                            "the node's executor does not answer"
+                        );
+                    }
+                }
+            }
+        });
+        runner
+    }
+
+    /// The pool's figures: the local pool's, or the remote one's as last heard (zero when
+    /// it is not answering).
+    pub fn stats(&self) -> PoolStats {
+        match self {
+            Self::Local(executor) => executor.stats(),
+            Self::Remote(remote) => remote.fresh().unwrap_or_default(),
+        }
+    }
+
+    /// Whether invocations can run: always for a local executor; for a remote one, whether it
+    /// answered its last poll (within three seconds) and no invocation has failed to reach it
+    /// since.
+    pub fn healthy(&self) -> bool {
+        match self {
+            Self::Local(_) => true,
+            Self::Remote(remote) => remote.fresh().is_some(),
+        }
+    }
+
+    async fn invoke_with(
+        &self,
+        owner: &FunctionRef,
+        script: &str,
+        request: &InvocationRequest,
+        limits: &Limits,
+        context: InvocationContext<'_>,
+    ) -> InvocationResult {
+        match self {
+            Self::Local(executor) => {
+                executor
+                    .invoke_with(owner, script, request, limits, context)
+                    .await
+            }
+            Self::Remote(remote) => {
+                let started = Instant::now();
+                match remote
+                    .client
+                    .invoke_with(owner, script, request, limits, context)
+                    .await
+                {
+                    Ok(result) => result,
+                    Err(e) => {
+                        // Unhealthy from now on, not from the next poll: a scheduler stops
+                        // claiming ticks at once.
+                        remote.forget();
+                        tracing::error!(socket = %remote.client.socket().display(), error = %e, "invocation failed");
+                        InvocationResult::failed(
+                            Outcome::Internal {
+                                message: e.to_string(),
+                            },
+                            started.elapsed(),
+                        )
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Remote {
+    fn forget(&self) {
+        if let Ok(mut seen) = self.seen.lock() {
+            *seen = None;
+        }
+    }
+
+    fn fresh(&self) -> Option<PoolStats> {
+        let seen = self.seen.lock().ok()?;
+        let (at, stats) = seen.as_ref()?;
+        (at.elapsed() < POLL * 3).then(|| stats.clone())
+    }
+}
+
+/// The executor as the API's and the endpoints' [`Invoker`]: each invocation gets its
+/// function's variables and a key-value store scoped to its tenant.
+#[derive(Debug)]
+pub struct ExecutorInvoker {
+    pub runner: Arc<Runner>,
+    pub store: AnyStore,
+    pub kv: KvLimits,
+}
+
+impl Invoker for ExecutorInvoker {
+    fn invoke<'a>(&'a self, call: Invocation<'a>) -> InvokeFuture<'a> {
+        let context = InvocationContext {
+            env: Some(call.env),
+            host: Some(Arc::new(TenantKv::new(
+                self.store.clone(),
+                call.tenant_id,
+                self.kv,
+            ))),
+            event: call.event,
+        };
+        Box::pin(self.runner.invoke_with(
+            call.owner,
+            call.script,
+            call.request,
+            call.limits,
+            context,
+        ))
+    }
+
+    fn ready(&self) -> bool {
+        self.runner.healthy()
+    }
+}
+
+/// This process's metrics: its endpoints' series with the pool figures of its executor and
+/// the state of its record queue.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    pub metrics: Arc<Metrics>,
+    pub runner: Arc<Runner>,
+    pub recorder: Arc<Recorder>,
+}
+
+impl MetricsSource for NodeMetrics {
+    fn render(&self, tenant: Option<&str>) -> String {
+        let stats = self.runner.stats();
+        let pool = PoolFigures {
+            warm: stats.warm as u64,
+            busy: stats.busy as u64,
+            cold_starts_total: stats.misses_total,
+            records_queued: self.recorder.queued() as u64,
+            records_dropped_total: self.recorder.dropped(),
+        };
+        self.metrics.render(pool, tenant)
+    }
+}
+
+#[derive(Clone)]
+struct Ops {
+    store: AnyStore,
+    runner: Option<Arc<Runner>>,
+}
+
+/// `/healthz` (the process answers), `/readyz` (the database answers and, where given, the
+/// executor) and `/metrics` (everything, for the operator's Prometheus; Caddy keeps it off the
+/// public routes).
+pub fn ops_router(
+    store: AnyStore,
+    metrics: Arc<dyn MetricsSource>,
+    runner: Option<Arc<Runner>>,
+) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(Ops { store, runner })
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = Arc::clone(&metrics);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        metrics.render(None),
+                    )
+                }
+            }),
+        )
+}
+
+async fn ready(State(ops): State<Ops>) -> Response {
+    if let Some(runner) = &ops.runner
+        && !runner.healthy()
+    {
+        return not_ready("the executor does not answer");
+    }
+    match ops.store.list_tenants().await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "readiness: the store does not answer");
+            not_ready("the database does not answer")
+        }
+    }
+}
+
+fn not_ready(message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "kind": "not_ready", "message": message } });
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+/// Serves `app` until SIGTERM or Ctrl-C; then the requests in progress get `grace` to finish.
+/// Returns whether they all did.
+///
+/// # Errors
+///
+/// When serving fails.
+pub async fn serve_until_signal(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    grace: Duration,
+) -> io::Result<bool> {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    tokio::select! {
+        served = server => served.map(|()| true),
+        () = async {
+            let _ = stop_rx.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!("the grace period ended with requests still running");
+            Ok(false)
+        }
+    }
+}
+
+/// Logs to standard error, filtered by `PICLOUD_LOG` (default `warn`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PICLOUD_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs `main` on a multi-threaded runtime; an error is printed (`{:#}`: with its causes, for
+/// an `anyhow` error) and the process exits 1.
+pub fn run_main<F, E>(main: F) -> std::process::ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(main) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
