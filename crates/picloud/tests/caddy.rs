@@ -4,47 +4,14 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{ADMIN, Server, data_dir, free_port};
+use common::{ADMIN, Caddy, Server, data_dir};
 use serde_json::{Value, json};
 
-struct Caddy {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Caddy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `caddy run` on the project's Caddyfile in front of `upstream`.
+/// Starts `caddy run` on the project's all-in-one Caddyfile in front of `upstream`.
 fn caddy(upstream: &str, dir: &Path) -> Caddy {
-    let caddyfile = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../caddy/Caddyfile");
-    let port = free_port();
-    let child = Command::new("caddy")
-        .args(["run", "--adapter", "caddyfile", "--config"])
-        .arg(&caddyfile)
-        .env("PICLOUD_SITE", format!("http://127.0.0.1:{port}"))
-        .env("PICLOUD_UPSTREAM", upstream)
-        .env("XDG_DATA_HOME", dir.join("caddy-data"))
-        .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("caddy is required (scripts/setup installs it): {e}"));
-    let base = format!("http://127.0.0.1:{port}");
-    let caddy = Caddy { child, base };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "caddy did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    caddy
+    Caddy::start("Caddyfile", &[("PICLOUD_UPSTREAM", upstream)], dir)
 }
 
 impl Caddy {

@@ -213,6 +213,11 @@ pub enum Body<'a> {
 
 impl Http {
     pub fn new(server: &Server) -> Self {
+        Self::at(&format!("http://{}", server.addr))
+    }
+
+    /// A client of `base` (`http://host:port`).
+    pub fn at(base: &str) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(60)))
@@ -220,7 +225,7 @@ impl Http {
             .into();
         Self {
             agent,
-            base: format!("http://{}", server.addr),
+            base: base.to_string(),
         }
     }
 
@@ -328,4 +333,66 @@ pub fn promtool_accepts(exposition: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A real Caddy on a loopback port, killed when dropped.
+pub struct Caddy {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Caddy {
+    /// Starts `caddy run` on the project's `caddy/<file>` with `env`, serving plain HTTP on a
+    /// free loopback port, and waits until it listens.
+    pub fn start(file: &str, env: &[(&str, &str)], dir: &Path) -> Self {
+        let caddyfile = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../caddy")
+            .join(file);
+        let port = free_port();
+        let child = Command::new("caddy")
+            .args(["run", "--adapter", "caddyfile", "--config"])
+            .arg(&caddyfile)
+            .env("PICLOUD_SITE", format!("http://127.0.0.1:{port}"))
+            .envs(env.iter().copied())
+            .env("XDG_DATA_HOME", dir.join("caddy-data"))
+            .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("caddy.log")).expect("caddy.log"))
+            .spawn()
+            .unwrap_or_else(|e| panic!("caddy is required (scripts/setup installs it): {e}"));
+        let caddy = Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "caddy did not start listening");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        caddy
+    }
+}
+
+/// A binary of another package of the workspace (the cluster's), next to this test's own:
+/// `cargo build --workspace` builds them.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (`cargo build --workspace`) first",
+        path.display()
+    );
+    path
 }

@@ -1,0 +1,133 @@
+//! `picloud-manager`: the cluster's control plane. Serves the management API (`/api/v1`) and
+//! the dashboard over PostgreSQL; every change it commits is announced to the nodes with
+//! `NOTIFY`. It serves no function endpoint: its test invocations run on an executor of its
+//! own (`--executor-socket`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use picloud_executor_core::ExecutorClient;
+use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
+use picloud_manager_core::{AnyStore, PgStore, Recorder};
+use picloud_orchestrator_core::Metrics;
+use picloud_orchestrator_core::args::{KvArgs, RecordArgs, SizeArgs};
+use picloud_orchestrator_core::node::{
+    ExecutorInvoker, NodeMetrics, Runner, ops_router, serve_until_signal,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "picloud-manager",
+    version,
+    about = "PiCloud's control plane: API and dashboard (cluster mode)"
+)]
+struct Args {
+    /// Address to listen on (Caddy sends `/api/*` and the dashboard here).
+    #[arg(long, env = "PICLOUD_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// PostgreSQL URL (cluster mode has no embedded database).
+    #[arg(long, env = "PICLOUD_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// Token chosen for the admin at first start (for automation); otherwise one is generated
+    /// and printed once.
+    #[arg(long, env = "PICLOUD_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// The executor that runs test invocations (`POST …/test`).
+    #[arg(
+        long,
+        env = "PICLOUD_EXECUTOR_SOCKET",
+        default_value = "/run/picloud/executor.sock"
+    )]
+    executor_socket: PathBuf,
+    /// Where the manager keeps its record spool (test invocations' records).
+    #[arg(long, env = "PICLOUD_DATA_DIR", default_value = "./picloud-manager")]
+    data_dir: PathBuf,
+    /// The built dashboard (`200.html` and `_app/`). Default: `dashboard/build` in the working
+    /// directory or in the repository the binary was built from.
+    #[arg(long, env = "PICLOUD_DASHBOARD_DIR")]
+    dashboard_dir: Option<PathBuf>,
+    /// How long in-flight requests may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
+    grace_seconds: u64,
+    #[command(flatten)]
+    sizes: SizeArgs,
+    #[command(flatten)]
+    records: RecordArgs,
+    #[command(flatten)]
+    kv: KvArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    picloud_orchestrator_core::node::run_main(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let store = AnyStore::Postgres(
+        PgStore::connect(&args.database_url)
+            .await
+            .context("opening PostgreSQL")?,
+    );
+    if let Some(token) =
+        picloud_manager_core::auth::bootstrap_admin(&store, args.admin_token.as_deref()).await?
+    {
+        println!(
+            "Created the admin token (shown once, only its hash is stored):\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI."
+        );
+    }
+    let runner = Runner::remote(ExecutorClient::new(&args.executor_socket));
+    let spool = args.data_dir.join("records-spool");
+    let recorder = Recorder::start(store.clone(), args.records.config(Some(spool.clone())))
+        .with_context(|| format!("opening the record spool {}", spool.display()))?;
+    // No endpoint runs here: its metrics are its test executor's pool and its record queue.
+    let metrics_source = Arc::new(NodeMetrics {
+        metrics: Arc::new(Metrics::new()),
+        runner: Arc::clone(&runner),
+        recorder: Arc::clone(&recorder),
+    });
+    let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker {
+        runner,
+        store: store.clone(),
+        kv: args.kv.limits(),
+    });
+    let state = ApiState {
+        // The nodes hear of each change through PostgreSQL.
+        routes: None,
+        metrics: Some(Arc::clone(&metrics_source) as Arc<dyn MetricsSource>),
+        recorder: Some(Arc::clone(&recorder)),
+        store: store.clone(),
+        invoker,
+        in_flight: Arc::new(InFlight::default()),
+        config: args.sizes.config(),
+    };
+    let dashboard = picloud_manager_core::dashboard::locate(args.dashboard_dir.as_deref());
+    if dashboard.is_none() {
+        tracing::warn!("the dashboard is not built: / says how to build it");
+    }
+    // The manager's readiness is the database's: an executor away only fails test invocations.
+    let app = picloud_manager_core::api::router(state)
+        .merge(ops_router(store, metrics_source, None))
+        .fallback_service(picloud_manager_core::dashboard::router(
+            dashboard.as_deref(),
+        ));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "PiCloud manager listening on http://{}",
+        listener.local_addr()?
+    );
+    serve_until_signal(listener, app, Duration::from_secs(args.grace_seconds))
+        .await
+        .context("serving")?;
+    if !recorder.flush(Duration::from_secs(5)).await {
+        tracing::warn!("invocation records still unwritten at exit (they stay in the spool)");
+    }
+    Ok(())
+}

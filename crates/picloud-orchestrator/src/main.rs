@@ -1,0 +1,136 @@
+//! `picloud-orchestrator`: one per cluster node. Serves the function endpoints (`/fn/…`) from
+//! a routing table loaded from PostgreSQL and kept current by its `LISTEN/NOTIFY`
+//! announcements, runs each invocation on the node's `picloud-executor`, writes invocation
+//! records, and runs due schedules (each tick exactly once across the cluster, on a node whose
+//! executor answers).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use picloud_executor_core::ExecutorClient;
+use picloud_manager_core::api::{InFlight, Invoker};
+use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
+use picloud_manager_core::{AnyStore, PgStore, Recorder};
+use picloud_orchestrator_core::args::{IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
+use picloud_orchestrator_core::node::{
+    ExecutorInvoker, NodeMetrics, Runner, ops_router, serve_until_signal,
+};
+use picloud_orchestrator_core::{EndpointState, Ingress, Metrics, start_routing};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "picloud-orchestrator",
+    version,
+    about = "PiCloud's per-node function endpoints (cluster mode)"
+)]
+struct Args {
+    /// Address to listen on (Caddy balances `/fn/*` across the nodes' addresses).
+    #[arg(long, env = "PICLOUD_LISTEN", default_value = "127.0.0.1:8081")]
+    listen: SocketAddr,
+    /// PostgreSQL URL (cluster mode has no embedded database).
+    #[arg(long, env = "PICLOUD_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+    /// The node's executor socket.
+    #[arg(
+        long,
+        env = "PICLOUD_EXECUTOR_SOCKET",
+        default_value = "/run/picloud/executor.sock"
+    )]
+    executor_socket: PathBuf,
+    /// Where the node keeps its record spool (records not yet written survive a crash here).
+    #[arg(long, env = "PICLOUD_DATA_DIR", default_value = "./picloud-node")]
+    data_dir: PathBuf,
+    /// How long in-flight requests may take to finish after SIGTERM, in seconds.
+    #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
+    grace_seconds: u64,
+    /// Largest request body the function endpoints accept, in bytes (larger: 413).
+    #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    #[command(flatten)]
+    ingress: IngressArgs,
+    #[command(flatten)]
+    records: RecordArgs,
+    #[command(flatten)]
+    kv: KvArgs,
+    #[command(flatten)]
+    schedules: ScheduleArgs,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    picloud_orchestrator_core::node::run_main(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let store = AnyStore::Postgres(
+        PgStore::connect(&args.database_url)
+            .await
+            .context("opening PostgreSQL")?,
+    );
+    let runner = Runner::remote(ExecutorClient::new(&args.executor_socket));
+    let metrics = Arc::new(Metrics::new());
+    let table = start_routing(store.clone(), Arc::clone(&metrics))
+        .await
+        .context("loading the routing table")?;
+    let spool = args.data_dir.join("records-spool");
+    let recorder = Recorder::start(store.clone(), args.records.config(Some(spool.clone())))
+        .with_context(|| format!("opening the record spool {}", spool.display()))?;
+    let metrics_source = Arc::new(NodeMetrics {
+        metrics: Arc::clone(&metrics),
+        runner: Arc::clone(&runner),
+        recorder: Arc::clone(&recorder),
+    });
+    let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker {
+        runner: Arc::clone(&runner),
+        store: store.clone(),
+        kv: args.kv.limits(),
+    });
+    let scheduler = Scheduler::start(
+        store.clone(),
+        Arc::clone(&invoker),
+        Arc::clone(&recorder),
+        metrics as Arc<dyn ScheduleObserver>,
+        args.schedules.config(),
+    )
+    .await
+    .context("loading the schedules")?;
+    let endpoints = EndpointState {
+        table,
+        store: store.clone(),
+        invoker,
+        ingress: Arc::new(Ingress::new(
+            args.ingress.config(),
+            Arc::new(InFlight::default()),
+        )),
+        recorder: Arc::clone(&recorder),
+        max_body_bytes: args.max_body_bytes,
+    };
+    let app = picloud_orchestrator_core::router(endpoints).merge(ops_router(
+        store,
+        metrics_source,
+        Some(runner),
+    ));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!(
+        "PiCloud orchestrator listening on http://{}",
+        listener.local_addr()?
+    );
+    let grace = Duration::from_secs(args.grace_seconds);
+    serve_until_signal(listener, app, grace)
+        .await
+        .context("serving")?;
+    if !scheduler.stop(grace).await {
+        tracing::warn!("schedule runs still in progress at exit");
+    }
+    if !recorder.flush(Duration::from_secs(5)).await {
+        tracing::warn!("invocation records still unwritten at exit (they stay in the spool)");
+    }
+    Ok(())
+}
