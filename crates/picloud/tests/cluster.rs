@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    ADMIN, Body, Caddy, Http, block_on, data_dir, free_port, fresh_pg, shared_cache, workspace_bin,
+    ADMIN, Body, Caddy, Http, block_on, data_dir, free_port, fresh_pg, shared_cache,
+    terminate_connections, workspace_bin,
 };
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -284,6 +285,21 @@ fn a_cluster_deploys_everywhere_schedules_once_and_survives_a_killed_node() {
         version_on(&on1) == Some(2) && version_on(&on2) == Some(2)
     });
     eprintln!("deploy live on both nodes after {:?}", deployed.elapsed());
+
+    // Every connection to the database cut (as a PostgreSQL restart would): each node
+    // reconnects, reloads everything, and has the next deploy.
+    assert!(terminate_connections(&url) > 0);
+    let (s, b) = api.post(
+        &format!("{FUNCTIONS}/hello/versions"),
+        Some(ADMIN),
+        json!({ "source": script(3), "deploy": true }),
+    );
+    assert_eq!(s, 201, "{b}");
+    wait_for(
+        "version 3 on both nodes after reconnecting",
+        Duration::from_secs(10),
+        || version_on(&on1) == Some(3) && version_on(&on2) == Some(3),
+    );
 
     // Schedules: every second, each tick claimed once across the cluster.
     let schedules = format!("{FUNCTIONS}/hello/schedules");
