@@ -210,6 +210,85 @@ impl MetricsSource for NodeMetrics {
     }
 }
 
+/// What every server builds around its executor: the record writer (journalled in
+/// `<data_dir>/records-spool`), the invoker and the metrics.
+#[derive(Debug)]
+pub struct Parts {
+    pub recorder: Arc<Recorder>,
+    pub invoker: Arc<ExecutorInvoker>,
+    pub metrics: Arc<NodeMetrics>,
+}
+
+impl Parts {
+    /// # Errors
+    ///
+    /// When the record spool cannot be opened.
+    pub fn assemble(
+        store: &AnyStore,
+        runner: Arc<Runner>,
+        metrics: Arc<Metrics>,
+        records: &crate::args::RecordArgs,
+        kv: KvLimits,
+        data_dir: &std::path::Path,
+    ) -> io::Result<Self> {
+        let spool = data_dir.join("records-spool");
+        let recorder = Recorder::start(store.clone(), records.config(Some(spool.clone())))
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("the record spool {}: {e}", spool.display()),
+                )
+            })?;
+        let metrics = Arc::new(NodeMetrics {
+            metrics,
+            runner: Arc::clone(&runner),
+            recorder: Arc::clone(&recorder),
+        });
+        let invoker = Arc::new(ExecutorInvoker {
+            runner,
+            store: store.clone(),
+            kv,
+        });
+        Ok(Self {
+            recorder,
+            invoker,
+            metrics,
+        })
+    }
+}
+
+/// Creates the admin token at first start and prints it, once: the operator's only chance to
+/// see it (only its hash is stored).
+///
+/// # Errors
+///
+/// When the store fails or the chosen token is too short.
+pub async fn announce_admin(
+    store: &AnyStore,
+    chosen: Option<&str>,
+) -> Result<(), picloud_manager_core::auth::BootstrapError> {
+    if let Some(token) = picloud_manager_core::auth::bootstrap_admin(store, chosen).await? {
+        println!(
+            "Created the admin token (shown once, only its hash is stored):\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI."
+        );
+    }
+    Ok(())
+}
+
+/// The executor's configuration in a server: it must allow what the highest ceiling lets a
+/// function choose.
+pub fn executor_config(
+    isolation: picloud_executor_core::Isolation,
+    cache_dir: std::path::PathBuf,
+) -> picloud_executor_core::ExecutorConfig {
+    let mut config = picloud_executor_core::ExecutorConfig::new(isolation, cache_dir);
+    config.max_memory_bytes = config
+        .max_memory_bytes
+        .max(picloud_manager_core::FunctionLimits::CEILING.memory_bytes);
+    config
+}
+
 #[derive(Clone)]
 struct Ops {
     store: AnyStore,

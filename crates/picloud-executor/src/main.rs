@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use picloud_executor_core::{Executor, ExecutorConfig, Isolation, service};
-use picloud_manager_core::FunctionLimits;
+use picloud_executor_core::{Executor, Isolation, service};
+use picloud_orchestrator_core::node::executor_config;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,13 +45,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let mut config = ExecutorConfig::new(args.isolation, args.cache_dir);
-    // The executor must allow what the highest ceiling lets a function choose.
-    config.max_memory_bytes = config
-        .max_memory_bytes
-        .max(FunctionLimits::CEILING.memory_bytes);
     let executor = Arc::new(
-        Executor::start(config)
+        Executor::start(executor_config(args.isolation, args.cache_dir))
             .await
             .context("starting the executor")?,
     );

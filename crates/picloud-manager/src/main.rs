@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use picloud_executor_core::ExecutorClient;
-use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
-use picloud_manager_core::{AnyStore, PgStore, Recorder};
+use picloud_manager_core::api::{ApiState, InFlight, MetricsSource};
+use picloud_manager_core::{AnyStore, PgStore};
 use picloud_orchestrator_core::Metrics;
 use picloud_orchestrator_core::args::{KvArgs, RecordArgs, SizeArgs};
 use picloud_orchestrator_core::node::{
-    ExecutorInvoker, NodeMetrics, Runner, ops_router, serve_until_signal,
+    Parts, Runner, announce_admin, ops_router, serve_until_signal,
 };
 
 #[derive(Debug, Parser)]
@@ -73,29 +73,20 @@ async fn run(args: Args) -> Result<()> {
             .await
             .context("opening PostgreSQL")?,
     );
-    if let Some(token) =
-        picloud_manager_core::auth::bootstrap_admin(&store, args.admin_token.as_deref()).await?
-    {
-        println!(
-            "Created the admin token (shown once, only its hash is stored):\n\n    {token}\n\n\
-             Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI."
-        );
-    }
-    let runner = Runner::remote(ExecutorClient::new(&args.executor_socket));
-    let spool = args.data_dir.join("records-spool");
-    let recorder = Recorder::start(store.clone(), args.records.config(Some(spool.clone())))
-        .with_context(|| format!("opening the record spool {}", spool.display()))?;
+    announce_admin(&store, args.admin_token.as_deref()).await?;
     // No endpoint runs here: its metrics are its test executor's pool and its record queue.
-    let metrics_source = Arc::new(NodeMetrics {
-        metrics: Arc::new(Metrics::new()),
-        runner: Arc::clone(&runner),
-        recorder: Arc::clone(&recorder),
-    });
-    let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker {
-        runner,
-        store: store.clone(),
-        kv: args.kv.limits(),
-    });
+    let Parts {
+        recorder,
+        invoker,
+        metrics: metrics_source,
+    } = Parts::assemble(
+        &store,
+        Runner::remote(ExecutorClient::new(&args.executor_socket)),
+        Arc::new(Metrics::new()),
+        &args.records,
+        args.kv.limits(),
+        &args.data_dir,
+    )?;
     let state = ApiState {
         // The nodes hear of each change through PostgreSQL.
         routes: None,

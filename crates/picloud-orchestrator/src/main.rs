@@ -15,11 +15,9 @@ use clap::Parser;
 use picloud_executor_core::ExecutorClient;
 use picloud_manager_core::api::{InFlight, Invoker};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
-use picloud_manager_core::{AnyStore, PgStore, Recorder};
+use picloud_manager_core::{AnyStore, PgStore};
 use picloud_orchestrator_core::args::{IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
-use picloud_orchestrator_core::node::{
-    ExecutorInvoker, NodeMetrics, Runner, ops_router, serve_until_signal,
-};
+use picloud_orchestrator_core::node::{Parts, Runner, ops_router, serve_until_signal};
 use picloud_orchestrator_core::{EndpointState, Ingress, Metrics, start_routing};
 
 #[derive(Debug, Parser)]
@@ -77,19 +75,19 @@ async fn run(args: Args) -> Result<()> {
     let table = start_routing(store.clone(), Arc::clone(&metrics))
         .await
         .context("loading the routing table")?;
-    let spool = args.data_dir.join("records-spool");
-    let recorder = Recorder::start(store.clone(), args.records.config(Some(spool.clone())))
-        .with_context(|| format!("opening the record spool {}", spool.display()))?;
-    let metrics_source = Arc::new(NodeMetrics {
-        metrics: Arc::clone(&metrics),
-        runner: Arc::clone(&runner),
-        recorder: Arc::clone(&recorder),
-    });
-    let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker {
-        runner: Arc::clone(&runner),
-        store: store.clone(),
-        kv: args.kv.limits(),
-    });
+    let Parts {
+        recorder,
+        invoker,
+        metrics: metrics_source,
+    } = Parts::assemble(
+        &store,
+        Arc::clone(&runner),
+        Arc::clone(&metrics),
+        &args.records,
+        args.kv.limits(),
+        &args.data_dir,
+    )?;
+    let invoker: Arc<dyn Invoker> = invoker;
     let scheduler = Scheduler::start(
         store.clone(),
         Arc::clone(&invoker),

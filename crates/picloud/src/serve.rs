@@ -11,13 +11,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::Router;
 use clap::Args;
-use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
+use picloud_executor_core::{Executor, Isolation};
 use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
-use picloud_manager_core::{AnyStore, FunctionLimits, PgStore, Recorder, SqliteStore};
+use picloud_manager_core::{AnyStore, PgStore, SqliteStore};
 use picloud_orchestrator_core::args::{IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs};
 use picloud_orchestrator_core::node::{
-    ExecutorInvoker, NodeMetrics, Runner, ops_router, serve_until_signal,
+    NodeMetrics, Parts, Runner, announce_admin, executor_config, ops_router, serve_until_signal,
 };
 use picloud_orchestrator_core::{EndpointState, Ingress, LocalRoutes, Metrics, start_routing};
 
@@ -81,47 +81,33 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             )
         }
     };
-    if let Some(token) =
-        picloud_manager_core::auth::bootstrap_admin(&store, args.admin_token.as_deref()).await?
-    {
-        println!(
-            "Created the admin token (shown once, only its hash is stored):\n\n    {token}\n\n\
-             Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI."
-        );
-    }
-    let mut config = ExecutorConfig::new(
-        args.isolation,
-        args.cache_dir
-            .clone()
-            .unwrap_or_else(|| args.data_dir.join("cache")),
-    );
-    // The executor must allow what the highest ceiling lets a function choose.
-    config.max_memory_bytes = config
-        .max_memory_bytes
-        .max(FunctionLimits::CEILING.memory_bytes);
+    announce_admin(&store, args.admin_token.as_deref()).await?;
+    let cache_dir = args
+        .cache_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("cache"));
     let executor = Arc::new(
-        Executor::start(config)
+        Executor::start(executor_config(args.isolation, cache_dir))
             .await
             .context("starting the executor")?,
     );
-    let runner = Runner::local(executor);
     let metrics = Arc::new(Metrics::new());
     let table = start_routing(store.clone(), Arc::clone(&metrics))
         .await
         .context("loading the routing table")?;
-    let spool = args.data_dir.join("records-spool");
-    let recorder = Recorder::start(store.clone(), args.records.config(Some(spool.clone())))
-        .with_context(|| format!("opening the record spool {}", spool.display()))?;
-    let metrics_source = Arc::new(NodeMetrics {
-        metrics: Arc::clone(&metrics),
-        runner: Arc::clone(&runner),
-        recorder: Arc::clone(&recorder),
-    });
-    let invoker: Arc<dyn Invoker> = Arc::new(ExecutorInvoker {
-        runner,
-        store: store.clone(),
-        kv: args.kv.limits(),
-    });
+    let Parts {
+        recorder,
+        invoker,
+        metrics: metrics_source,
+    } = Parts::assemble(
+        &store,
+        Runner::local(executor),
+        Arc::clone(&metrics),
+        &args.records,
+        args.kv.limits(),
+        &args.data_dir,
+    )?;
+    let invoker: Arc<dyn Invoker> = invoker;
     let scheduler = Scheduler::start(
         store.clone(),
         Arc::clone(&invoker),

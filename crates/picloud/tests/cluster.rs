@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    ADMIN, Body, Caddy, Http, block_on, data_dir, free_port, fresh_pg, shared_cache,
+    ADMIN, Body, Caddy, Http, block_on, data_dir, free_port, fresh_pg, pg_keys, shared_cache,
     terminate_connections, workspace_bin,
 };
 use serde_json::{Value, json};
@@ -345,7 +345,7 @@ fn a_cluster_deploys_everywhere_schedules_once_and_survives_a_killed_node() {
             "a tick ran on the unhealthy node: {run}"
         );
     }
-    let by_tick = kv_runs_by_tick(&url);
+    let by_tick = pg_keys(&url);
     assert!(
         by_tick.values().all(|n| *n == 1),
         "a tick ran twice: {by_tick:?}"
@@ -490,27 +490,6 @@ fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The schedule's runs, counted by the key each left in the key-value store.
-fn kv_runs_by_tick(url: &str) -> BTreeMap<i64, usize> {
-    let keys: Vec<String> = block_on(async {
-        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-        sqlx::query_scalar("SELECT key FROM kv WHERE key LIKE 'run-%'")
-            .fetch_all(&mut conn)
-            .await
-            .expect("keys")
-    });
-    let mut by_tick = BTreeMap::new();
-    for key in keys {
-        let tick: i64 = key
-            .split('-')
-            .nth(1)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected key {key}"));
-        *by_tick.entry(tick).or_insert(0) += 1;
-    }
-    by_tick
 }
 
 /// How many HTTP invocation records each request id has.

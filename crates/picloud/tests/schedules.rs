@@ -11,7 +11,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{ADMIN, Body, Http, Server, block_on, data_dir, fresh_pg, promtool_accepts};
+use common::{
+    ADMIN, Body, Http, Server, block_on, data_dir, fresh_pg, pg_keys, promtool_accepts,
+    runs_by_tick,
+};
 use serde_json::{Value, json};
 use sqlx::Connection;
 
@@ -107,20 +110,6 @@ fn wait_finished(http: &Http, schedules: &str, id: i64, due: i64) -> Value {
     }
 }
 
-/// How many runs each tick left in the key-value store.
-fn runs_by_tick(keys: Vec<String>) -> BTreeMap<i64, usize> {
-    let mut by_tick = BTreeMap::new();
-    for key in keys {
-        let tick: i64 = key
-            .split('-')
-            .nth(1)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected key {key}"));
-        *by_tick.entry(tick).or_insert(0) += 1;
-    }
-    by_tick
-}
-
 /// The schedule's claimed ticks read from PostgreSQL (no server needs to be up), oldest first,
 /// shaped as the API lists them.
 fn pg_runs(url: &str, id: i64) -> Vec<Value> {
@@ -137,16 +126,6 @@ fn pg_runs(url: &str, id: i64) -> Vec<Value> {
     rows.into_iter()
         .map(|(due_at, backfill, outcome)| json!({ "due_at": due_at, "backfill": backfill, "outcome": outcome }))
         .collect()
-}
-
-fn pg_keys(url: &str) -> BTreeMap<i64, usize> {
-    runs_by_tick(block_on(async {
-        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
-        sqlx::query_scalar("SELECT key FROM kv WHERE key LIKE 'run-%'")
-            .fetch_all(&mut conn)
-            .await
-            .expect("keys")
-    }))
 }
 
 fn sqlite_keys(server: &Server) -> BTreeMap<i64, usize> {

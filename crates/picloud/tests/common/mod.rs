@@ -396,3 +396,28 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// How many runs each tick left in the key-value store, from its `run-<tick>-<random>` keys.
+pub fn runs_by_tick(keys: Vec<String>) -> std::collections::BTreeMap<i64, usize> {
+    let mut by_tick = std::collections::BTreeMap::new();
+    for key in keys {
+        let tick: i64 = key
+            .split('-')
+            .nth(1)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected key {key}"));
+        *by_tick.entry(tick).or_insert(0) += 1;
+    }
+    by_tick
+}
+
+/// [`runs_by_tick`] of the keys in the key-value store of the PostgreSQL database at `url`.
+pub fn pg_keys(url: &str) -> std::collections::BTreeMap<i64, usize> {
+    runs_by_tick(block_on(async {
+        let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+        sqlx::query_scalar("SELECT key FROM kv WHERE key LIKE 'run-%'")
+            .fetch_all(&mut conn)
+            .await
+            .expect("keys")
+    }))
+}
