@@ -63,12 +63,20 @@ pub struct SandboxReport {
 pub struct DiagnosticReport {
     /// `/proc/self/status` as read from inside the sandboxed worker.
     pub status: String,
-    /// The worker's open descriptors (the two the diagnostic itself holds excluded).
+    /// The worker's open descriptors (the four the diagnostic itself holds excluded).
     pub fds: Vec<i32>,
     pub channel_fd: i32,
     pub module_fd: Option<i32>,
+    /// `/proc/self/environ` (NUL separators as newlines): the environment block in the worker's
+    /// memory. Empty: the zygote is started with a cleared environment.
+    pub environ: String,
+    /// `/proc/self/cmdline`, the same way.
+    pub cmdline: String,
+    /// Variables in the worker's live environment after its sandbox was entered.
+    pub env_vars: usize,
     /// What became of forbidden system calls tried from inside the sandbox, by name
-    /// (`open`, `socket`, `fork`, `execve`, `ptrace`, `kill`): the error, or `"allowed"`.
+    /// (`openat`, `socket inet`, `clone`, `execve`, `ptrace attach`, `kill`, …): the error, or
+    /// `"allowed"`.
     pub attempts: std::collections::BTreeMap<String, String>,
 }
 

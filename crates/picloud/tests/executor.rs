@@ -517,6 +517,62 @@ async fn worker_sees_its_own_sandbox() {
         report.module_fd.is_some(),
         "the module file is mapped from an open descriptor"
     );
+    // Escapes: each forbidden call answered by the filter, not by a missing file or process.
+    let expected_attempts = [
+        "chdir",
+        "clone",
+        "clone3",
+        "execve",
+        "execveat",
+        "ioctl",
+        "io_uring_setup",
+        "kill",
+        "memfd_create",
+        "mkdirat",
+        "mount",
+        "openat",
+        "openat /etc/hostname",
+        "prctl",
+        "process_vm_readv",
+        "ptrace attach",
+        "ptrace traceme",
+        "setuid",
+        "socket inet",
+        "socket unix",
+        "socketpair",
+        "tgkill",
+        "unlinkat",
+        "unshare",
+    ];
+    for name in expected_attempts {
+        assert!(
+            report.attempts.contains_key(name),
+            "{name} was not tried: {:?}",
+            report.attempts
+        );
+    }
+    let eperm = std::io::Error::from_raw_os_error(libc::EPERM).to_string();
+    let holes: Vec<_> = report
+        .attempts
+        .iter()
+        .filter(|(_, outcome)| **outcome != eperm)
+        .collect();
+    assert!(holes.is_empty(), "calls the filter let through: {holes:?}");
+    eprintln!("{} escape attempts, all EPERM", report.attempts.len());
+    // Secrets: the test process has a full environment (cargo's, PATH, …); none of it reaches a
+    // worker, neither its live environment nor the block in its memory, and its command line is
+    // the zygote's marker alone.
+    assert!(
+        std::env::vars_os().count() > 0,
+        "the test itself has an environment"
+    );
+    assert_eq!(report.environ, "", "the worker's environment block");
+    assert_eq!(report.env_vars, 0, "the worker's live environment");
+    assert!(
+        !report.cmdline.contains('=') && report.cmdline.lines().count() <= 2,
+        "the worker's command line: {:?}",
+        report.cmdline
+    );
     let sandbox = ex.sandbox().expect("process mode reports its sandbox");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {

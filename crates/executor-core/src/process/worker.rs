@@ -71,7 +71,12 @@ fn serve(channel: &Arc<UnixStream>, ctx: &ZygoteCtx) -> Result<(), String> {
     let mut keep = vec![channel.as_raw_fd()];
     keep.extend(ctx.module_fd);
     if let Some(d) = &diagnostics {
-        keep.extend([d.status.as_raw_fd(), d.fd_dir.as_raw_fd()]);
+        keep.extend([
+            d.status.as_raw_fd(),
+            d.fd_dir.as_raw_fd(),
+            d.environ.as_raw_fd(),
+            d.cmdline.as_raw_fd(),
+        ]);
     }
     sandbox::close_fds_except(&keep).map_err(|e| format!("closing descriptors: {e}"))?;
     sandbox::restrict_worker(ctx.cpu_seconds)?;
@@ -136,6 +141,10 @@ fn invoke(
 struct Diagnostics {
     status: File,
     fd_dir: File,
+    /// The environment block the process image started with, which stays in its memory
+    /// whatever `clearenv` does: what an escaped tenant could read.
+    environ: File,
+    cmdline: File,
 }
 
 impl Diagnostics {
@@ -143,6 +152,8 @@ impl Diagnostics {
         Ok(Self {
             status: File::open("/proc/self/status")?,
             fd_dir: File::open("/proc/self/fd")?,
+            environ: File::open("/proc/self/environ")?,
+            cmdline: File::open("/proc/self/cmdline")?,
         })
     }
 
@@ -155,7 +166,20 @@ impl Diagnostics {
         self.status
             .read_to_string(&mut status)
             .map_err(|e| format!("reading status: {e}"))?;
-        let own = [self.status.as_raw_fd(), self.fd_dir.as_raw_fd()];
+        let read_all = |file: &mut File, what: &str| {
+            let mut bytes = Vec::new();
+            file.read_to_end(&mut bytes)
+                .map(|_| String::from_utf8_lossy(&bytes).replace('\0', "\n"))
+                .map_err(|e| format!("reading {what}: {e}"))
+        };
+        let environ = read_all(&mut self.environ, "environ")?;
+        let cmdline = read_all(&mut self.cmdline, "cmdline")?;
+        let own = [
+            self.status.as_raw_fd(),
+            self.fd_dir.as_raw_fd(),
+            self.environ.as_raw_fd(),
+            self.cmdline.as_raw_fd(),
+        ];
         let fds = list_fds(self.fd_dir.as_raw_fd())?
             .into_iter()
             .filter(|fd| !own.contains(fd))
@@ -165,47 +189,125 @@ impl Diagnostics {
             fds,
             channel_fd,
             module_fd,
+            environ,
+            cmdline,
+            env_vars: std::env::vars_os().count(),
             attempts: escape_attempts(),
         })
     }
 }
 
-/// Tries what a tenant who broke out of wasm would try first. Each must fail.
+/// Tries what a tenant who broke out of wasm would try first. Each must fail with `EPERM`,
+/// the filter's answer. Every call is made with arguments the kernel itself would refuse with
+/// another error (`ENOENT`, `EFAULT`, `ESRCH`, `EINVAL`) or that would do no harm if it were
+/// allowed, so that `EPERM` proves the filter stopped it and a hole shows as another error or
+/// `"allowed"`.
 fn escape_attempts() -> std::collections::BTreeMap<String, String> {
-    fn outcome(rc: libc::c_long) -> String {
+    use libc::{c_long, syscall};
+    fn outcome(rc: c_long) -> String {
         if rc < 0 {
             std::io::Error::last_os_error().to_string()
         } else {
             "allowed".into()
         }
     }
+    const MISSING: &std::ffi::CStr = c"/nonexistent/picloud-escape";
+    const NO_PID: c_long = i32::MAX as c_long;
+    let null = std::ptr::null::<libc::c_void>();
     let mut out = std::collections::BTreeMap::new();
-    // SAFETY: each call only asks the kernel for something; nothing is dereferenced but the
-    // static strings, and a call that unexpectedly succeeds is undone at once.
+    let mut attempt = |name: &str, rc: c_long| {
+        out.insert(name.to_string(), outcome(rc));
+    };
+    // SAFETY: raw system calls with null or bogus pointers the kernel checks before use; a call
+    // that unexpectedly succeeds is undone at once (descriptors closed, a forked child exits).
     unsafe {
-        let fd = libc::open(c"/etc/hostname".as_ptr(), libc::O_RDONLY);
-        out.insert("open".into(), outcome(fd as libc::c_long));
+        let fd = syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            MISSING.as_ptr(),
+            libc::O_RDONLY,
+        );
+        attempt("openat", fd);
+        let hostname = c"/etc/hostname".as_ptr();
+        let fd = syscall(libc::SYS_openat, libc::AT_FDCWD, hostname, libc::O_RDONLY);
+        attempt("openat /etc/hostname", fd);
         if fd >= 0 {
-            libc::close(fd);
+            libc::close(fd as i32);
         }
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-        out.insert("socket".into(), outcome(fd as libc::c_long));
-        if fd >= 0 {
-            libc::close(fd);
+        #[cfg(target_arch = "x86_64")]
+        {
+            attempt(
+                "open",
+                syscall(libc::SYS_open, MISSING.as_ptr(), libc::O_RDONLY),
+            );
+            attempt("creat", syscall(libc::SYS_creat, MISSING.as_ptr(), 0o600));
+            let pid = syscall(libc::SYS_fork);
+            if pid == 0 {
+                libc::_exit(0);
+            }
+            attempt("fork", pid);
         }
-        let pid = libc::fork();
+        attempt(
+            "mkdirat",
+            syscall(libc::SYS_mkdirat, libc::AT_FDCWD, MISSING.as_ptr(), 0o700),
+        );
+        attempt(
+            "unlinkat",
+            syscall(libc::SYS_unlinkat, libc::AT_FDCWD, MISSING.as_ptr(), 0),
+        );
+        attempt("chdir", syscall(libc::SYS_chdir, MISSING.as_ptr()));
+        for (name, domain) in [
+            ("socket inet", libc::AF_INET),
+            ("socket unix", libc::AF_UNIX),
+        ] {
+            let fd = syscall(libc::SYS_socket, domain, libc::SOCK_STREAM, 0);
+            attempt(name, fd);
+            if fd >= 0 {
+                libc::close(fd as i32);
+            }
+        }
+        attempt(
+            "socketpair",
+            syscall(
+                libc::SYS_socketpair,
+                libc::AF_UNIX,
+                libc::SOCK_STREAM,
+                0,
+                null,
+            ),
+        );
+        let pid = syscall(libc::SYS_clone, libc::SIGCHLD as c_long, 0, 0, 0, 0);
         if pid == 0 {
             libc::_exit(0);
         }
-        out.insert("fork".into(), outcome(pid as libc::c_long));
-        let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
-        let envp = [std::ptr::null()];
-        let rc = libc::execve(c"/bin/true".as_ptr(), argv.as_ptr(), envp.as_ptr());
-        out.insert("execve".into(), outcome(rc as libc::c_long));
-        let rc = libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
-        out.insert("ptrace".into(), outcome(rc));
-        let rc = libc::kill(1, 0);
-        out.insert("kill".into(), outcome(rc as libc::c_long));
+        attempt("clone", pid);
+        attempt("clone3", syscall(libc::SYS_clone3, null, 0));
+        attempt("execve", syscall(libc::SYS_execve, null, null, null));
+        attempt(
+            "execveat",
+            syscall(libc::SYS_execveat, -1, null, null, null, 0),
+        );
+        attempt(
+            "ptrace attach",
+            syscall(libc::SYS_ptrace, libc::PTRACE_ATTACH, NO_PID, 0, 0),
+        );
+        attempt(
+            "ptrace traceme",
+            syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0),
+        );
+        attempt("kill", syscall(libc::SYS_kill, NO_PID, 0));
+        attempt("tgkill", syscall(libc::SYS_tgkill, -1, -1, 0));
+        attempt(
+            "process_vm_readv",
+            syscall(libc::SYS_process_vm_readv, NO_PID, null, 0, null, 0, 0),
+        );
+        attempt("unshare", syscall(libc::SYS_unshare, -1));
+        attempt("mount", syscall(libc::SYS_mount, null, null, null, 0, null));
+        attempt("setuid", syscall(libc::SYS_setuid, -1));
+        attempt("memfd_create", syscall(libc::SYS_memfd_create, null, 0));
+        attempt("io_uring_setup", syscall(libc::SYS_io_uring_setup, 0, null));
+        attempt("ioctl", syscall(libc::SYS_ioctl, -1, libc::TIOCSTI, null));
+        attempt("prctl", syscall(libc::SYS_prctl, -1, 0, 0, 0, 0));
     }
     out
 }
