@@ -62,8 +62,52 @@ pub struct ServeArgs {
     pub schedules: ScheduleArgs,
 }
 
+/// A server built but not yet listening: its whole HTTP surface, and what must be stopped
+/// after it. The fuzz targets drive [`Server::app`] in-process.
+pub struct Server {
+    pub app: Router,
+    scheduler: Scheduler,
+    recorder: Arc<picloud_manager_core::records::Recorder>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Lets schedule runs in progress finish (each bounded by its function's timeout, and by
+    /// `grace`) and writes the last invocation records.
+    pub async fn finish(self, grace: Duration) {
+        if !self.scheduler.stop(grace).await {
+            tracing::warn!("schedule runs still in progress at exit");
+        }
+        // The writer batches records for up to a tenth of a second: write the last ones.
+        if !self.recorder.flush(Duration::from_secs(5)).await {
+            tracing::warn!("invocation records still unwritten at exit");
+        }
+    }
+}
+
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> Result<()> {
+    let server = build(&args).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    println!("PiCloud listening on http://{}", listener.local_addr()?);
+    let grace = Duration::from_secs(args.grace_seconds);
+    serve_until_signal(listener, server.app.clone(), grace)
+        .await
+        .context("serving")?;
+    server.finish(grace).await;
+    Ok(())
+}
+
+/// Opens the store (creating the admin token at first start), starts the executor, the routing
+/// table, the record writer and the scheduler, and assembles the HTTP surface.
+pub async fn build(args: &ServeArgs) -> Result<Server> {
     std::fs::create_dir_all(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
@@ -145,24 +189,11 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
             "the dashboard is not built (or --dashboard-dir holds no 200.html): / says how to build it"
         ),
     }
-    let app = app(state, endpoints, metrics_source, dashboard.as_deref());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    println!("PiCloud listening on http://{}", listener.local_addr()?);
-    let grace = Duration::from_secs(args.grace_seconds);
-    serve_until_signal(listener, app, grace)
-        .await
-        .context("serving")?;
-    // Schedule runs in progress finish (they are bounded by their function's timeout).
-    if !scheduler.stop(grace).await {
-        tracing::warn!("schedule runs still in progress at exit");
-    }
-    // The writer batches records for up to a tenth of a second: write the last ones.
-    if !recorder.flush(Duration::from_secs(5)).await {
-        tracing::warn!("invocation records still unwritten at exit");
-    }
-    Ok(())
+    Ok(Server {
+        app: app(state, endpoints, metrics_source, dashboard.as_deref()),
+        scheduler,
+        recorder,
+    })
 }
 
 /// The whole HTTP surface: API, function endpoints, health checks, the dashboard for every
