@@ -208,6 +208,13 @@ pub trait Store: Send + Sync {
         name: &str,
         public: bool,
     ) -> impl Future<Output = Result<Function>> + Send;
+    /// Creates a function with its limits and, if given, its first version (deployed when
+    /// asked), in one transaction: a failure half-way (a full disk, a lost connection) leaves
+    /// nothing behind.
+    fn create_function_with(
+        &self,
+        new: &NewFunction<'_>,
+    ) -> impl Future<Output = Result<Function>> + Send;
     fn function(
         &self,
         tenant_id: i64,
@@ -411,6 +418,39 @@ macro_rules! function_cols {
     };
 }
 
+/// Shared by the one-step writes and [`Store::create_function_with`].
+const INSERT_FUNCTION: &str = concat!(
+    "INSERT INTO functions (tenant_id, name, public, created_at) VALUES ($1, $2, $3, $4) RETURNING ",
+    function_cols!()
+);
+const UPDATE_FUNCTION: &str = concat!(
+    "UPDATE functions SET public = $1, timeout_ms = $2, fuel = $3, memory_bytes = $4, concurrency = $5 \
+     WHERE id = $6 RETURNING ",
+    function_cols!()
+);
+// The primary key (function_id, version) makes a concurrent save fail rather than share a
+// number; the caller may retry.
+const INSERT_VERSION: &str = "INSERT INTO function_versions (function_id, version, source, sha256, author, created_at) \
+     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM function_versions WHERE function_id = $1 \
+     RETURNING function_id, version, sha256, author, created_at";
+const ACTIVATE_VERSION: &str = concat!(
+    "UPDATE functions SET active_version = $1 WHERE id = $2 RETURNING ",
+    function_cols!()
+);
+
+/// What [`Store::create_function_with`] creates.
+#[derive(Debug, Clone, Copy)]
+pub struct NewFunction<'a> {
+    pub tenant_id: i64,
+    pub name: &'a str,
+    pub public: bool,
+    pub limits: &'a LimitOverrides,
+    /// The first version's source and author.
+    pub first_version: Option<(&'a str, &'a str)>,
+    /// Make the first version active.
+    pub deploy: bool,
+}
+
 macro_rules! route_select {
     () => {
         "SELECT t.id AS tenant_id, t.name AS tenant_name, f.id AS function_id, f.name AS function_name, \
@@ -496,12 +536,17 @@ macro_rules! impl_store {
     ($store:ty) => {
         impl Store for $store {
             async fn create_tenant(&self, name: &str) -> Result<Tenant> {
-                sqlx::query_as(concat!("INSERT INTO tenants (name, created_at) VALUES ($1, $2) RETURNING ", tenant_cols!()))
+                // In a transaction: sqlx hands over a `RETURNING` row before SQLite's implicit
+                // commit, and a failed commit (a full disk) would go unseen (sqlx#2099).
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let tenant = sqlx::query_as(concat!("INSERT INTO tenants (name, created_at) VALUES ($1, $2) RETURNING ", tenant_cols!()))
                     .bind(name)
                     .bind(now_ms())
-                    .fetch_one(&self.pool)
+                    .fetch_one(&mut *tx)
                     .await
-                    .map_err(|e| StoreError::from_sqlx(e, "tenant"))
+                    .map_err(|e| StoreError::from_sqlx(e, "tenant"))?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(tenant)
             }
 
             async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
@@ -547,7 +592,9 @@ macro_rules! impl_store {
             }
 
             async fn create_token(&self, tenant_id: Option<i64>, name: &str, hash: &str, admin: bool) -> Result<Token> {
-                sqlx::query_as(
+                // In a transaction, as in `create_tenant`.
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let token = sqlx::query_as(
                     "INSERT INTO tokens (tenant_id, name, hash, admin, created_at) VALUES ($1, $2, $3, $4, $5) \
                      RETURNING id, tenant_id, name, admin, created_at, revoked_at",
                 )
@@ -556,9 +603,11 @@ macro_rules! impl_store {
                 .bind(hash)
                 .bind(admin)
                 .bind(now_ms())
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *tx)
                 .await
-                .map_err(|e| StoreError::from_sqlx(e, "token"))
+                .map_err(|e| StoreError::from_sqlx(e, "token"))?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(token)
             }
 
             async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
@@ -603,16 +652,65 @@ macro_rules! impl_store {
             }
 
             async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function> {
-                sqlx::query_as(
-                    concat!("INSERT INTO functions (tenant_id, name, public, created_at) VALUES ($1, $2, $3, $4) RETURNING ", function_cols!()),
-                )
-                .bind(tenant_id)
-                .bind(name)
-                .bind(public)
-                .bind(now_ms())
-                .fetch_one(&self.pool)
+                self.create_function_with(&NewFunction {
+                    tenant_id,
+                    name,
+                    public,
+                    limits: &LimitOverrides::default(),
+                    first_version: None,
+                    deploy: false,
+                })
                 .await
-                .map_err(|e| StoreError::from_sqlx(e, "function"))
+            }
+
+            async fn create_function_with(&self, new: &NewFunction<'_>) -> Result<Function> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let mut function: Function = sqlx::query_as(INSERT_FUNCTION)
+                    .bind(new.tenant_id)
+                    .bind(new.name)
+                    .bind(new.public)
+                    .bind(now_ms())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                if *new.limits != LimitOverrides::default() {
+                    function = sqlx::query_as(UPDATE_FUNCTION)
+                        .bind(new.public)
+                        .bind(new.limits.timeout_ms)
+                        .bind(new.limits.fuel)
+                        .bind(new.limits.memory_bytes)
+                        .bind(new.limits.concurrency)
+                        .bind(function.id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                }
+                if let Some((source, author)) = new.first_version {
+                    let version: Version = sqlx::query_as(INSERT_VERSION)
+                        .bind(function.id)
+                        .bind(source)
+                        .bind(sha256_hex(source))
+                        .bind(author)
+                        .bind(now_ms())
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(|e| StoreError::from_sqlx(e, "version"))?;
+                    if new.deploy {
+                        function = sqlx::query_as(ACTIVATE_VERSION)
+                            .bind(version.version)
+                            .bind(function.id)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                    }
+                }
+                // Only a deployed version changes what the endpoints serve.
+                if new.deploy && new.first_version.is_some() {
+                    self.commit_announcing(tx, RouteEvent::Function(function.id)).await?;
+                } else {
+                    tx.commit().await.map_err(StoreError::Database)?;
+                }
+                Ok(function)
             }
 
             async fn function(&self, tenant_id: i64, name: &str) -> Result<Option<Function>> {
@@ -638,11 +736,7 @@ macro_rules! impl_store {
 
             async fn update_function(&self, function_id: i64, public: bool, limits: &LimitOverrides) -> Result<Function> {
                 let mut tx = self.begin().await.map_err(StoreError::Database)?;
-                let function = sqlx::query_as(concat!(
-                    "UPDATE functions SET public = $1, timeout_ms = $2, fuel = $3, memory_bytes = $4, concurrency = $5 \
-                     WHERE id = $6 RETURNING ",
-                    function_cols!()
-                ))
+                let function = sqlx::query_as(UPDATE_FUNCTION)
                 .bind(public)
                 .bind(limits.timeout_ms)
                 .bind(limits.fuel)
@@ -823,21 +917,19 @@ macro_rules! impl_store {
             }
 
             async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
-                // The primary key (function_id, version) makes a concurrent save fail rather
-                // than share a number; the caller may retry.
-                sqlx::query_as(
-                    "INSERT INTO function_versions (function_id, version, source, sha256, author, created_at) \
-                     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM function_versions WHERE function_id = $1 \
-                     RETURNING function_id, version, sha256, author, created_at",
-                )
-                .bind(function_id)
-                .bind(source)
-                .bind(sha256_hex(source))
-                .bind(author)
-                .bind(now_ms())
-                .fetch_one(&self.pool)
-                .await
-                .map_err(|e| StoreError::from_sqlx(e, "version"))
+                // In a transaction, as in `create_tenant`.
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let version = sqlx::query_as(INSERT_VERSION)
+                    .bind(function_id)
+                    .bind(source)
+                    .bind(sha256_hex(source))
+                    .bind(author)
+                    .bind(now_ms())
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(e, "version"))?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(version)
             }
 
             async fn versions(&self, function_id: i64) -> Result<Vec<Version>> {
@@ -873,9 +965,7 @@ macro_rules! impl_store {
                 if exists.is_none() {
                     return Err(StoreError::NotFound("version"));
                 }
-                let function = sqlx::query_as(
-                    concat!("UPDATE functions SET active_version = $1 WHERE id = $2 RETURNING ", function_cols!()),
-                )
+                let function = sqlx::query_as(ACTIVATE_VERSION)
                 .bind(version)
                 .bind(function_id)
                 .fetch_one(&mut *tx)
@@ -1394,6 +1484,9 @@ impl Store for AnyStore {
     }
     async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function> {
         delegate!(self, create_function(tenant_id, name, public))
+    }
+    async fn create_function_with(&self, new: &NewFunction<'_>) -> Result<Function> {
+        delegate!(self, create_function_with(new))
     }
     async fn function(&self, tenant_id: i64, name: &str) -> Result<Option<Function>> {
         delegate!(self, function(tenant_id, name))
