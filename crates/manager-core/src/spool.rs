@@ -39,6 +39,9 @@ struct Segment {
 pub(crate) struct Spool {
     dir: PathBuf,
     current: Mutex<Segment>,
+    /// The last append failed (a full disk): warn once, not once per record, and say when
+    /// appends work again.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
@@ -76,6 +79,7 @@ impl Spool {
         let spool = Self {
             dir: dir.to_path_buf(),
             current: Mutex::new(Segment { seq, file }),
+            failing: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((spool, left.into_iter().map(|(_, p)| p).collect()))
     }
@@ -109,8 +113,17 @@ impl Spool {
             return false;
         }
         // One write: a line is never interleaved with another.
-        if let Err(e) = segment.file.write_all(line) {
-            tracing::warn!(error = %e, dir = %self.dir.display(), "cannot spool an invocation record");
+        use std::sync::atomic::Ordering;
+        match segment.file.write_all(line) {
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => tracing::warn!(
+                error = %e,
+                dir = %self.dir.display(),
+                "cannot spool invocation records (they stay queued in memory; warned once until it works again)"
+            ),
+            Ok(()) if self.failing.swap(false, Ordering::Relaxed) => {
+                tracing::info!(dir = %self.dir.display(), "spooling invocation records again")
+            }
+            _ => {}
         }
         true
     }
