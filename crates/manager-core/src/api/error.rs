@@ -64,6 +64,11 @@ pub enum ApiError {
     Compile(ScriptError),
     #[error("the database does not answer")]
     Unavailable,
+    /// The database's disk is full: nothing was written, and reads still work.
+    #[error(
+        "the server's storage is full: nothing was saved; try again once the operator has freed space"
+    )]
+    StorageFull,
     #[error("internal error")]
     Internal,
 }
@@ -82,6 +87,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -100,6 +106,7 @@ impl ApiError {
             Self::TooManyRequests { .. } => "too_many_requests",
             Self::Compile(_) => "compile_error",
             Self::Unavailable => "unavailable",
+            Self::StorageFull => "storage_full",
             Self::Internal => "internal",
         }
     }
@@ -148,12 +155,27 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "the database is unavailable");
                 Self::Unavailable
             }
+            StoreError::Database(ref inner) if is_storage_full(inner) => {
+                tracing::error!(error = %e, "the database's storage is full");
+                Self::StorageFull
+            }
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::Internal
             }
         }
     }
+}
+
+/// SQLite's `SQLITE_FULL` (13, with its extended codes) or PostgreSQL's class 53100
+/// `disk_full`.
+fn is_storage_full(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(d) = e else {
+        return false;
+    };
+    d.code()
+        .is_some_and(|c| c == "53100" || c.parse::<u32>().is_ok_and(|n| n & 0xff == 13))
+        || d.message().contains("database or disk is full")
 }
 
 /// A lost or refused connection: the client may retry; the pool reconnects by itself.
