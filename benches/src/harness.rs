@@ -127,8 +127,20 @@ pub fn wrk(url: &str, threads: u32, conns: u32, seconds: u64) -> Result<Value> {
 }
 
 /// Starts `picloud serve` on a fresh data directory (module cache shared beside it) with the
-/// benchmark's admin token and `extra` flags; returns it and its port.
+/// benchmark's admin token and `extra` flags; returns it and its port. Its log goes to this
+/// process's standard error.
 pub fn serve(picloud: &Path, dir: &Path, isolation: &str, extra: &[&str]) -> Result<(Proc, u16)> {
+    serve_logged(picloud, dir, isolation, extra, Stdio::inherit())
+}
+
+/// [`serve`] with the server's log sent to `log`.
+pub fn serve_logged(
+    picloud: &Path,
+    dir: &Path,
+    isolation: &str,
+    extra: &[&str],
+    log: impl Into<Stdio>,
+) -> Result<(Proc, u16)> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)?;
     let port = free_port()?;
@@ -148,6 +160,7 @@ pub fn serve(picloud: &Path, dir: &Path, isolation: &str, extra: &[&str]) -> Res
         .env("PICLOUD_ADMIN_TOKEN", ADMIN)
         .env_remove("PICLOUD_DATABASE_URL")
         .stdout(Stdio::null())
+        .stderr(log)
         .spawn()
         .context("starting picloud serve")?;
     let server = Proc(child);
