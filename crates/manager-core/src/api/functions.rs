@@ -263,25 +263,23 @@ pub async fn create_function(
             "a tenant may have at most {MAX_FUNCTIONS} functions"
         )));
     }
-    let mut function = state
+    // One transaction: a failure half-way leaves no function without its version.
+    let function = state
         .store
-        .create_function(tenant.id, &body.name, body.public)
+        .create_function_with(&crate::NewFunction {
+            tenant_id: tenant.id,
+            name: &body.name,
+            public: body.public,
+            limits: &body.limits,
+            first_version: body
+                .source
+                .as_deref()
+                .map(|source| (source, principal.token_name.as_str())),
+            deploy: body.deploy,
+        })
         .await?;
-    if body.limits != LimitOverrides::default() {
-        function = state
-            .store
-            .update_function(function.id, function.public, &body.limits)
-            .await?;
-    }
-    if let Some(source) = &body.source {
-        let version = state
-            .store
-            .add_version(function.id, source, &principal.token_name)
-            .await?;
-        if body.deploy {
-            function = state.store.deploy(function.id, version.version).await?;
-            state.route_changed(RouteEvent::Function(function.id)).await;
-        }
+    if body.deploy && body.source.is_some() {
+        state.route_changed(RouteEvent::Function(function.id)).await;
     }
     Ok((StatusCode::CREATED, Json(view(&tenant, function))))
 }
