@@ -93,6 +93,7 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 pub struct CreateFunction {
     /// `[a-z0-9][a-z0-9-]{0,62}`
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: String,
     /// Default `true`.
     #[serde(default = "default_true")]
@@ -439,19 +440,20 @@ pub async fn deploy(
     Ok(Json(view(&tenant, function)))
 }
 
-/// Goes back to an earlier version: the one given, or the one before the active version.
+/// Goes back to an earlier version: the one given, or the one before the active version. The
+/// body is optional, and a JSON `null` is no body, as the document (`Option<Rollback>`) says.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/functions/{function}/rollback", tag = "versions",
-    params(FunctionPath), request_body = Rollback,
+    params(FunctionPath), request_body = Option<Rollback>,
     responses((status = 200, body = FunctionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn rollback(
     State(state): State<ApiState>,
     principal: Principal,
     Path(path): Path<FunctionPath>,
-    body: Option<Json<Rollback>>,
+    body: Option<Json<Option<Rollback>>>,
 ) -> Result<Json<FunctionView>, ApiError> {
     let (tenant, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
-    let target = match body.and_then(|Json(b)| b.version) {
+    let target = match body.and_then(|Json(b)| b).and_then(|b| b.version) {
         Some(v) => v,
         None => {
             let Some(active) = function.active_version else {
@@ -558,18 +560,19 @@ pub async fn unset_env(
 
 /// Runs the function once with the given request: the given source, a saved version, or the
 /// active version, under the function's limits. The answer is the whole result (response,
-/// outcome, logs, duration, fuel, peak memory) whatever the outcome.
+/// outcome, logs, duration, fuel, peak memory) whatever the outcome. The body is optional, and a
+/// JSON `null` is no body, as the document (`Option<TestInvoke>`) says.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/functions/{function}/invoke", tag = "functions",
-    params(FunctionPath), request_body = TestInvoke,
+    params(FunctionPath), request_body = Option<TestInvoke>,
     responses((status = 200, body = InvocationResult), (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn test_invoke(
     State(state): State<ApiState>,
     principal: Principal,
     Path(path): Path<FunctionPath>,
-    body: Option<Json<TestInvoke>>,
+    body: Option<Json<Option<TestInvoke>>>,
 ) -> Result<Json<InvocationResult>, ApiError> {
-    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let body = body.and_then(|Json(b)| b).unwrap_or_default();
     let (tenant, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     // The version recorded: 0 for a source that was never saved.

@@ -415,14 +415,118 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(format::format))
 }
 
+/// The routes and their document, completed by [`document_common_errors`].
+fn split() -> (Router<ApiState>, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = routes().split_for_parts();
+    document_common_errors(&mut doc);
+    (router, doc)
+}
+
+/// An error answer with the [`ErrorBody`] schema.
+fn error_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build()
+        .into()
+}
+
+/// Adds to every operation the errors that its extractors, not its handler, answer with.
+///
+/// Every route takes a [`Principal`] (401 without a valid token; 503 when the database that
+/// resolves tokens does not answer); every route with a body takes it through [`Json`] (400
+/// malformed, 413 past the cap, 415 not `application/json`, 422 wrong types or unknown fields);
+/// every route with path parameters takes them through [`Path`] (400 when one does not parse,
+/// a version that is not a number, say); every write may meet a full disk (507). Declared here once, from what the document already
+/// says of each operation, rather than in each `#[utoipa::path]`, where a new route would
+/// forget them: schemathesis (`tests/schemathesis.rs`) holds every answer to the document. A
+/// status a handler documents itself keeps its own description.
+fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{Operation, ParameterIn};
+
+    fn add(op: &mut Operation, status: &str, description: &str) {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| error_response(description));
+    }
+
+    for item in doc.paths.paths.values_mut() {
+        let item_has_path_params = item
+            .parameters
+            .iter()
+            .flatten()
+            .any(|p| p.parameter_in == ParameterIn::Path);
+        // Writes may also meet a full disk under the database.
+        for op in [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
+            .into_iter()
+            .flatten()
+        {
+            add(
+                op,
+                "507",
+                "The database's disk is full: nothing was saved; retry once space is freed.",
+            );
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for op in operations.into_iter().flatten() {
+            add(
+                op,
+                "401",
+                "No token, a malformed `Authorization` header, or an unknown or revoked token.",
+            );
+            add(op, "503", "The database does not answer; retry.");
+            let has_path_params = item_has_path_params
+                || op
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| p.parameter_in == ParameterIn::Path);
+            if op.request_body.is_some() {
+                add(
+                    op,
+                    "400",
+                    "The body is not JSON, or a path or query parameter does not parse.",
+                );
+                add(op, "413", "The body is larger than the server accepts.");
+                add(
+                    op,
+                    "415",
+                    "A body without `Content-Type: application/json`.",
+                );
+                add(
+                    op,
+                    "422",
+                    "A field of the wrong type, a missing or unknown field, or a value out of \
+                     bounds.",
+                );
+            } else if has_path_params {
+                add(op, "400", "A path parameter does not parse.");
+            }
+        }
+    }
+}
+
 /// The OpenAPI document of the API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().split_for_parts().1
+    split().1
 }
 
 /// The `/api/v1` router, its state applied; JSON errors for unknown routes and methods too.
 pub fn router(state: ApiState) -> Router {
-    let (router, doc) = routes().split_for_parts();
+    let (router, doc) = split();
     let doc = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".to_string()));
     let max_body = state.config.max_body_bytes;
     router

@@ -38,6 +38,7 @@ impl From<Tenant> for TenantView {
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     /// `[a-z0-9][a-z0-9-]{0,62}`
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: String,
 }
 
@@ -106,6 +107,7 @@ pub struct CreatedToken {
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// `[a-z0-9][a-z0-9-]{0,62}`, to tell tokens apart (`ci`, `laptop`).
+    #[schema(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$")]
     pub name: String,
 }
 
