@@ -464,9 +464,14 @@ fn document_common_errors(doc: &mut utoipa::openapi::OpenApi) {
             .flatten()
             .any(|p| p.parameter_in == ParameterIn::Path);
         // Writes may also meet a full disk under the database.
-        for op in [&mut item.put, &mut item.post, &mut item.delete, &mut item.patch]
-            .into_iter()
-            .flatten()
+        for op in [
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
         {
             add(
                 op,
