@@ -51,11 +51,7 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
+        let runtime = crate::runtime();
         let dir = std::env::temp_dir().join(format!("picloud-fuzz-api-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let cache = crate::cache_dir();

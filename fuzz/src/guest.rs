@@ -30,11 +30,7 @@ struct Harness {
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("a tokio runtime");
+        let runtime = crate::runtime();
         let config = ExecutorConfig::new(Isolation::Instance, crate::cache_dir());
         let executor = runtime
             .block_on(Executor::start(config))

@@ -14,6 +14,15 @@ fn cache_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::env::temp_dir().join("picloud-fuzz-cache"))
 }
 
+/// The one-worker tokio runtime each check drives its harness on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
 /// `data` cut at its first `n - 1` zero bytes into `n` parts (missing parts empty).
 fn parts(data: &[u8], n: usize) -> Vec<&[u8]> {
     let mut out: Vec<&[u8]> = data.splitn(n, |&b| b == 0).collect();
