@@ -52,8 +52,7 @@ fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
         let runtime = crate::runtime();
-        let dir = std::env::temp_dir().join(format!("picloud-fuzz-api-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = data_dir();
         let cache = crate::cache_dir();
         let cli = Cli::parse_from([
             "serve".as_ref(),
@@ -99,6 +98,27 @@ fn harness() -> &'static Harness {
         h.tenant_token = token["token"].as_str().unwrap_or_default().to_string();
         h
     })
+}
+
+/// The server's data directory: one per process, since libFuzzer's jobs and the test runner
+/// may run several harnesses at once. The harness lives until the process exits and cannot
+/// remove its own, so each start removes those of processes that are gone.
+fn data_dir() -> std::path::PathBuf {
+    let parent = std::env::temp_dir().join("picloud-fuzz-api");
+    if let Ok(entries) = std::fs::read_dir(&parent) {
+        for entry in entries.flatten() {
+            let pid = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok());
+            if pid.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    let dir = parent.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
 }
 
 impl Harness {
