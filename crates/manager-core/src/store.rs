@@ -433,6 +433,22 @@ const UPDATE_FUNCTION: &str = concat!(
 const INSERT_VERSION: &str = "INSERT INTO function_versions (function_id, version, source, sha256, author, created_at) \
      SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM function_versions WHERE function_id = $1 \
      RETURNING function_id, version, sha256, author, created_at";
+/// Saves `$source` as the function's next version inside transaction `$tx`; evaluates to the
+/// [`Version`].
+macro_rules! insert_version {
+    ($tx:ident, $function_id:expr, $source:expr, $author:expr) => {{
+        let version: Version = sqlx::query_as(INSERT_VERSION)
+            .bind($function_id)
+            .bind($source)
+            .bind(sha256_hex($source))
+            .bind($author)
+            .bind(now_ms())
+            .fetch_one(&mut *$tx)
+            .await
+            .map_err(|e| StoreError::from_sqlx(e, "version"))?;
+        version
+    }};
+}
 const ACTIVATE_VERSION: &str = concat!(
     "UPDATE functions SET active_version = $1 WHERE id = $2 RETURNING ",
     function_cols!()
@@ -686,15 +702,7 @@ macro_rules! impl_store {
                         .map_err(|e| StoreError::from_sqlx(e, "function"))?;
                 }
                 if let Some((source, author)) = new.first_version {
-                    let version: Version = sqlx::query_as(INSERT_VERSION)
-                        .bind(function.id)
-                        .bind(source)
-                        .bind(sha256_hex(source))
-                        .bind(author)
-                        .bind(now_ms())
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(|e| StoreError::from_sqlx(e, "version"))?;
+                    let version = insert_version!(tx, function.id, source, author);
                     if new.deploy {
                         function = sqlx::query_as(ACTIVATE_VERSION)
                             .bind(version.version)
@@ -919,15 +927,7 @@ macro_rules! impl_store {
             async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
                 // In a transaction, as in `create_tenant`.
                 let mut tx = self.begin().await.map_err(StoreError::Database)?;
-                let version = sqlx::query_as(INSERT_VERSION)
-                    .bind(function_id)
-                    .bind(source)
-                    .bind(sha256_hex(source))
-                    .bind(author)
-                    .bind(now_ms())
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(|e| StoreError::from_sqlx(e, "version"))?;
+                let version = insert_version!(tx, function_id, source, author);
                 tx.commit().await.map_err(StoreError::Database)?;
                 Ok(version)
             }
