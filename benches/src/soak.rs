@@ -595,7 +595,7 @@ fn run(picloud: &Path, work: &Path, seconds: u64) -> Result<Value> {
             before.threads, after.threads
         ));
     }
-    if after.rss_kib > before.rss_kib + before.rss_kib / 4 + 32 * 1024 {
+    if after.rss_kib > before.rss_kib + before.rss_kib / 4 + 16 * 1024 {
         failures.push(format!(
             "the server's memory grew at rest: {} → {} KiB",
             before.rss_kib, after.rss_kib

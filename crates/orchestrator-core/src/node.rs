@@ -388,8 +388,31 @@ pub async fn serve_until_signal(
     }
 }
 
-/// Logs to standard error, filtered by `PICLOUD_LOG` (default `warn`).
-pub fn init_tracing() {
+/// Sets up a server process before its runtime starts: [`tune_allocator`], then logging to
+/// standard error, filtered by `PICLOUD_LOG` (default `warn`).
+pub fn init_process() {
+    tune_allocator();
+    init_tracing();
+}
+
+/// Makes glibc's allocator give large freed blocks back to the kernel. By default it raises
+/// its mmap threshold to the largest block freed so far (up to 32 MiB) and its trim threshold
+/// to twice that, so after the first few large bodies (a tenant's 2 MiB response, a worker's
+/// frame) every arena keeps megabytes of freed heap for good. The soak measured the server's
+/// heap at rest at 35 MiB by default against 8 MiB with the threshold fixed at 128 KiB, glibc's
+/// starting value (docs/performance.md). A fixed threshold turns the adjustment off: blocks of
+/// 128 KiB and more are mapped and unmapped each time, which the hot path (small requests)
+/// never allocates. Elsewhere than glibc, nothing to do.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's parameters; it is called before the runtime
+    // starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+    }
+}
+
+fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PICLOUD_LOG")
@@ -406,7 +429,7 @@ where
     F: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
-    init_tracing();
+    init_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

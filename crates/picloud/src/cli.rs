@@ -95,7 +95,7 @@ pub fn main() -> ExitCode {
     } else {
         Cli::parse()
     };
-    picloud_orchestrator_core::node::init_tracing();
+    picloud_orchestrator_core::node::init_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
