@@ -298,8 +298,10 @@ fn at_rest(port: u16, pid: i32, started: Instant, when: &'static str) -> Result<
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut calm = 0;
     loop {
-        let busy = metric(port, "picloud_pool_busy_workers ")?;
-        let queued = metric(port, "picloud_records_queued ")?;
+        let [busy, queued] = metrics(
+            port,
+            ["picloud_pool_busy_workers ", "picloud_records_queued "],
+        )?;
         let s = sample(pid, started, when);
         if busy == 0.0 && queued == 0.0 && s.descendants <= 1 + POOL_FLOOR {
             calm += 1;
@@ -359,6 +361,7 @@ fn sample(pid: i32, started: Instant, when: &'static str) -> Sample {
         i += 1;
     }
     let descendants: Vec<_> = all.iter().filter(|p| tree[1..].contains(&p.0)).collect();
+    let kinds = fd_kinds(pid);
     Sample {
         at_s: started.elapsed().as_secs_f64(),
         when,
@@ -367,8 +370,8 @@ fn sample(pid: i32, started: Instant, when: &'static str) -> Sample {
         rss_file_kib: status_field(pid, "RssFile:"),
         rss_shmem_kib: status_field(pid, "RssShmem:"),
         tree_rss_kib: tree.iter().map(|&p| status_field(p, "VmRSS:")).sum(),
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64),
-        fd_kinds: fd_kinds(pid),
+        fds: kinds.values().sum(),
+        fd_kinds: kinds,
         threads: status_field(pid, "Threads:"),
         descendants: descendants.len() as u64,
         zombies: descendants.iter().filter(|p| p.2 == 'Z').count() as u64,
@@ -411,14 +414,25 @@ fn recorded(
 }
 
 fn metric(port: u16, name: &str) -> Result<f64> {
+    let [value] = metrics(port, [name])?;
+    Ok(value)
+}
+
+/// Several series from one scrape of `/metrics`.
+fn metrics<const N: usize>(port: u16, names: [&str; N]) -> Result<[f64; N]> {
     let text = agent()
         .get(&format!("http://127.0.0.1:{port}/metrics"))
         .call()?
         .body_mut()
         .read_to_string()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .with_context(|| format!("{name} in /metrics"))
+    let mut out = [0.0; N];
+    for (value, name) in out.iter_mut().zip(names) {
+        *value = text
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .with_context(|| format!("{name} in /metrics"))?;
+    }
+    Ok(out)
 }
 
 /// Runs one phase: every load in `loads` for `seconds`; returns what each saw, by index.
