@@ -875,8 +875,7 @@ async fn schedules_are_claimed_once_and_leased(s: &impl Store) {
     let results = join_all(claims.iter().map(|c| s.claim_ticks(c))).await;
     let won: Vec<u64> = results
         .into_iter()
-        .map(|r| r.expect("a claim answers"))
-        .flatten()
+        .filter_map(|r| r.expect("a claim answers"))
         .collect();
     assert_eq!(won, vec![0], "exactly one claim wins");
     let claimed = s.schedule(sc.id).await.expect("get").expect("exists");

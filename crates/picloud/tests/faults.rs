@@ -458,8 +458,8 @@ fn fill(dir: &Path) -> PathBuf {
     let mut f = std::fs::File::create(&path).expect("filler");
     let chunk = vec![0u8; 64 << 10];
     while f.write_all(&chunk).is_ok() {}
-    let mut small = [0u8; 512];
-    while f.write_all(&mut small).is_ok() {}
+    let small = [0u8; 512];
+    while f.write_all(&small).is_ok() {}
     let _ = f.sync_all();
     path
 }

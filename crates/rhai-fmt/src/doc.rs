@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn tabs_count_four_columns() {
         // 24 tabs are 96 columns: a 5-column group no longer fits after them.
-        let mut docs = vec![Doc::Indent(vec![]); 0];
+        let mut docs = Vec::new();
         let mut inner = vec![Doc::Hard, list(&["a", "b"])];
         for _ in 0..24 {
             inner = vec![Doc::Indent(inner)];

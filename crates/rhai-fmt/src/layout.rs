@@ -552,8 +552,8 @@ fn chain<'a>(docs: &mut Vec<Doc<'a>>, run: &[Placed<'_, 'a>], lead: bool) {
     for (k, &call) in calls.iter().enumerate() {
         tail.push(Doc::Soft);
         let end = calls.get(k + 1).copied().unwrap_or(run.len());
-        for i in call..end {
-            push_node(&mut tail, &run[i], true, last(i));
+        for (i, node) in run.iter().enumerate().take(end).skip(call) {
+            push_node(&mut tail, node, true, last(i));
         }
     }
     head.push(Doc::Indent(tail));

@@ -58,7 +58,11 @@ fuzz_target!(|data: &[u8]| {
                     "the program changed"
                 );
             }
-            assert_eq!(format(&out).as_deref(), Ok(out.as_str()), "not a fixed point");
+            assert_eq!(
+                format(&out).as_deref(),
+                Ok(out.as_str()),
+                "not a fixed point"
+            );
             assert_eq!(
                 comments_in(source).ok(),
                 comments_in(&out).ok(),
