@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use picloud_shared::guest::{GuestError, GuestErrorKind, GuestInput, GuestOutput};
 use picloud_shared::host::{HostCall, HostReply};
+use picloud_shared::nesting::{MAX_NESTING, check_nesting};
 use picloud_shared::{InvocationRequest, InvocationResponse, LogLevel, ScriptLimits};
 use rhai::{
     Array, CallFnOptions, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, Scope,
@@ -263,6 +264,14 @@ enum Entry {
 }
 
 fn handle(engine: &Engine, script: &str, entry: Entry) -> Result<InvocationResponse, GuestError> {
+    // Before Rhai's parser, which recurses once per level: a clear error rather than a trap on
+    // the wasm stack (see `picloud_shared::nesting`).
+    check_nesting(script, MAX_NESTING).map_err(|e| GuestError {
+        kind: GuestErrorKind::Script,
+        message: e.to_string(),
+        line: Some(e.line),
+        column: Some(e.column),
+    })?;
     let ast = engine.compile(script).map_err(|e| {
         let (line, column) = position(e.position());
         let kind = if matches!(*e.0, rhai::ParseErrorType::ExprTooDeep) {
@@ -428,10 +437,10 @@ fn full_response(mut map: Map) -> Result<InvocationResponse, GuestError> {
     let status = status
         .as_int()
         .ok()
-        .filter(|s| (100..=599).contains(s))
+        .filter(|s| (200..=599).contains(s))
         .ok_or_else(|| {
             script_error(format!(
-                "`status` must be an integer from 100 to 599, not {status}"
+                "`status` must be an integer from 200 to 599, not {status}"
             ))
         })? as u16;
     let mut headers = std::collections::BTreeMap::new();

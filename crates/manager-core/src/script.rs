@@ -3,6 +3,7 @@
 //! ever being deployed; the active one keeps serving.
 
 use picloud_shared::ScriptLimits;
+use picloud_shared::nesting::{MAX_NESTING, check_nesting};
 use rhai::{Engine, OptimizationLevel};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -46,7 +47,35 @@ pub fn defines_on_schedule(source: &str) -> Result<bool, ScriptError> {
         .any(|f| f.name == "on_schedule" && f.params.len() == 1))
 }
 
+/// What every parser of a tenant's script checks first: no NUL character (PostgreSQL cannot
+/// store one in text, and no script needs one: `"\0"` writes it in a string), and no nesting
+/// deeper than [`MAX_NESTING`], which would make a parser recurse until its thread's stack
+/// overflows (see [`picloud_shared::nesting`]). Linear, without recursion.
+///
+/// # Errors
+///
+/// The first NUL, or where the script nests too deeply, with its position.
+pub fn check_text(source: &str) -> Result<(), ScriptError> {
+    if let Some(at) = source.find('\0') {
+        let before = &source[..at];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        return Err(ScriptError {
+            message: "the script contains a NUL character; write `\\x00` in a string instead"
+                .into(),
+            line: Some(line as u32),
+            column: Some(column as u32),
+        });
+    }
+    check_nesting(source, MAX_NESTING).map_err(|e| ScriptError {
+        message: e.to_string(),
+        line: Some(e.line),
+        column: Some(e.column),
+    })
+}
+
 fn compile(source: &str) -> Result<rhai::AST, ScriptError> {
+    check_text(source)?;
     // A raw engine parses the same language; the guest's registered functions only matter at
     // run time. No optimisation: nothing of the script is evaluated here.
     let mut engine = Engine::new_raw();
@@ -95,6 +124,38 @@ mod tests {
     fn missing_handler_is_refused() {
         let err = check_script("fn other(a) { a }").expect_err("refused");
         assert!(err.message.contains("fn handle(req)"), "{err:?}");
+    }
+
+    #[test]
+    fn nul_is_refused_with_its_position() {
+        let err = check_script("fn handle(req) {\n  \"a\0b\"\n}").expect_err("refused");
+        assert_eq!((err.line, err.column), (Some(2), Some(5)), "{err:?}");
+        assert!(err.message.contains("NUL"), "{err:?}");
+    }
+
+    #[test]
+    fn long_chains_are_refused_on_a_small_stack() {
+        // Rhai's own depth catches most shapes; the scan catches them first and costs nothing
+        // of the stack. On a 2 MiB thread, the size of tokio's blocking threads.
+        let shapes = [
+            format!("fn handle(r) {{ {} }}", vec!["1"; 20_000].join(" + ")),
+            format!("fn handle(r) {{ r{} }}", ".a".repeat(20_000)),
+            format!(
+                "fn handle(r) {{ {}1{} }}",
+                "(".repeat(2_000),
+                ")".repeat(2_000)
+            ),
+        ];
+        for source in shapes {
+            let err = std::thread::Builder::new()
+                .stack_size(2 << 20)
+                .spawn(move || check_script(&source))
+                .expect("thread")
+                .join()
+                .expect("no panic")
+                .expect_err("refused");
+            assert_eq!(err.line, Some(1), "{err:?}");
+        }
     }
 
     #[test]

@@ -19,6 +19,8 @@ mod doc;
 mod layout;
 mod lex;
 
+use picloud_shared::ScriptLimits;
+use picloud_shared::nesting::{MAX_NESTING, check_nesting};
 use rhai::{Engine, OptimizationLevel};
 
 pub use doc::{TAB, WIDTH};
@@ -38,24 +40,41 @@ pub enum FormatError {
     Internal(String),
 }
 
-/// The engine the formatter parses with: no optimisation (it would fold constants away) and no
-/// depth limits (deep scripts are the caller's to limit). Tests and benchmarks that compare
-/// ASTs with [`shape`] parse with it too.
+/// The engine the formatter parses with: no optimisation (it would fold constants away), and
+/// the guest's expression depths, so that it formats exactly the scripts that can run. Without
+/// them a parenthesis nested 2,000 times, or a flat `1 + 1 + …` of 20,000 terms, recursed until
+/// the thread's stack overflowed and took the whole server with it. Tests and benchmarks that
+/// compare ASTs with [`shape`] parse with it too.
 #[must_use]
 pub fn engine() -> Engine {
     let mut engine = Engine::new_raw();
     engine.set_optimization_level(OptimizationLevel::None);
-    engine.set_max_expr_depths(0, 0);
+    let limits = ScriptLimits::default();
+    engine.set_max_expr_depths(
+        limits.max_expr_depth as usize,
+        limits.max_function_expr_depth as usize,
+    );
     engine
 }
 
 /// Formats `source`.
 ///
+/// Its recursion is bounded: [`check_nesting`] refuses what would nest deeper than
+/// [`MAX_NESTING`] before any parser runs, and Rhai's expression depths bind below that (see
+/// [`engine`]); `tests/depth.rs` formats the deepest shapes on a 2 MiB thread, the size of
+/// tokio's blocking threads.
+///
 /// # Errors
 ///
-/// [`FormatError::Parse`] when Rhai refuses the script; [`FormatError::Internal`] when the
-/// result would not be the same program with the same comments.
+/// [`FormatError::Parse`] when Rhai refuses the script (or it nests too deeply);
+/// [`FormatError::Internal`] when the result would not be the same program with the same
+/// comments.
 pub fn format(source: &str) -> Result<String, FormatError> {
+    check_nesting(source, MAX_NESTING).map_err(|e| FormatError::Parse {
+        message: e.to_string(),
+        line: e.line,
+        column: e.column,
+    })?;
     let engine = engine();
     engine.compile(source).map_err(|e| {
         let pos = e.position();

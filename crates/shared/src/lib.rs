@@ -7,9 +7,10 @@ pub mod guest;
 pub mod host;
 mod invocation;
 mod limits;
+pub mod nesting;
 
 pub use invocation::{
-    FunctionRef, InvocationRequest, InvocationResponse, InvocationResult, LogLevel, LogLine,
-    Outcome,
+    DROPPED_RESPONSE_HEADERS, FunctionRef, InvocationRequest, InvocationResponse, InvocationResult,
+    LogLevel, LogLine, Outcome, response_header_allowed,
 };
 pub use limits::{Limits, MAX_CALL_LEVELS_CEILING, ScriptLimits};
