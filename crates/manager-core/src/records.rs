@@ -351,6 +351,7 @@ pub struct Recorder {
     queue: mpsc::Sender<InvocationRecord>,
     capacity: usize,
     dropped: AtomicU64,
+    rejected: AtomicU64,
     written: AtomicU64,
     /// Records queued and not yet written or dropped: what [`Recorder::flush`] waits for.
     outstanding: AtomicU64,
@@ -383,6 +384,7 @@ impl Recorder {
             queue,
             capacity,
             dropped: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
             written: AtomicU64::new(0),
             outstanding: AtomicU64::new(0),
             flushing: AtomicBool::new(false),
@@ -401,7 +403,8 @@ impl Recorder {
     }
 
     /// Queues a record without waiting; a full queue drops it and counts it.
-    pub fn record(&self, record: InvocationRecord) {
+    pub fn record(&self, mut record: InvocationRecord) {
+        make_storable(&mut record);
         let record = Arc::new(record);
         // Nobody tailing is fine.
         let _ = self.tail.send(Arc::clone(&record));
@@ -438,6 +441,11 @@ impl Recorder {
     /// Records dropped so far (queue full, or a batch the database refused again and again).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Records the database refused (each tried on its own), set aside and never retried.
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
     }
 
     /// Records written so far.
@@ -531,9 +539,29 @@ fn drain(
     }
 }
 
+/// Text the database can store: every NUL (which PostgreSQL refuses in text) becomes U+FFFD.
+/// Strings are UTF-8 already (the executor reads a script's output lossily). Done before a
+/// record is queued, so that neither the queue nor the spool holds a record that would be
+/// refused.
+fn make_storable(record: &mut InvocationRecord) {
+    fn clean(text: &mut String) {
+        if text.contains('\0') {
+            *text = text.replace('\0', "\u{FFFD}");
+        }
+    }
+    if let Some(message) = &mut record.message {
+        clean(message);
+    }
+    for line in &mut record.logs {
+        clean(&mut line.message);
+    }
+}
+
 /// Writes `records`, retrying while the database is away: ten times without a spool (then
 /// they are dropped and counted), for as long as it takes with one (they are safe there).
-/// Returns whether they were written.
+/// A batch the database refuses is written row by row instead, so that one row it cannot
+/// store never holds back the others (see [`insert_each`]). Returns whether every record was
+/// dealt with: written, or set aside.
 async fn insert(recorder: &Recorder, store: &AnyStore, records: &[InvocationRecord]) -> bool {
     let mut attempt: u32 = 0;
     loop {
@@ -543,6 +571,10 @@ async fn insert(recorder: &Recorder, store: &AnyStore, records: &[InvocationReco
                     .written
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
                 return true;
+            }
+            Err(e) if e.is_refusal() => {
+                tracing::warn!(error = %e, records = records.len(), "the database refused a batch of invocation records; writing them one by one");
+                return insert_each(recorder, store, records).await;
             }
             Err(e) if attempt < 10 || recorder.spool.is_some() => {
                 attempt += 1;
@@ -558,6 +590,45 @@ async fn insert(recorder: &Recorder, store: &AnyStore, records: &[InvocationReco
             }
         }
     }
+}
+
+/// Writes `records` one at a time, each with [`insert`]'s retries; a record the database
+/// refuses on its own is set aside (`rejected.jsonl` beside the spool), counted
+/// (`picloud_records_rejected_total`) and never tried again. Returns whether every record was
+/// written or set aside.
+async fn insert_each(recorder: &Recorder, store: &AnyStore, records: &[InvocationRecord]) -> bool {
+    let mut all = true;
+    for record in records {
+        let mut attempt: u32 = 0;
+        loop {
+            match store.insert_records(std::slice::from_ref(record)).await {
+                Ok(()) => {
+                    recorder.written.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) if e.is_refusal() => {
+                    tracing::warn!(error = %e, key = %record.key, function = record.function_id, "the database refused an invocation record; set aside");
+                    recorder.rejected.fetch_add(1, Ordering::Relaxed);
+                    if let Some(spool) = &recorder.spool {
+                        spool.set_aside(record);
+                    }
+                    break;
+                }
+                Err(e) if attempt < 10 || recorder.spool.is_some() => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "cannot write an invocation record; retrying");
+                    tokio::time::sleep(Duration::from_millis(200) * attempt.min(10)).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "dropping an invocation record");
+                    recorder.dropped.fetch_add(1, Ordering::Relaxed);
+                    all = false;
+                    break;
+                }
+            }
+        }
+    }
+    all
 }
 
 async fn prune(store: AnyStore, config: RecordConfig) {

@@ -44,6 +44,11 @@ pub(crate) struct Spool {
     failing: std::sync::atomic::AtomicBool,
 }
 
+/// Where records the database refused are kept (see [`Spool::set_aside`]).
+pub(crate) const REJECTED_FILE: &str = "rejected.jsonl";
+/// The most [`REJECTED_FILE`] grows to.
+pub(crate) const MAX_REJECTED_BYTES: u64 = 16 << 20;
+
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("records-{seq:020}.jsonl"))
 }
@@ -82,6 +87,25 @@ impl Spool {
             failing: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((spool, left.into_iter().map(|(_, p)| p).collect()))
+    }
+
+    /// Keeps a record the database refused beside the spool (`rejected.jsonl`, in the
+    /// spool's own line format), for the operator to look at; never replayed. At most
+    /// [`MAX_REJECTED_BYTES`]: past that, rejected records are only counted and logged.
+    pub(crate) fn set_aside(&self, record: &InvocationRecord) {
+        let path = self.dir.join(REJECTED_FILE);
+        let full = std::fs::metadata(&path).is_ok_and(|m| m.len() >= MAX_REJECTED_BYTES);
+        if full {
+            return;
+        }
+        let kept = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| f.write_all(&Self::line(record)));
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, path = %path.display(), "cannot set a rejected record aside");
+        }
     }
 
     /// A record as a spool line (serialised outside the lock).

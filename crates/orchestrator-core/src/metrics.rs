@@ -24,6 +24,8 @@ pub struct PoolFigures {
     pub records_queued: u64,
     /// Invocation records dropped so far.
     pub records_dropped_total: u64,
+    /// Invocation records the database refused, set aside so far.
+    pub records_rejected_total: u64,
 }
 
 /// The metrics of one server.
@@ -43,6 +45,8 @@ pub struct Metrics {
     records_queued: IntGauge,
     records_dropped: IntCounter,
     records_dropped_seen: Mutex<u64>,
+    records_rejected: IntCounter,
+    records_rejected_seen: Mutex<u64>,
     schedule_runs: IntCounterVec,
     schedule_late: HistogramVec,
     schedule_skipped: IntCounterVec,
@@ -135,7 +139,13 @@ impl Metrics {
         ));
         let records_dropped = must(IntCounter::new(
             "picloud_records_dropped_total",
-            "Invocation records dropped: the queue was full or the database refused a batch.",
+            "Invocation records dropped: the queue was full, or the database was away too long \
+             for a server without a spool.",
+        ));
+        let records_rejected = must(IntCounter::new(
+            "picloud_records_rejected_total",
+            "Invocation records the database refused on their own (set aside in the spool's \
+             rejected.jsonl, never retried).",
         ));
         let schedule_runs = must(IntCounterVec::new(
             Opts::new(
@@ -175,6 +185,7 @@ impl Metrics {
             Box::new(schedule_skipped.clone()),
             Box::new(schedule_abandoned.clone()),
             Box::new(records_dropped.clone()),
+            Box::new(records_rejected.clone()),
             Box::new(invocations.clone()),
             Box::new(duration.clone()),
             Box::new(worker_wait.clone()),
@@ -202,6 +213,8 @@ impl Metrics {
             records_queued,
             records_dropped,
             records_dropped_seen: Mutex::new(0),
+            records_rejected,
+            records_rejected_seen: Mutex::new(0),
             schedule_runs,
             schedule_late,
             schedule_skipped,
@@ -295,6 +308,11 @@ impl Metrics {
             &self.records_dropped,
             &self.records_dropped_seen,
             pool.records_dropped_total,
+        );
+        catch_up(
+            &self.records_rejected,
+            &self.records_rejected_seen,
+            pool.records_rejected_total,
         );
         let mut families = self.registry.gather();
         if let Some(tenant) = tenant {

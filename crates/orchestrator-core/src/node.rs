@@ -205,6 +205,7 @@ impl MetricsSource for NodeMetrics {
             cold_starts_total: stats.misses_total,
             records_queued: self.recorder.queued() as u64,
             records_dropped_total: self.recorder.dropped(),
+            records_rejected_total: self.recorder.rejected(),
         };
         self.metrics.render(pool, tenant)
     }
