@@ -291,13 +291,15 @@ impl Executor {
         // running, so that its flood queues behind nobody else.
         let load = owner.map(|o| TenantLoad::enter(&self.tenant_load, &o.tenant));
         let crowded = load.as_ref().is_some_and(|l| l.others > 0);
-        match &self.mode {
+        let mut result = match &self.mode {
             Mode::Process(p) => p.invoke(input, limits, owner, host, crowded).await,
             Mode::Instance(i) => {
                 let lane = if crowded { Lane::Second } else { Lane::First };
                 i.invoke(input, limits, host, lane).await
             }
-        }
+        };
+        result.enforce_response_rules();
+        result
     }
 
     /// The pool's state (all zero in instance mode).

@@ -229,7 +229,95 @@ pub struct InvocationResult {
     pub logs_truncated: bool,
 }
 
+/// Response headers a script may not set, dropped from its answer: they frame the HTTP message
+/// or the connection (a script's `content-length` or `transfer-encoding` beside the server's
+/// own would break the framing, and behind a proxy's pooled connection mix one tenant's
+/// response into another's), or widen a service worker's scope past the script's own path.
+pub const DROPPED_RESPONSE_HEADERS: [&str; 8] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "service-worker-allowed",
+];
+
+/// Whether a script's response may carry the header `name` (lower case).
+pub fn response_header_allowed(name: &str) -> bool {
+    !DROPPED_RESPONSE_HEADERS.contains(&name) && !name.starts_with("proxy-")
+}
+
+/// RFC 9110 `tchar`.
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 impl InvocationResult {
+    /// Holds the script's response to what HTTP and the platform allow, whatever produced it
+    /// (the guest checks the same, but its answer comes from a sandbox that runs tenant code):
+    /// a status from 200 to 599 (no informational or switching status) and header names and
+    /// values that can be sent as they are; anything else turns the outcome into a
+    /// `script_error` naming it, never a broken connection. Headers of
+    /// [`DROPPED_RESPONSE_HEADERS`] and `proxy-*` are removed, each with a `warn` line in the
+    /// invocation's log saying so.
+    pub fn enforce_response_rules(&mut self) {
+        let Some(response) = &mut self.response else {
+            return;
+        };
+        let refusal = if !(200..=599).contains(&response.status) {
+            Some(format!(
+                "`status` must be from 200 to 599, not {}",
+                response.status
+            ))
+        } else {
+            response.headers.iter().find_map(|(name, value)| {
+                if name.is_empty() || !name.bytes().all(is_token_byte) {
+                    Some(format!("invalid header name {name:?}"))
+                } else if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                    Some(format!(
+                        "header {name:?} has a control character (a line break, say) in its value"
+                    ))
+                } else {
+                    None
+                }
+            })
+        };
+        if let Some(message) = refusal {
+            self.response = None;
+            self.outcome = Outcome::ScriptError {
+                message,
+                line: None,
+                column: None,
+            };
+            return;
+        }
+        let mut dropped = Vec::new();
+        let headers = std::mem::take(&mut response.headers);
+        for (name, value) in headers {
+            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                name.to_ascii_lowercase()
+            } else {
+                name
+            };
+            if response_header_allowed(&name) {
+                response.headers.insert(name, value);
+            } else {
+                dropped.push(name);
+            }
+        }
+        for name in dropped {
+            self.logs.push(LogLine {
+                level: LogLevel::Warn,
+                message: format!(
+                    "dropped the response header `{name}`: the platform sets framing and \
+                     connection headers itself"
+                ),
+            });
+        }
+    }
+
     pub fn duration(&self) -> Duration {
         Duration::from_micros(self.duration_us)
     }
@@ -245,6 +333,84 @@ impl InvocationResult {
             peak_memory_bytes: 0,
             logs: Vec::new(),
             logs_truncated: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answered(status: u16, headers: &[(&str, &str)]) -> InvocationResult {
+        InvocationResult {
+            outcome: Outcome::Ok,
+            response: Some(InvocationResponse {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body: "hello".into(),
+            }),
+            duration_us: 1,
+            wait_us: 0,
+            fuel_used: 1,
+            peak_memory_bytes: 1,
+            logs: Vec::new(),
+            logs_truncated: false,
+        }
+    }
+
+    #[test]
+    fn framing_headers_are_dropped_and_logged() {
+        let mut result = answered(
+            200,
+            &[
+                ("content-length", "1000"),
+                ("Transfer-Encoding", "chunked"),
+                ("connection", "close"),
+                ("proxy-authenticate", "Basic"),
+                ("service-worker-allowed", "/"),
+                ("x-mine", "kept"),
+                ("content-type", "text/plain"),
+            ],
+        );
+        result.enforce_response_rules();
+        assert!(result.outcome.is_ok());
+        let response = result.response.expect("a response");
+        let names: Vec<&str> = response.headers.keys().map(String::as_str).collect();
+        assert_eq!(names, ["content-type", "x-mine"]);
+        assert_eq!(result.logs.len(), 5);
+        assert!(result.logs.iter().all(|l| l.level == LogLevel::Warn));
+        for name in ["content-length", "transfer-encoding", "connection"] {
+            let named = format!("`{name}`");
+            assert!(
+                result.logs.iter().any(|l| l.message.contains(&named)),
+                "{:?}",
+                result.logs
+            );
+        }
+    }
+
+    #[test]
+    fn statuses_and_headers_that_cannot_be_sent_are_script_errors() {
+        for (status, headers, says) in [
+            (101, vec![], "not 101"),
+            (199, vec![], "not 199"),
+            (600, vec![], "not 600"),
+            (200, vec![("bad name", "x")], "invalid header name"),
+            (200, vec![("x-split", "a\r\nset-cookie: b")], "\"x-split\""),
+            (200, vec![("x-nul", "a\0b")], "\"x-nul\""),
+        ] {
+            let mut result = answered(status, &headers);
+            result.enforce_response_rules();
+            assert!(result.response.is_none());
+            match &result.outcome {
+                Outcome::ScriptError { message, .. } => {
+                    assert!(message.contains(says), "{message}")
+                }
+                other => panic!("{other:?}"),
+            }
         }
     }
 }
