@@ -28,6 +28,8 @@ pub struct Route {
     pub function_id: i64,
     pub function: String,
     pub public: bool,
+    /// The script sees the caller's `Authorization` header (never a platform token).
+    pub forward_authorization: bool,
     pub version: i32,
     pub source: String,
     /// In force: the function's choices over the defaults, capped by its tenant's ceilings.
@@ -44,6 +46,7 @@ pub(crate) struct RouteRow {
     function_id: i64,
     function_name: String,
     public: bool,
+    forward_authorization: bool,
     version: i32,
     source: String,
     timeout_ms: Option<i64>,
@@ -76,6 +79,7 @@ impl From<RouteRow> for Route {
             function_id: r.function_id,
             function: r.function_name,
             public: r.public,
+            forward_authorization: r.forward_authorization,
             version: r.version,
             source: r.source,
             limits: FunctionLimits::resolve(&chosen, &ceilings),

@@ -37,6 +37,24 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database answered that it cannot store this data (PostgreSQL's classes 22, data
+    /// exception — a NUL in text, say — and 23, integrity; SQLite's too big, constraint,
+    /// mismatch and range): the same rows will be refused again, however often they are tried.
+    /// A lost connection, a full disk or a busy database is not a refusal.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            Self::Database(sqlx::Error::Database(d)) => d.code().is_some_and(|code| {
+                code.starts_with("22")
+                    || code.starts_with("23")
+                    || code
+                        .parse::<u32>()
+                        .is_ok_and(|n| matches!(n & 0xff, 18 | 19 | 20 | 25))
+            }),
+            Self::Database(sqlx::Error::Encode(_)) => true,
+            _ => false,
+        }
+    }
+
     fn from_sqlx(e: sqlx::Error, what: &'static str) -> Self {
         match &e {
             sqlx::Error::RowNotFound => Self::NotFound(what),
@@ -81,6 +99,9 @@ pub struct Function {
     /// The limits this function chose.
     #[sqlx(flatten)]
     pub limits: LimitOverrides,
+    /// Its script sees the caller's `Authorization` header (never a platform token). Default
+    /// `false`: the header is removed.
+    pub forward_authorization: bool,
 }
 
 /// An immutable saved version of a function's script (its source is fetched separately).
@@ -227,6 +248,12 @@ pub trait Store: Send + Sync {
         function_id: i64,
         public: bool,
         limits: &LimitOverrides,
+    ) -> impl Future<Output = Result<Function>> + Send;
+    /// Sets whether the function's script sees its caller's `Authorization` header.
+    fn set_forward_authorization(
+        &self,
+        function_id: i64,
+        forward: bool,
     ) -> impl Future<Output = Result<Function>> + Send;
     fn delete_function(
         &self,
@@ -414,7 +441,7 @@ macro_rules! tenant_cols {
 
 macro_rules! function_cols {
     () => {
-        "id, tenant_id, name, public, active_version, created_at, timeout_ms, fuel, memory_bytes, concurrency"
+        "id, tenant_id, name, public, active_version, created_at, timeout_ms, fuel, memory_bytes, concurrency, forward_authorization"
     };
 }
 
@@ -465,12 +492,14 @@ pub struct NewFunction<'a> {
     pub first_version: Option<(&'a str, &'a str)>,
     /// Make the first version active.
     pub deploy: bool,
+    /// See [`Function::forward_authorization`].
+    pub forward_authorization: bool,
 }
 
 macro_rules! route_select {
     () => {
         "SELECT t.id AS tenant_id, t.name AS tenant_name, f.id AS function_id, f.name AS function_name, \
-         f.public, v.version, v.source, f.timeout_ms, f.fuel, f.memory_bytes, f.concurrency, \
+         f.public, f.forward_authorization, v.version, v.source, f.timeout_ms, f.fuel, f.memory_bytes, f.concurrency, \
          t.max_timeout_ms, t.max_fuel, t.max_memory_bytes, t.max_concurrency \
          FROM functions f JOIN tenants t ON t.id = f.tenant_id \
          JOIN function_versions v ON v.function_id = f.id AND v.version = f.active_version"
@@ -675,6 +704,7 @@ macro_rules! impl_store {
                     limits: &LimitOverrides::default(),
                     first_version: None,
                     deploy: false,
+                    forward_authorization: false,
                 })
                 .await
             }
@@ -700,6 +730,17 @@ macro_rules! impl_store {
                         .fetch_one(&mut *tx)
                         .await
                         .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                }
+                if new.forward_authorization {
+                    function = sqlx::query_as(concat!(
+                        "UPDATE functions SET forward_authorization = $1 WHERE id = $2 RETURNING ",
+                        function_cols!()
+                    ))
+                    .bind(true)
+                    .bind(function.id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(|e| StoreError::from_sqlx(e, "function"))?;
                 }
                 if let Some((source, author)) = new.first_version {
                     let version = insert_version!(tx, function.id, source, author);
@@ -750,6 +791,21 @@ macro_rules! impl_store {
                 .bind(limits.fuel)
                 .bind(limits.memory_bytes)
                 .bind(limits.concurrency)
+                .bind(function_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                self.commit_announcing(tx, RouteEvent::Function(function_id)).await?;
+                Ok(function)
+            }
+
+            async fn set_forward_authorization(&self, function_id: i64, forward: bool) -> Result<Function> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let function = sqlx::query_as(concat!(
+                    "UPDATE functions SET forward_authorization = $1 WHERE id = $2 RETURNING ",
+                    function_cols!()
+                ))
+                .bind(forward)
                 .bind(function_id)
                 .fetch_one(&mut *tx)
                 .await
@@ -1501,6 +1557,9 @@ impl Store for AnyStore {
         limits: &LimitOverrides,
     ) -> Result<Function> {
         delegate!(self, update_function(function_id, public, limits))
+    }
+    async fn set_forward_authorization(&self, function_id: i64, forward: bool) -> Result<Function> {
+        delegate!(self, set_forward_authorization(function_id, forward))
     }
     async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
         delegate!(self, delete_function(tenant_id, name))

@@ -110,10 +110,7 @@ async fn run(
         method: method.to_string(),
         path: format!("/{}", params.get("rest").map_or("", String::as_str)),
         query,
-        headers: headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-            .collect(),
+        headers: script_headers(&headers, route.forward_authorization),
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     let owner = FunctionRef::new(route.tenant.clone(), route.function.clone());
@@ -169,4 +166,107 @@ async fn run(
             (status, axum::Json(body)).into_response()
         }
     })
+}
+
+/// Cookies whose names start with this (in any case, also behind `__Host-` or `__Secure-`)
+/// are the platform's: a script never sees them.
+pub const PLATFORM_COOKIE_PREFIX: &str = "picloud";
+
+/// The request headers a script sees. `authorization` is removed unless the function opted in
+/// ([`Route::forward_authorization`](picloud_manager_core::Route)), and always when it carries
+/// a PiCloud token: a private function is called with one, and tenant code that saw it could
+/// keep it (`kv_set`, a log line) and act as its caller. Platform cookies are removed from
+/// `cookie`. Values that are not visible ASCII are left out, as before.
+fn script_headers(headers: &HeaderMap, forward_authorization: bool) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in headers {
+        let Ok(value) = value.to_str() else {
+            continue;
+        };
+        if name == axum::http::header::AUTHORIZATION {
+            if !forward_authorization || value.contains(picloud_manager_core::auth::TOKEN_PREFIX) {
+                continue;
+            }
+        } else if name == axum::http::header::COOKIE {
+            let kept = without_platform_cookies(value);
+            if !kept.is_empty() {
+                out.insert(name.as_str().to_string(), kept);
+            }
+            continue;
+        }
+        out.insert(name.as_str().to_string(), value.to_string());
+    }
+    out
+}
+
+/// A `cookie` header's pairs but the platform's.
+fn without_platform_cookies(header: &str) -> String {
+    header
+        .split(';')
+        .map(str::trim)
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or("").trim();
+            let name = name
+                .strip_prefix("__Host-")
+                .or_else(|| name.strip_prefix("__Secure-"))
+                .unwrap_or(name);
+            !name
+                .get(..PLATFORM_COOKIE_PREFIX.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(PLATFORM_COOKIE_PREFIX))
+        })
+        .filter(|pair| !pair.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.append(
+                HeaderName::try_from(*k).expect("name"),
+                HeaderValue::try_from(*v).expect("value"),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn the_caller_token_never_reaches_the_script() {
+        let with_token = headers(&[
+            ("authorization", "Bearer pc_0123456789abcdef"),
+            ("x-other", "kept"),
+        ]);
+        for forward in [false, true] {
+            let seen = script_headers(&with_token, forward);
+            assert_eq!(seen.get("authorization"), None, "forward {forward}");
+            assert_eq!(seen.get("x-other").map(String::as_str), Some("kept"));
+        }
+        let own = headers(&[("authorization", "Bearer app-secret")]);
+        assert_eq!(script_headers(&own, false).get("authorization"), None);
+        assert_eq!(
+            script_headers(&own, true)
+                .get("authorization")
+                .map(String::as_str),
+            Some("Bearer app-secret")
+        );
+    }
+
+    #[test]
+    fn platform_cookies_are_removed() {
+        let cookies = headers(&[(
+            "cookie",
+            "app=1; picloud_session=x; __Host-PiCloud-t=y; other=2; __Secure-picloudz=3",
+        )]);
+        let seen = script_headers(&cookies, false);
+        assert_eq!(
+            seen.get("cookie").map(String::as_str),
+            Some("app=1; other=2")
+        );
+        let only = headers(&[("cookie", "picloud=1")]);
+        assert_eq!(script_headers(&only, false).get("cookie"), None);
+    }
 }

@@ -17,7 +17,7 @@ use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::names::validate_name;
 use crate::records::{InvocationRecord, Trigger};
 use crate::routes::RouteEvent;
-use crate::script::check_script;
+use crate::script::{check_script, check_text};
 use crate::store::{EnvVar, Function, Store, Tenant, Version};
 
 /// Most functions one tenant may have (a soft cap: concurrent creates may pass it by a few).
@@ -45,6 +45,9 @@ pub struct FunctionView {
     pub limits: FunctionLimits,
     /// The limits it chose (`null`: the default).
     pub chosen_limits: LimitOverrides,
+    /// Whether its script sees the caller's `Authorization` header (never a PiCloud token:
+    /// that is removed whatever this says).
+    pub forward_authorization: bool,
 }
 
 fn view(tenant: &Tenant, f: Function) -> FunctionView {
@@ -56,6 +59,7 @@ fn view(tenant: &Tenant, f: Function) -> FunctionView {
         active_version: f.active_version,
         created_at: f.created_at,
         chosen_limits: f.limits,
+        forward_authorization: f.forward_authorization,
     }
 }
 
@@ -106,6 +110,10 @@ pub struct CreateFunction {
     /// Limits to choose; left out: the defaults.
     #[serde(default)]
     pub limits: LimitOverrides,
+    /// Let the script see its caller's `Authorization` header (a PiCloud token never reaches
+    /// it). Default `false`: the header is removed before the script sees the request.
+    #[serde(default)]
+    pub forward_authorization: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -116,6 +124,9 @@ pub struct UpdateFunction {
     /// Replaces every chosen limit (a left-out field goes back to its default); left out:
     /// unchanged.
     pub limits: Option<LimitOverrides>,
+    /// Whether the script sees its caller's `Authorization` header (never a PiCloud token);
+    /// left out: unchanged.
+    pub forward_authorization: Option<bool>,
 }
 
 /// A saved version; its source is fetched on its own.
@@ -277,6 +288,7 @@ pub async fn create_function(
                 .as_deref()
                 .map(|source| (source, principal.token_name.as_str())),
             deploy: body.deploy,
+            forward_authorization: body.forward_authorization,
         })
         .await?;
     if body.deploy && body.source.is_some() {
@@ -297,7 +309,8 @@ pub async fn get_function(
     Ok(Json(view(&tenant, function)))
 }
 
-/// Changes whether the function is public, and its limits.
+/// Changes whether the function is public, its limits, and whether its script sees the
+/// caller's `Authorization` header.
 #[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/functions/{function}", tag = "functions",
     params(FunctionPath), request_body = UpdateFunction,
     responses((status = 200, body = FunctionView), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -315,10 +328,19 @@ pub async fn update_function(
         limits.check_within(&tenant.ceilings)?;
     }
     let limits = body.limits.unwrap_or(function.limits);
-    let function = state
+    let mut function = state
         .store
         .update_function(function.id, body.public.unwrap_or(function.public), &limits)
         .await?;
+    if let Some(forward) = body
+        .forward_authorization
+        .filter(|f| *f != function.forward_authorization)
+    {
+        function = state
+            .store
+            .set_forward_authorization(function.id, forward)
+            .await?;
+    }
     state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(Json(view(&tenant, function)))
 }
@@ -520,6 +542,11 @@ pub async fn set_env(
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     validate_env_name(&path.name)?;
+    if body.value.contains('\0') {
+        return Err(ApiError::Invalid(
+            "the value contains a NUL character, which cannot be stored".into(),
+        ));
+    }
     if body.value.len() > MAX_ENV_VALUE_BYTES {
         return Err(ApiError::TooLarge(format!(
             "the value is {} bytes; the limit is {MAX_ENV_VALUE_BYTES}",
@@ -579,6 +606,10 @@ pub async fn test_invoke(
     let (script, version) = match (body.source, body.version.or(function.active_version)) {
         (Some(source), _) => {
             check_size(&state, &source)?;
+            // The guest parses it, in wasm: only what the API promises of every script (no NUL,
+            // no nesting past what a parser can take) is checked here; a compile error is the
+            // result's `script_error`, as it would be at run time.
+            check_text(&source)?;
             (source, 0)
         }
         (None, Some(version)) => (
