@@ -72,8 +72,16 @@ fn build_engine() -> Engine {
         },
     );
     register_host_functions(&mut engine);
+    // Rhai's own `sleep` would block in WASI's `poll_oneoff`, which the host does not offer: an
+    // invocation may not wait, it computes and answers. Refused here with the function's name
+    // (registered functions take precedence over the standard package's).
+    engine.register_fn("sleep", |_: rhai::INT| -> RhaiResult<()> { Err(NO_SLEEP.into()) });
+    engine.register_fn("sleep", |_: rhai::FLOAT| -> RhaiResult<()> { Err(NO_SLEEP.into()) });
     engine
 }
+
+const NO_SLEEP: &str = "`sleep` is not available: a function may not wait (it runs until it \
+                        answers, within its time limit)";
 
 /// Keys per page of `kv_list` (the host caps it too).
 const KV_LIST_PAGE: u32 = 1_000;
@@ -264,10 +272,11 @@ enum Entry {
 }
 
 fn handle(engine: &Engine, script: &str, entry: Entry) -> Result<InvocationResponse, GuestError> {
-    // Before Rhai's parser, which recurses once per level: a clear error rather than a trap on
-    // the wasm stack (see `picloud_shared::nesting`).
+    // Before Rhai's parser, which recurses once per level: a clear error with its position
+    // rather than a trap on the wasm stack (see `picloud_shared::nesting`).
     check_nesting(script, MAX_NESTING).map_err(|e| GuestError {
-        kind: GuestErrorKind::Script,
+        // Nesting too deep is `stack_overflow`, as when Rhai's own expression depth refuses.
+        kind: GuestErrorKind::StackOverflow,
         message: e.to_string(),
         line: Some(e.line),
         column: Some(e.column),

@@ -328,9 +328,7 @@ pub(crate) fn linker(engine: &Engine, module: &Module) -> wasmtime::Result<Linke
          -> wasmtime::Result<i32> {
             let nanos = match id {
                 // realtime, monotonic, process and thread CPU time: wall time is enough for all.
-                0..=3 => SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64),
+                0..=3 => coarse_now_nanos(),
                 _ => return Ok(ERRNO_INVAL),
             };
             let memory = memory(&mut caller)?;
@@ -363,6 +361,24 @@ pub(crate) fn linker(engine: &Engine, module: &Module) -> wasmtime::Result<Linke
         Err(wasmtime::format_err!("the guest exited with code {code}"))
     })?;
     l.func_wrap(WASI, "sched_yield", || -> i32 { ERRNO_SUCCESS })?;
+    l.func_wrap(
+        WASI,
+        "clock_res_get",
+        |mut caller: Caller<'_, HostState>, id: u32, out: u32| -> wasmtime::Result<i32> {
+            if id > 3 {
+                return Ok(ERRNO_INVAL);
+            }
+            let memory = memory(&mut caller)?;
+            let data = memory.data_mut(&mut caller);
+            Ok(match slice_mut(data, out, 8) {
+                Some(dst) => {
+                    dst.copy_from_slice(&CLOCK_RESOLUTION_NANOS.to_le_bytes());
+                    ERRNO_SUCCESS
+                }
+                None => ERRNO_FAULT,
+            })
+        },
+    )?;
     // No descriptors exist: every other file call answers EBADF, which also tells the guest's
     // libstd that there are no preopened directories.
     l.func_wrap(WASI, "fd_close", |_: i32| -> i32 { ERRNO_BADF })?;
@@ -383,8 +399,34 @@ pub(crate) fn linker(engine: &Engine, module: &Module) -> wasmtime::Result<Linke
     l.func_wrap(WASI, "fd_read", |_: i32, _: u32, _: u32, _: u32| -> i32 {
         ERRNO_BADF
     })?;
+    l.func_wrap(WASI, "fd_filestat_get", |_: i32, _: u32| -> i32 {
+        ERRNO_BADF
+    })?;
+    l.func_wrap(
+        WASI,
+        "path_open",
+        |_: i32, _: i32, _: u32, _: u32, _: i32, _: i64, _: i64, _: i32, _: u32| -> i32 {
+            ERRNO_BADF
+        },
+    )?;
+    // Anything else the guest imports (WASI's `poll_oneoff`, which `sleep` would need, say)
+    // traps with wasmtime's `UnknownImportError`, which `trap_outcome` turns into a
+    // `script_error` naming it: the script asked for something the platform does not offer.
     l.define_unknown_imports_as_traps(module)?;
     Ok(l)
+}
+
+/// Every clock a script can read has a resolution of one millisecond (`now()`, Rhai's
+/// `timestamp()` and `.elapsed`). A finer clock lets a script that spins on it see when it
+/// loses the CPU, that is when another tenant's invocation runs on its core; a millisecond is
+/// what `now()` always promised (docs/security.md).
+pub(crate) const CLOCK_RESOLUTION_NANOS: u64 = 1_000_000;
+
+fn coarse_now_nanos() -> u64 {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    nanos - nanos % CLOCK_RESOLUTION_NANOS
 }
 
 fn memory(caller: &mut Caller<'_, HostState>) -> wasmtime::Result<wasmtime::Memory> {
@@ -537,6 +579,18 @@ fn trap_outcome(err: &wasmtime::Error, state: &HostState, limits: &Limits) -> Ou
                 wanted.div_ceil(1 << 20),
                 limits.memory_bytes >> 20
             ),
+        };
+    }
+    if let Some(unknown) = err.downcast_ref::<wasmtime::UnknownImportError>() {
+        return Outcome::ScriptError {
+            message: format!(
+                "the script called something PiCloud does not offer to scripts (the guest's \
+                 import `{}::{}`)",
+                unknown.module(),
+                unknown.name()
+            ),
+            line: None,
+            column: None,
         };
     }
     match err.downcast_ref::<Trap>() {

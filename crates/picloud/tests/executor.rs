@@ -68,7 +68,119 @@ both_modes!(
     nothing_survives_between_invocations,
     hundred_concurrent_invocations_complete,
     unmetered_engine_still_runs_and_stops_on_deadline,
+    clocks_have_millisecond_resolution,
+    sleep_is_a_script_error_naming_it,
+    framing_headers_are_dropped_and_bad_statuses_refused,
+    deep_scripts_are_refused_with_a_position,
 );
+
+/// Rhai's `timestamp()` and `.elapsed` read the host's clock, which answers in whole
+/// milliseconds: a script spinning on it cannot time another tenant's invocation on its core.
+async fn clocks_have_millisecond_resolution(mode: Isolation) {
+    let ex = executor(mode).await;
+    let r = run(
+        &ex,
+        r#"fn handle(req) {
+            let t = timestamp();
+            let seen = [];
+            let last = -1.0;
+            while seen.len() < 4 {
+                let e = t.elapsed;
+                if e != last { seen.push(e); last = e; }
+            }
+            #{ elapsed: seen, now: now() }
+        }"#,
+    )
+    .await;
+    let value = json(&r);
+    let seen = value["elapsed"].as_array().expect("an array");
+    assert_eq!(seen.len(), 4, "{value}");
+    for e in seen {
+        let ms = e.as_f64().expect("seconds") * 1000.0;
+        assert!(
+            (ms - ms.round()).abs() < 1e-6,
+            "a reading finer than a millisecond: {ms} ms in {value}"
+        );
+    }
+}
+
+/// `sleep` cannot be served (an invocation does not wait): a script error that names it, never
+/// `internal`.
+async fn sleep_is_a_script_error_naming_it(mode: Isolation) {
+    let ex = executor(mode).await;
+    for call in ["sleep(1)", "sleep(0.01)"] {
+        let r = run(&ex, &format!("fn handle(req) {{ {call}; \"woke\" }}")).await;
+        match &r.outcome {
+            Outcome::ScriptError { message, line, .. } => {
+                assert!(message.contains("`sleep`"), "{message}");
+                assert_eq!(*line, Some(1), "{r:?}");
+            }
+            other => panic!("{call}: {other:?}"),
+        }
+    }
+}
+
+/// The executor holds the response to HTTP's rules, whatever the guest answered.
+async fn framing_headers_are_dropped_and_bad_statuses_refused(mode: Isolation) {
+    let ex = executor(mode).await;
+    let r = run(
+        &ex,
+        r#"fn handle(req) { #{ status: 200, headers: #{ "content-length": "1000",
+            "transfer-encoding": "chunked", "connection": "close", "service-worker-allowed": "/",
+            "x-kept": "yes" }, body: "hello" } }"#,
+    )
+    .await;
+    let response = r.response.as_ref().expect("a response");
+    let mut names: Vec<&str> = response.headers.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["content-type", "x-kept"], "{r:?}");
+    assert_eq!(
+        r.logs
+            .iter()
+            .filter(|l| l.level == LogLevel::Warn && l.message.contains("dropped"))
+            .count(),
+        4,
+        "{:?}",
+        r.logs
+    );
+    for status in [101, 150, 600] {
+        let r = run(
+            &ex,
+            &format!("fn handle(req) {{ #{{ status: {status}, body: \"x\" }} }}"),
+        )
+        .await;
+        match &r.outcome {
+            Outcome::ScriptError { message, .. } => {
+                assert!(message.contains("status"), "{message}")
+            }
+            other => panic!("status {status}: {other:?}"),
+        }
+    }
+}
+
+/// The guest refuses a script that nests too deeply before its parser recurses, saying where
+/// (`stack_overflow`, as when Rhai's own expression depth refuses).
+async fn deep_scripts_are_refused_with_a_position(mode: Isolation) {
+    let ex = executor(mode).await;
+    for script in [
+        format!("fn handle(req) {{ req{} }}", ".a".repeat(20_000)),
+        format!("fn handle(req) {{ {} }}", vec!["1"; 20_000].join(" + ")),
+        format!(
+            "fn handle(req) {{ {}1{} }}",
+            "(".repeat(2_000),
+            ")".repeat(2_000)
+        ),
+    ] {
+        let r = run(&ex, &script).await;
+        match &r.outcome {
+            Outcome::StackOverflow { message } => {
+                assert!(message.contains("nests more than"), "{message}");
+                assert!(message.contains("at line 1, column "), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
 
 async fn hello_world(mode: Isolation) {
     let ex = executor(mode).await;
