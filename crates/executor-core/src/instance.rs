@@ -3,6 +3,7 @@
 //! an epoch deadline.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -26,6 +27,26 @@ struct Job {
     host: Option<(tokio::runtime::Handle, Arc<dyn HostCalls>)>,
     queued: Instant,
     reply: tokio::sync::oneshot::Sender<InvocationResult>,
+    /// Set when the caller stopped waiting: a queued job is skipped, a running one interrupted
+    /// at the next epoch tick.
+    cancelled: Arc<AtomicBool>,
+}
+
+/// Sets its flag when dropped before [`CancelOnDrop::finished`].
+struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl CancelOnDrop {
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Release);
+        }
+    }
 }
 
 /// Jobs waiting for a runner thread, in two lanes: a runner takes from [`Lane::First`]
@@ -154,9 +175,18 @@ impl InstanceExecutor {
                     .spawn(move || {
                         loop {
                             let Some(job) = jobs.next() else { return };
+                            if job.cancelled.load(Ordering::Acquire) {
+                                continue;
+                            }
                             let waited = job.queued.elapsed();
-                            let mut result =
-                                run_job(&pre, &ticker, job.input, job.limits, job.host);
+                            let mut result = run_job(
+                                &pre,
+                                &ticker,
+                                job.input,
+                                job.limits,
+                                job.host,
+                                job.cancelled,
+                            );
                             result.wait_us = waited.as_micros() as u64;
                             result.duration_us += result.wait_us;
                             let _ = job.reply.send(result);
@@ -182,6 +212,7 @@ impl InstanceExecutor {
         let started = Instant::now();
         let host = host.and_then(|h| Some((tokio::runtime::Handle::try_current().ok()?, h)));
         let (reply, answer) = tokio::sync::oneshot::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
         let sent = self.jobs.push(
             Job {
                 input,
@@ -189,6 +220,7 @@ impl InstanceExecutor {
                 host,
                 queued: started,
                 reply,
+                cancelled: Arc::clone(&cancelled),
             },
             lane,
         );
@@ -200,14 +232,19 @@ impl InstanceExecutor {
                 started.elapsed(),
             );
         }
-        answer.await.unwrap_or_else(|_| {
+        // The caller may stop waiting (its client went away): the job is then skipped or
+        // interrupted rather than run to its deadline.
+        let abandoned = CancelOnDrop(Some(cancelled));
+        let result = answer.await.unwrap_or_else(|_| {
             InvocationResult::failed(
                 Outcome::Internal {
                     message: "the runner thread stopped before answering".into(),
                 },
                 started.elapsed(),
             )
-        })
+        });
+        abandoned.finished();
+        result
     }
 }
 
@@ -233,6 +270,7 @@ fn run_job(
     input: Vec<u8>,
     limits: Limits,
     calls: Option<(tokio::runtime::Handle, Arc<dyn HostCalls>)>,
+    cancelled: Arc<AtomicBool>,
 ) -> InvocationResult {
     let started = Instant::now();
     let deadline = started + Duration::from_millis(limits.timeout_ms);
@@ -250,11 +288,13 @@ fn run_job(
     }
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(move |_| {
-        Ok(if Instant::now() >= deadline {
-            UpdateDeadline::Interrupt
-        } else {
-            UpdateDeadline::Continue(1)
-        })
+        Ok(
+            if Instant::now() >= deadline || cancelled.load(Ordering::Acquire) {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            },
+        )
     });
     let result = {
         let _running = ticker.running();

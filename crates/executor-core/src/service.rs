@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -198,11 +198,20 @@ async fn exchange(stream: UnixStream, executor: &Executor) -> io::Result<()> {
     };
     let run = executor.invoke_with(&ask.owner, &ask.script, &ask.request, &ask.limits, context);
     tokio::pin!(run);
+    let mut unasked = [0u8; 1];
     loop {
         tokio::select! {
             result = &mut run => {
                 let answer = Answer::Result { result: Box::new(result) };
                 return send(&mut wr, &answer).await;
+            }
+            // The orchestrator sends nothing unasked while a script runs: a read that ends is
+            // its connection closing (its client went away and it dropped the invocation).
+            // Returning drops the run, which kills the worker. `read` is cancel-safe, so a
+            // host call's turn loses no byte.
+            _ = rd.read(&mut unasked) => {
+                tracing::debug!("the orchestrator stopped waiting; the invocation is cancelled");
+                return Ok(());
             }
             Some((call, reply)) = calls.recv() => {
                 // On a broken connection the script gets an error reply and runs to its end.

@@ -138,6 +138,84 @@ impl InvocationRecord {
     }
 }
 
+/// What an invocation's record says when its caller went away before the answer.
+pub const CANCELLED: &str = "the client went away before the answer; the invocation was stopped";
+
+/// Records an invocation as `cancelled` if dropped before [`Unanswered::answered`]: the
+/// future running it was dropped because its client disconnected (the executor stops the
+/// invocation itself). `observe` also sees the result (the endpoints' metrics).
+#[must_use = "dropping it at once records a cancellation"]
+pub struct Unanswered<'a> {
+    record: Option<(&'a Recorder, InvocationRecordTemplate)>,
+    observe: Option<Box<dyn FnOnce(&InvocationResult) + Send + 'a>>,
+    started: std::time::Instant,
+}
+
+/// Who a record is about, before there is a result.
+#[derive(Debug, Clone, Copy)]
+pub struct InvocationRecordTemplate {
+    pub tenant_id: i64,
+    pub function_id: i64,
+    pub version: i32,
+    pub trigger: Trigger,
+}
+
+impl<'a> Unanswered<'a> {
+    pub fn new(recorder: Option<&'a Recorder>, template: InvocationRecordTemplate) -> Self {
+        Self {
+            record: recorder.map(|r| (r, template)),
+            observe: None,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Also hands the `cancelled` result to `observe`.
+    pub fn observed(mut self, observe: impl FnOnce(&InvocationResult) + Send + 'a) -> Self {
+        self.observe = Some(Box::new(observe));
+        self
+    }
+
+    /// The invocation answered: nothing to record here.
+    pub fn answered(mut self) {
+        self.record = None;
+        self.observe = None;
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.record.is_none() && self.observe.is_none() {
+            return;
+        }
+        let result = InvocationResult::failed(
+            picloud_shared::Outcome::Cancelled {
+                message: CANCELLED.into(),
+            },
+            self.started.elapsed(),
+        );
+        if let Some(observe) = self.observe.take() {
+            observe(&result);
+        }
+        if let Some((recorder, t)) = self.record.take() {
+            recorder.record(InvocationRecord::new(
+                t.tenant_id,
+                t.function_id,
+                t.version,
+                t.trigger,
+                &result,
+            ));
+        }
+    }
+}
+
+impl std::fmt::Debug for Unanswered<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Unanswered")
+            .field("armed", &self.record.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 /// 128 random bits, hex.
 fn record_key() -> String {
     let mut bytes = [0u8; 16];

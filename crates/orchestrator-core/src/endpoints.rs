@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use picloud_manager_core::api::{ApiError, Invocation, Invoker, authenticate, executor_limits};
+use picloud_manager_core::records::{InvocationRecordTemplate, Unanswered};
 use picloud_manager_core::{AnyStore, InvocationRecord, Recorder, Trigger};
 use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
 
@@ -114,6 +115,23 @@ async fn run(
         body: String::from_utf8_lossy(&body).into_owned(),
     };
     let owner = FunctionRef::new(route.tenant.clone(), route.function.clone());
+    // Dropped mid-invocation (the client went away, and axum dropped this future): recorded
+    // as `cancelled`; the executor stops the invocation and the concurrency places free up.
+    let unanswered = Unanswered::new(
+        Some(&state.recorder),
+        InvocationRecordTemplate {
+            tenant_id: route.tenant_id,
+            function_id: route.function_id,
+            version: route.version,
+            trigger: Trigger::Http,
+        },
+    )
+    .observed(|result| {
+        state
+            .table
+            .metrics()
+            .observe(&route.tenant, &route.function, result)
+    });
     let result = state
         .invoker
         .invoke(Invocation {
@@ -126,6 +144,7 @@ async fn run(
             event: None,
         })
         .await;
+    unanswered.answered();
     state
         .table
         .metrics()

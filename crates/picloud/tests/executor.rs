@@ -72,7 +72,62 @@ both_modes!(
     sleep_is_a_script_error_naming_it,
     framing_headers_are_dropped_and_bad_statuses_refused,
     deep_scripts_are_refused_with_a_position,
+    a_dropped_invocation_stops_at_once,
 );
+
+/// An invocation whose caller stops waiting (its future dropped: the client went away) is
+/// stopped at once, not run to its deadline: in process mode its worker is killed, in instance
+/// mode the job is interrupted and its runner thread serves the next.
+async fn a_dropped_invocation_stops_at_once(mode: Isolation) {
+    let mut config = config(mode);
+    config.instance.threads = 1;
+    let ex = Executor::start(config).await.expect("the executor starts");
+    let spin = r#"fn handle(req) { let x = 0; loop { x += 1; } }"#;
+    let mut limits = Limits::default();
+    limits.fuel = u64::MAX / 2;
+    limits.script.max_operations = 0;
+    limits.timeout_ms = 30_000;
+    let request = InvocationRequest::get("/");
+    // Boxed, so that dropping it drops the future itself.
+    let mut invocation = Box::pin(ex.invoke(spin, &request, &limits));
+    // Running for a while, then dropped.
+    let mut busy = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(300), async {
+        tokio::select! {
+            r = &mut invocation => panic!("the spin answered: {r:?}"),
+            () = async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                busy = ex.busy_worker_pids();
+                std::future::pending::<()>().await
+            } => {}
+        }
+    })
+    .await;
+    drop(invocation);
+    let dropped = std::time::Instant::now();
+    if mode == Isolation::Process {
+        assert_eq!(busy.len(), 1, "one worker ran the spin");
+        let pid = busy[0];
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(
+                dropped.elapsed() < Duration::from_secs(5),
+                "worker {pid} still runs after its invocation was dropped"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ex.stats().busy, 0);
+    }
+    // The next invocation is served at once (in instance mode by the only runner thread, which
+    // the spin would have held for 30 s).
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        run(&ex, r#"fn handle(req) { "next" }"#),
+    )
+    .await
+    .expect("the next invocation is served");
+    assert_eq!(body(&r), "next");
+    assert!(dropped.elapsed() < Duration::from_secs(10));
+}
 
 /// Rhai's `timestamp()` and `.elapsed` read the host's clock, which answers in whole
 /// milliseconds: a script spinning on it cannot time another tenant's invocation on its core.
@@ -1089,4 +1144,62 @@ async fn instance_mode_serves_another_tenant_before_a_tenants_queued_flood() {
         later, 3,
         "the quiet tenant ran right after the running invocation, before the queued flood"
     );
+}
+
+/// Cluster mode: the orchestrator drops an invocation it sent to `picloud-executor` (its client
+/// went away); the executor sees the socket close and kills the worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_executor_service_stops_an_invocation_whose_orchestrator_went_away() {
+    use picloud_executor_core::service;
+    use picloud_executor_core::{ExecutorClient, InvocationContext};
+
+    let ex = std::sync::Arc::new(
+        Executor::start(config(Isolation::Process))
+            .await
+            .expect("the executor starts"),
+    );
+    let socket = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("service-cancel-{}.sock", std::process::id()));
+    let listener = service::bind(&socket).expect("bind");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(service::serve(
+        listener,
+        std::sync::Arc::clone(&ex),
+        async {
+            let _ = stop_rx.await;
+        },
+        Duration::from_secs(5),
+    ));
+    let client = ExecutorClient::new(&socket);
+    let owner = picloud_shared::FunctionRef::new("t", "spin");
+    let mut limits = Limits::default();
+    limits.fuel = u64::MAX / 2;
+    limits.script.max_operations = 0;
+    limits.timeout_ms = 30_000;
+    let request = InvocationRequest::get("/");
+    let spin = r#"fn handle(req) { let x = 0; loop { x += 1; } }"#;
+    let invocation = Box::pin(client.invoke_with(
+        &owner,
+        spin,
+        &request,
+        &limits,
+        InvocationContext::default(),
+    ));
+    let outcome = tokio::time::timeout(Duration::from_millis(300), invocation).await;
+    assert!(outcome.is_err(), "the spin answered: {outcome:?}");
+    // The timeout dropped the client's future, and with it the connection.
+    let dropped = std::time::Instant::now();
+    loop {
+        if ex.busy_worker_pids().is_empty() {
+            break;
+        }
+        assert!(
+            dropped.elapsed() < Duration::from_secs(5),
+            "the worker still runs: {:?}",
+            ex.busy_worker_pids()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(());
+    assert!(serving.await.expect("served"), "exchanges finished");
 }

@@ -144,11 +144,14 @@ pub enum Outcome {
     WorkerCrashed { message: String },
     /// PiCloud itself failed; the message is for operators, not tenants.
     Internal { message: String },
+    /// Its caller went away before the answer (the client disconnected): the invocation was
+    /// stopped (its worker killed) and nobody got a response.
+    Cancelled { message: String },
 }
 
 impl Outcome {
     /// Every kind, in a fixed order: for metrics that pre-set each series to 0.
-    pub const KINDS: [&'static str; 8] = [
+    pub const KINDS: [&'static str; 9] = [
         "ok",
         "script_error",
         "timeout",
@@ -157,6 +160,7 @@ impl Outcome {
         "stack_overflow",
         "worker_crashed",
         "internal",
+        "cancelled",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -169,6 +173,7 @@ impl Outcome {
             Self::StackOverflow { .. } => "stack_overflow",
             Self::WorkerCrashed { .. } => "worker_crashed",
             Self::Internal { .. } => "internal",
+            Self::Cancelled { .. } => "cancelled",
         }
     }
 
@@ -185,6 +190,8 @@ impl Outcome {
             Self::FuelExhausted { .. } | Self::MemoryLimit { .. } | Self::StackOverflow { .. } => {
                 507
             }
+            // Nobody receives it; 499 is what proxies record for a client that closed first.
+            Self::Cancelled { .. } => 499,
         }
     }
 
@@ -203,7 +210,8 @@ impl Outcome {
             | Self::MemoryLimit { message }
             | Self::StackOverflow { message }
             | Self::WorkerCrashed { message }
-            | Self::Internal { message } => format!("{}: {message}", self.kind()),
+            | Self::Internal { message }
+            | Self::Cancelled { message } => format!("{}: {message}", self.kind()),
         }
     }
 }

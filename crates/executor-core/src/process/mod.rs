@@ -413,6 +413,9 @@ impl ProcessExecutor {
         };
         let frame = wire::frame(&[&header, &input]);
         let mut calls = CallBudget::new(host);
+        // Whoever awaits this may stop waiting (its client went away): then the worker is
+        // killed at once, not left to run to its deadline outside every concurrency limit.
+        let abandoned = KillUnlessAnswered(Some(&worker));
         let answer = exchange(
             &worker,
             &frame,
@@ -420,6 +423,7 @@ impl ProcessExecutor {
             &mut calls,
         )
         .await;
+        abandoned.answered();
         let mut result = match answer {
             Exchange::Answer(bytes) => serde_json::from_slice::<InvocationResult>(&bytes)
                 .unwrap_or_else(|e| {
@@ -530,6 +534,24 @@ fn set_yielding(worker: &mut Worker, yielding: bool) {
     let rc = unsafe { libc::sched_setscheduler(worker.pid, policy, &param) };
     if rc == 0 {
         worker.yielding = yielding;
+    }
+}
+
+/// Kills its worker when dropped before [`KillUnlessAnswered::answered`]: the invocation's
+/// future was dropped mid-exchange.
+struct KillUnlessAnswered<'a>(Option<&'a Worker>);
+
+impl KillUnlessAnswered<'_> {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for KillUnlessAnswered<'_> {
+    fn drop(&mut self) {
+        if let Some(worker) = self.0 {
+            worker.kill();
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::names::validate_name;
-use crate::records::{InvocationRecord, Trigger};
+use crate::records::{InvocationRecord, InvocationRecordTemplate, Trigger, Unanswered};
 use crate::routes::RouteEvent;
 use crate::script::{check_script, check_text};
 use crate::store::{EnvVar, Function, Store, Tenant, Version};
@@ -654,6 +654,16 @@ pub async fn test_invoke(
         .await?
         .into_iter()
         .collect();
+    // Recorded as `cancelled` if the caller goes away before the answer (see the endpoints).
+    let unanswered = Unanswered::new(
+        state.recorder.as_deref(),
+        InvocationRecordTemplate {
+            tenant_id: tenant.id,
+            function_id: function.id,
+            version,
+            trigger: Trigger::Test,
+        },
+    );
     let result = state
         .invoker
         .invoke(Invocation {
@@ -666,6 +676,7 @@ pub async fn test_invoke(
             event: None,
         })
         .await;
+    unanswered.answered();
     if let Some(recorder) = &state.recorder {
         recorder.record(InvocationRecord::new(
             tenant.id,
