@@ -147,9 +147,12 @@ pub const CANCELLED: &str = "the client went away before the answer; the invocat
 #[must_use = "dropping it at once records a cancellation"]
 pub struct Unanswered<'a> {
     record: Option<(&'a Recorder, InvocationRecordTemplate)>,
-    observe: Option<Box<dyn FnOnce(&InvocationResult) + Send + 'a>>,
+    observe: Option<Observer<'a>>,
     started: std::time::Instant,
 }
+
+/// What else sees a cancelled invocation's result.
+type Observer<'a> = Box<dyn FnOnce(&InvocationResult) + Send + 'a>;
 
 /// Who a record is about, before there is a result.
 #[derive(Debug, Clone, Copy)]
