@@ -75,6 +75,19 @@ both_modes!(
     a_dropped_invocation_stops_at_once,
 );
 
+/// Limits under which a spinning script runs for 30 s: no fuel or operation limit to end it.
+fn unbounded_spin_limits() -> Limits {
+    Limits {
+        fuel: u64::MAX / 2,
+        timeout_ms: 30_000,
+        script: picloud_shared::ScriptLimits {
+            max_operations: 0,
+            ..picloud_shared::ScriptLimits::default()
+        },
+        ..Limits::default()
+    }
+}
+
 /// An invocation whose caller stops waiting (its future dropped: the client went away) is
 /// stopped at once, not run to its deadline: in process mode its worker is killed, in instance
 /// mode the job is interrupted and its runner thread serves the next.
@@ -83,10 +96,7 @@ async fn a_dropped_invocation_stops_at_once(mode: Isolation) {
     config.instance.threads = 1;
     let ex = Executor::start(config).await.expect("the executor starts");
     let spin = r#"fn handle(req) { let x = 0; loop { x += 1; } }"#;
-    let mut limits = Limits::default();
-    limits.fuel = u64::MAX / 2;
-    limits.script.max_operations = 0;
-    limits.timeout_ms = 30_000;
+    let limits = unbounded_spin_limits();
     let request = InvocationRequest::get("/");
     // Boxed, so that dropping it drops the future itself.
     let mut invocation = Box::pin(ex.invoke(spin, &request, &limits));
@@ -1172,10 +1182,7 @@ async fn the_executor_service_stops_an_invocation_whose_orchestrator_went_away()
     ));
     let client = ExecutorClient::new(&socket);
     let owner = picloud_shared::FunctionRef::new("t", "spin");
-    let mut limits = Limits::default();
-    limits.fuel = u64::MAX / 2;
-    limits.script.max_operations = 0;
-    limits.timeout_ms = 30_000;
+    let limits = unbounded_spin_limits();
     let request = InvocationRequest::get("/");
     let spin = r#"fn handle(req) { let x = 0; loop { x += 1; } }"#;
     let invocation = Box::pin(client.invoke_with(
