@@ -17,6 +17,7 @@ mod spool;
 mod store;
 #[doc(hidden)]
 pub mod testing;
+pub mod tokens;
 
 pub use limits::{FunctionLimits, LimitOverrides};
 pub use names::{InvalidName, validate_name};
@@ -24,5 +25,5 @@ pub use records::{InvocationRecord, RecordConfig, RecordFilter, Recorder, Trigge
 pub use routes::{Route, RouteEvent, RouteWatch};
 pub use store::{
     AnyStore, EnvVar, Function, KvQuota, KvUsage, NewFunction, PgStore, Schedule, ScheduleClaim,
-    ScheduleRun, SqliteStore, Store, StoreError, Tenant, Token, Version,
+    ScheduleRun, SqliteStore, Store, StoreError, StoredToken, Tenant, Token, Version,
 };

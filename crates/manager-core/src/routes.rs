@@ -98,6 +98,9 @@ pub enum RouteEvent {
     /// A schedule was added, paused, resumed or deleted: schedulers reload it. Endpoints
     /// ignore it.
     Schedule(i64),
+    /// A token was created or revoked: token caches reload it (and the live tails it opened
+    /// end when it is revoked).
+    Token(i64),
     /// Changes may have been missed: reload everything.
     Resync,
 }
@@ -108,6 +111,7 @@ impl RouteEvent {
             Self::Function(id) => format!("f:{id}"),
             Self::Tenant(id) => format!("t:{id}"),
             Self::Schedule(id) => format!("s:{id}"),
+            Self::Token(id) => format!("k:{id}"),
             Self::Resync => "resync".into(),
         }
     }
@@ -118,6 +122,7 @@ impl RouteEvent {
             Some(("f", n)) => id(n).map_or(Self::Resync, Self::Function),
             Some(("t", n)) => id(n).map_or(Self::Resync, Self::Tenant),
             Some(("s", n)) => id(n).map_or(Self::Resync, Self::Schedule),
+            Some(("k", n)) => id(n).map_or(Self::Resync, Self::Token),
             _ => Self::Resync,
         }
     }

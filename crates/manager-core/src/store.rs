@@ -88,6 +88,18 @@ pub struct Token {
     pub revoked_at: Option<i64>,
 }
 
+/// A token as a cache of credentials needs it: with the hash of its secret. Never leaves the
+/// server.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct StoredToken {
+    pub id: i64,
+    pub tenant_id: Option<i64>,
+    pub name: String,
+    pub admin: bool,
+    pub hash: String,
+    pub revoked_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct Function {
     pub id: i64,
@@ -212,6 +224,10 @@ pub trait Store: Send + Sync {
     ) -> impl Future<Output = Result<Token>> + Send;
     /// The unrevoked token with this hash.
     fn token_by_hash(&self, hash: &str) -> impl Future<Output = Result<Option<Token>>> + Send;
+    /// Every unrevoked token with its hash: what a token cache holds.
+    fn active_tokens(&self) -> impl Future<Output = Result<Vec<StoredToken>>> + Send;
+    /// One token with its hash, revoked or not.
+    fn stored_token(&self, id: i64) -> impl Future<Output = Result<Option<StoredToken>>> + Send;
     /// A tenant's tokens, or (with `None`) the admin tokens.
     fn list_tokens(
         &self,
@@ -639,7 +655,7 @@ macro_rules! impl_store {
             async fn create_token(&self, tenant_id: Option<i64>, name: &str, hash: &str, admin: bool) -> Result<Token> {
                 // In a transaction, as in `create_tenant`.
                 let mut tx = self.begin().await.map_err(StoreError::Database)?;
-                let token = sqlx::query_as(
+                let token: Token = sqlx::query_as(
                     "INSERT INTO tokens (tenant_id, name, hash, admin, created_at) VALUES ($1, $2, $3, $4, $5) \
                      RETURNING id, tenant_id, name, admin, created_at, revoked_at",
                 )
@@ -651,8 +667,26 @@ macro_rules! impl_store {
                 .fetch_one(&mut *tx)
                 .await
                 .map_err(|e| StoreError::from_sqlx(e, "token"))?;
-                tx.commit().await.map_err(StoreError::Database)?;
+                // Every token cache learns of it (a node checks tokens from memory).
+                self.commit_announcing(tx, RouteEvent::Token(token.id)).await?;
                 Ok(token)
+            }
+
+            async fn active_tokens(&self) -> Result<Vec<StoredToken>> {
+                sqlx::query_as(
+                    "SELECT id, tenant_id, name, admin, hash, revoked_at FROM tokens WHERE revoked_at IS NULL",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)
+            }
+
+            async fn stored_token(&self, id: i64) -> Result<Option<StoredToken>> {
+                sqlx::query_as("SELECT id, tenant_id, name, admin, hash, revoked_at FROM tokens WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)
             }
 
             async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
@@ -689,11 +723,13 @@ macro_rules! impl_store {
                     Some(t) => q.bind(t),
                     None => q,
                 };
-                let done = q.execute(&self.pool).await.map_err(StoreError::Database)?;
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let done = q.execute(&mut *tx).await.map_err(StoreError::Database)?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound("token"));
                 }
-                Ok(())
+                // Every token cache drops it, and the live tails it opened end.
+                self.commit_announcing(tx, RouteEvent::Token(id)).await
             }
 
             async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function> {
@@ -1531,6 +1567,12 @@ impl Store for AnyStore {
     }
     async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
         delegate!(self, token_by_hash(hash))
+    }
+    async fn active_tokens(&self) -> Result<Vec<StoredToken>> {
+        delegate!(self, active_tokens())
+    }
+    async fn stored_token(&self, id: i64) -> Result<Option<StoredToken>> {
+        delegate!(self, stored_token(id))
     }
     async fn list_tokens(&self, tenant_id: Option<i64>) -> Result<Vec<Token>> {
         delegate!(self, list_tokens(tenant_id))

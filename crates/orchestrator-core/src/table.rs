@@ -150,8 +150,8 @@ impl RoutingTable {
                 });
                 Ok(())
             }
-            // Schedules are the manager's; they change no route.
-            RouteEvent::Schedule(_) => Ok(()),
+            // Schedules are the manager's, tokens the token cache's; they change no route.
+            RouteEvent::Schedule(_) | RouteEvent::Token(_) => Ok(()),
         }
     }
 }

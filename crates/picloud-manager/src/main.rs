@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use picloud_executor_core::ExecutorClient;
 use picloud_manager_core::api::{ApiState, InFlight, MetricsSource};
+use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore};
 use picloud_orchestrator_core::Metrics;
 use picloud_orchestrator_core::args::{KvArgs, RecordArgs, SizeArgs};
@@ -87,7 +88,11 @@ async fn run(args: Args) -> Result<()> {
         args.kv.limits(),
         &args.data_dir,
     )?;
+    let tokens = start_tokens(store.clone())
+        .await
+        .context("loading the tokens")?;
     let state = ApiState {
+        tokens,
         // The nodes hear of each change through PostgreSQL.
         routes: None,
         metrics: Some(Arc::clone(&metrics_source) as Arc<dyn MetricsSource>),

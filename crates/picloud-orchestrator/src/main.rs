@@ -15,6 +15,7 @@ use clap::Parser;
 use picloud_executor_core::ExecutorClient;
 use picloud_manager_core::api::{InFlight, Invoker};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
+use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore};
 use picloud_orchestrator_core::args::{IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
 use picloud_orchestrator_core::node::{Parts, Runner, ops_router, serve_until_signal};
@@ -97,9 +98,12 @@ async fn run(args: Args) -> Result<()> {
     )
     .await
     .context("loading the schedules")?;
+    let tokens = start_tokens(store.clone())
+        .await
+        .context("loading the tokens")?;
     let endpoints = EndpointState {
         table,
-        store: store.clone(),
+        tokens,
         invoker,
         ingress: Arc::new(Ingress::new(
             args.ingress.config(),

@@ -14,6 +14,7 @@ use clap::Args;
 use picloud_executor_core::{Executor, Isolation};
 use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
+use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore, SqliteStore};
 use picloud_orchestrator_core::args::{IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs};
 use picloud_orchestrator_core::node::{
@@ -162,9 +163,12 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
     .await
     .context("loading the schedules")?;
     let in_flight = Arc::new(InFlight::default());
+    let tokens = start_tokens(store.clone())
+        .await
+        .context("loading the tokens")?;
     let endpoints = EndpointState {
         table: Arc::clone(&table),
-        store: store.clone(),
+        tokens: Arc::clone(&tokens),
         invoker: Arc::clone(&invoker),
         ingress: Arc::new(Ingress::new(args.ingress.config(), Arc::clone(&in_flight))),
         recorder: Arc::clone(&recorder),
@@ -177,6 +181,7 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         })),
         metrics: Some(Arc::clone(&metrics_source) as Arc<dyn MetricsSource>),
         recorder: Some(Arc::clone(&recorder)),
+        tokens,
         store,
         invoker,
         in_flight,

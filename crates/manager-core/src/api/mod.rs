@@ -32,11 +32,11 @@ use utoipa_axum::routes;
 
 pub use error::{ApiError, ErrorBody, ErrorDetail, Json, Path};
 
-use crate::auth::hash_token;
 use crate::limits::FunctionLimits;
 use crate::records::Recorder;
 use crate::routes::RouteEvent;
 use crate::store::{AnyStore, Function, Store, Tenant};
+use crate::tokens::Tokens;
 
 /// A future the invoker returns; boxed so that [`Invoker`] can be a trait object.
 pub type InvokeFuture<'a> = Pin<Box<dyn Future<Output = InvocationResult> + Send + 'a>>;
@@ -113,12 +113,22 @@ pub struct ApiState {
     pub metrics: Option<Arc<dyn MetricsSource>>,
     /// Where invocation records go (test-invokes here), and their live tail.
     pub recorder: Option<Arc<Recorder>>,
+    /// Every unrevoked token, for the token checks.
+    pub tokens: Arc<Tokens>,
 }
 
 impl ApiState {
     async fn route_changed(&self, event: RouteEvent) {
         if let Some(routes) = &self.routes {
             routes.changed(event).await;
+        }
+    }
+
+    /// Applies a token's change to this process's cache before the API answers; a failure is
+    /// left to the cache's watcher, which retries.
+    async fn token_changed(&self, id: i64) {
+        if let Err(e) = self.tokens.apply(&self.store, RouteEvent::Token(id)).await {
+            tracing::warn!(error = %e, "cannot apply a token change now; the watcher will");
         }
     }
 }
@@ -263,13 +273,13 @@ impl Principal {
     }
 }
 
-/// Resolves the `Authorization: Bearer …` header to an unrevoked token.
+/// Resolves the `Authorization: Bearer …` header to an unrevoked token, from the token cache
+/// (no query: see [`crate::tokens`]).
 ///
 /// # Errors
 ///
-/// 401 when the header is missing or malformed, or names no unrevoked token; 503 when the
-/// database does not answer.
-pub async fn authenticate(store: &AnyStore, headers: &HeaderMap) -> Result<Principal, ApiError> {
+/// 401 when the header is missing or malformed, or names no unrevoked token.
+pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(ApiError::Unauthorized(
             "missing token: send `Authorization: Bearer <token>`",
@@ -284,22 +294,16 @@ pub async fn authenticate(store: &AnyStore, headers: &HeaderMap) -> Result<Princ
         .ok_or(ApiError::Unauthorized(
             "malformed Authorization header: use `Bearer <token>`",
         ))?;
-    let Some(token) = store.token_by_hash(&hash_token(token)).await? else {
-        return Err(ApiError::Unauthorized("unknown or revoked token"));
-    };
-    Ok(Principal {
-        token_id: token.id,
-        token_name: token.name,
-        tenant_id: token.tenant_id,
-        admin: token.admin,
-    })
+    tokens
+        .resolve(token)
+        .ok_or(ApiError::Unauthorized("unknown or revoked token"))
 }
 
 impl FromRequestParts<ApiState> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
-        authenticate(&state.store, &parts.headers).await
+        authenticate(&state.tokens, &parts.headers)
     }
 }
 

@@ -210,6 +210,7 @@ async fn new_token(
         .store
         .create_token(tenant_id, name, &hash_token(&secret), tenant_id.is_none())
         .await?;
+    state.token_changed(token.id).await;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -244,6 +245,7 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
     state.store.revoke_token(Some(tenant.id), path.id).await?;
+    state.token_changed(path.id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -297,6 +299,7 @@ pub async fn revoke_admin_token(
         ));
     }
     state.store.revoke_token(None, path.id).await?;
+    state.token_changed(path.id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -282,7 +282,7 @@ impl Runner {
                 Some(event) = events.recv() => match event {
                     RouteEvent::Schedule(id) => this.reload(&mut known, Some(id)).await,
                     RouteEvent::Resync => this.reload(&mut known, None).await,
-                    RouteEvent::Function(_) | RouteEvent::Tenant(_) => {}
+                    RouteEvent::Function(_) | RouteEvent::Tenant(_) | RouteEvent::Token(_) => {}
                 },
             }
         }
