@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use picloud_shared::{InvocationResult, LogLine};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::spool::{self, Spool};
@@ -439,8 +439,103 @@ pub struct Recorder {
     /// Set by [`Recorder::flush`]: the writer stops lingering.
     flushing: AtomicBool,
     flush_now: tokio::sync::Notify,
-    tail: broadcast::Sender<Arc<InvocationRecord>>,
+    tails: Tails,
     spool: Option<Spool>,
+}
+
+/// Records a live tail keeps that its reader has not taken yet; past this, its newest records
+/// are dropped and counted for that tail alone.
+pub const TAIL_QUEUE: usize = 256;
+/// Live tails one tenant may have open at once.
+pub const MAX_TAILS_PER_TENANT: usize = 16;
+
+/// The live tails: each its own bounded queue, so that one tenant's traffic never pushes
+/// another tenant's records out of a tail, and a tail's drop count names only its own
+/// records.
+#[derive(Debug, Default)]
+struct Tails {
+    /// How many are open: `record` takes the lock only when some are.
+    open: std::sync::atomic::AtomicUsize,
+    subscribers: std::sync::Mutex<Vec<TailSubscriber>>,
+}
+
+#[derive(Debug)]
+struct TailSubscriber {
+    tenant_id: i64,
+    function_id: i64,
+    queue: mpsc::Sender<Arc<InvocationRecord>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Tails {
+    fn publish(&self, record: &InvocationRecord) {
+        if self.open.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shared: Option<Arc<InvocationRecord>> = None;
+        subscribers.retain(|s| {
+            if s.queue.is_closed() {
+                return false;
+            }
+            if s.function_id == record.function_id {
+                let shared = shared.get_or_insert_with(|| Arc::new(record.clone()));
+                match s.queue.try_send(Arc::clone(shared)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        s.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                }
+            }
+            true
+        });
+        self.open.store(subscribers.len(), Ordering::Release);
+    }
+
+    fn subscribe(&self, tenant_id: i64, function_id: i64) -> Result<Tail, TooManyTails> {
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subscribers.retain(|s| !s.queue.is_closed());
+        if subscribers
+            .iter()
+            .filter(|s| s.tenant_id == tenant_id)
+            .count()
+            >= MAX_TAILS_PER_TENANT
+        {
+            return Err(TooManyTails);
+        }
+        let (queue, records) = mpsc::channel(TAIL_QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        subscribers.push(TailSubscriber {
+            tenant_id,
+            function_id,
+            queue,
+            dropped: Arc::clone(&dropped),
+        });
+        self.open.store(subscribers.len(), Ordering::Release);
+        Ok(Tail { records, dropped })
+    }
+}
+
+/// A tenant already has [`MAX_TAILS_PER_TENANT`] live tails open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a tenant may have at most {MAX_TAILS_PER_TENANT} live tails open")]
+pub struct TooManyTails;
+
+/// One live tail of a function's records, as they are queued.
+#[derive(Debug)]
+pub struct Tail {
+    /// The function's records, oldest first.
+    pub records: mpsc::Receiver<Arc<InvocationRecord>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Tail {
+    /// Records of this tail's function dropped since the last call, because its reader fell
+    /// [`TAIL_QUEUE`] records behind.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
 }
 
 impl Recorder {
@@ -460,7 +555,6 @@ impl Recorder {
         };
         let capacity = config.queue.max(1);
         let (queue, rx) = mpsc::channel(capacity);
-        let (tail, _) = broadcast::channel(1024);
         let recorder = Arc::new(Self {
             queue,
             capacity,
@@ -470,7 +564,7 @@ impl Recorder {
             outstanding: AtomicU64::new(0),
             flushing: AtomicBool::new(false),
             flush_now: tokio::sync::Notify::new(),
-            tail,
+            tails: Tails::default(),
             spool,
         });
         tokio::spawn(write_batches(
@@ -486,10 +580,7 @@ impl Recorder {
     /// Queues a record without waiting; a full queue drops it and counts it.
     pub fn record(&self, mut record: InvocationRecord) {
         make_storable(&mut record);
-        let record = Arc::new(record);
-        // Nobody tailing is fine.
-        let _ = self.tail.send(Arc::clone(&record));
-        let record = Arc::try_unwrap(record).unwrap_or_else(|shared| (*shared).clone());
+        self.tails.publish(&record);
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         let queued = match &self.spool {
             Some(spool) => {
@@ -539,9 +630,14 @@ impl Recorder {
         self.capacity - self.queue.capacity()
     }
 
-    /// Every record from now on, as it is queued.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<InvocationRecord>> {
-        self.tail.subscribe()
+    /// A live tail of `function_id`'s records from now on, as they are queued, in a queue of
+    /// its own ([`TAIL_QUEUE`]).
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyTails`] when the tenant already has [`MAX_TAILS_PER_TENANT`] open.
+    pub fn subscribe(&self, tenant_id: i64, function_id: i64) -> Result<Tail, TooManyTails> {
+        self.tails.subscribe(tenant_id, function_id)
     }
 }
 

@@ -7,13 +7,14 @@ use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use std::sync::Arc;
 use utoipa::IntoParams;
 
 use super::functions::FunctionPath;
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_function};
 use crate::records::{FunctionStats, InvocationRecord, RecordFilter, stats};
 use crate::store::Store;
+use crate::tokens::Tokens;
 
 /// Most records one query returns.
 pub const MAX_LIMIT: u32 = 1_000;
@@ -90,41 +91,80 @@ pub async fn function_stats(
 }
 
 /// The function's invocations as they happen: server-sent events, one `invocation` event per
-/// record (its JSON, `id` 0: not written yet), and a `dropped` event when this stream fell
-/// behind and skipped some.
+/// record (its JSON, `id` 0: not written yet), and a `dropped` event (the count) when this
+/// stream fell more than 256 records behind and skipped some of them. Each tail has its own
+/// queue: another function's or tenant's traffic never takes its place. The stream ends, with
+/// an `ended` event, when the token that opened it is revoked. A tenant may have 16 open.
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/functions/{function}/invocations/tail", tag = "invocations",
     params(FunctionPath),
-    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "text/event-stream", body = String), (status = 404, body = ErrorBody),
+              (status = 429, body = ErrorBody)))]
 pub async fn tail_invocations(
     State(state): State<ApiState>,
     principal: Principal,
     Path(path): Path<FunctionPath>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let (_, function) =
+    let (tenant, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     let Some(recorder) = &state.recorder else {
         return Err(ApiError::NotFound("invocation log on this server"));
     };
-    let rx = recorder.subscribe();
-    let id = function.id;
-    let stream = futures_util::stream::unfold(rx, move |mut rx| async move {
+    let tail =
+        recorder
+            .subscribe(tenant.id, function.id)
+            .map_err(|e| ApiError::TooManyRequests {
+                message: e.to_string(),
+                retry_after: 5,
+            })?;
+    let live = TokenWatch {
+        tokens: Arc::clone(&state.tokens),
+        revocations: state.tokens.revocations(),
+        token_id: principal.token_id,
+    };
+    let stream = futures_util::stream::unfold(Some((tail, live)), |open| async move {
+        let (mut tail, mut live) = open?;
         loop {
-            match rx.recv().await {
-                Ok(record) if record.function_id == id => {
+            if !live.is_live() {
+                let event = Event::default()
+                    .event("ended")
+                    .data("the token that opened this tail was revoked");
+                return Some((Ok(event), None));
+            }
+            let dropped = tail.take_dropped();
+            if dropped > 0 {
+                let event = Event::default().event("dropped").data(dropped.to_string());
+                return Some((Ok(event), Some((tail, live))));
+            }
+            tokio::select! {
+                record = tail.records.recv() => {
+                    let record = record?;
                     let event = Event::default()
                         .event("invocation")
                         .json_data(&*record)
                         .unwrap_or_else(|_| Event::default().comment("unencodable record"));
-                    return Some((Ok(event), rx));
+                    return Some((Ok(event), Some((tail, live))));
                 }
-                Ok(_) => {}
-                Err(RecvError::Lagged(n)) => {
-                    let event = Event::default().event("dropped").data(n.to_string());
-                    return Some((Ok(event), rx));
+                // A token left the cache: the loop checks whether it was this one.
+                changed = live.revocations.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
                 }
-                Err(RecvError::Closed) => return None,
             }
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Whether the token that opened a tail is still unrevoked.
+struct TokenWatch {
+    tokens: Arc<Tokens>,
+    revocations: tokio::sync::watch::Receiver<u64>,
+    token_id: i64,
+}
+
+impl TokenWatch {
+    fn is_live(&self) -> bool {
+        self.tokens.is_live(self.token_id)
+    }
 }
