@@ -2,6 +2,10 @@
 //! `kv_list`): the host side of those calls, with the size caps and quotas an operator needs
 //! so that one tenant cannot fill the database.
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use picloud_shared::host::{HostCall, HostCalls, HostFuture, HostReply};
 
 use crate::store::{KvQuota, Store, StoreError};
@@ -19,6 +23,10 @@ pub struct KvLimits {
     pub max_bytes: u64,
     /// Most keys one `kv_list` call returns (default 1,000).
     pub max_list: u32,
+    /// Key-value calls per second one tenant's invocations may make together, all functions
+    /// and invocations counted (GCRA, bursts of up to a second's worth); 0 = no limit
+    /// (default 2,000). Past it a call fails with a clear error the script may catch.
+    pub ops_per_second: u32,
 }
 
 impl Default for KvLimits {
@@ -29,6 +37,7 @@ impl Default for KvLimits {
             max_keys: 10_000,
             max_bytes: 16 << 20,
             max_list: 1_000,
+            ops_per_second: 2_000,
         }
     }
 }
@@ -63,6 +72,33 @@ impl KvLimits {
     }
 }
 
+/// Every tenant's key-value call rate ([`KvLimits::ops_per_second`]), shared by all the
+/// invocations of a server: one tenant's calls never use up another's.
+#[derive(Debug)]
+pub struct KvRate {
+    limiter: Option<DefaultKeyedRateLimiter<i64>>,
+    per_second: u32,
+}
+
+impl KvRate {
+    pub fn new(per_second: u32) -> Self {
+        Self {
+            limiter: NonZeroU32::new(per_second).map(|n| RateLimiter::keyed(Quota::per_second(n))),
+            per_second,
+        }
+    }
+
+    fn check(&self, tenant_id: i64) -> Result<(), String> {
+        match &self.limiter {
+            Some(limiter) if limiter.check_key(&tenant_id).is_err() => Err(format!(
+                "over this tenant's key-value rate of {} calls per second; try again later",
+                self.per_second
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 /// Answers the host calls of one invocation against its tenant's data: the tenant is fixed
 /// when the invocation starts, and no call can name another.
 #[derive(Debug, Clone)]
@@ -70,6 +106,7 @@ pub struct TenantKv<S> {
     store: S,
     tenant_id: i64,
     limits: KvLimits,
+    rate: Option<Arc<KvRate>>,
 }
 
 impl<S: Store> TenantKv<S> {
@@ -78,11 +115,23 @@ impl<S: Store> TenantKv<S> {
             store,
             tenant_id,
             limits,
+            rate: None,
         }
+    }
+
+    /// Counts this invocation's calls against its tenant's rate in `rate`. Without one (the
+    /// default) no rate applies.
+    #[must_use]
+    pub fn with_rate(mut self, rate: Arc<KvRate>) -> Self {
+        self.rate = Some(rate);
+        self
     }
 
     async fn answer(&self, call: HostCall) -> Result<HostReply, String> {
         let t = self.tenant_id;
+        if let Some(rate) = &self.rate {
+            rate.check(t)?;
+        }
         match call {
             HostCall::KvGet { key } => {
                 self.limits.check_key(&key)?;

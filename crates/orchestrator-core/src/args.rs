@@ -99,6 +99,10 @@ pub struct KvArgs {
     /// Largest value `kv_set` stores, in bytes of JSON.
     #[arg(long, env = "PICLOUD_KV_MAX_VALUE_BYTES", default_value_t = KvLimits::default().max_value_bytes)]
     pub kv_max_value_bytes: usize,
+    /// Key-value calls per second one tenant's invocations may make together (past it a call
+    /// fails with a clear error); 0 = no limit.
+    #[arg(long, env = "PICLOUD_KV_OPS_PER_SECOND", default_value_t = KvLimits::default().ops_per_second)]
+    pub kv_ops_per_second: u32,
 }
 
 impl KvArgs {
@@ -107,6 +111,7 @@ impl KvArgs {
             max_keys: self.kv_max_keys,
             max_bytes: self.kv_max_bytes,
             max_value_bytes: self.kv_max_value_bytes,
+            ops_per_second: self.kv_ops_per_second,
             ..KvLimits::default()
         }
     }

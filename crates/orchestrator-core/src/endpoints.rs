@@ -12,18 +12,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use picloud_manager_core::api::{ApiError, Invocation, Invoker, authenticate, executor_limits};
 use picloud_manager_core::records::{InvocationRecordTemplate, Unanswered};
-use picloud_manager_core::{AnyStore, InvocationRecord, Recorder, Trigger};
+use picloud_manager_core::tokens::Tokens;
+use picloud_manager_core::{InvocationRecord, Recorder, Trigger};
 use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
 
 use crate::RoutingTable;
-use crate::limits::Ingress;
+use crate::limits::{Ingress, Rejection};
 
 /// What the endpoints share.
 #[derive(Clone)]
 pub struct EndpointState {
     pub table: Arc<RoutingTable>,
-    /// Only for the tokens of token-protected functions.
-    pub store: AnyStore,
+    /// The tokens of token-protected functions, checked from memory.
+    pub tokens: Arc<Tokens>,
     pub invoker: Arc<dyn Invoker>,
     /// Rates and concurrency limits.
     pub ingress: Arc<Ingress>,
@@ -90,23 +91,24 @@ async fn run(
         .table
         .get(tenant, function)
         .ok_or(ApiError::NotFound("function"))?;
+    let refused = |(why, error): (Rejection, ApiError)| {
+        state
+            .table
+            .metrics()
+            .rejected(&route.tenant, &route.function, why);
+        error
+    };
+    // Rates first: a flood of any kind (forged tokens too) costs a GCRA step and nothing else.
+    state.ingress.within_rates(&route).map_err(refused)?;
     if !route.public {
-        // A token of another tenant is answered as if the function did not exist.
-        let principal = authenticate(&state.store, &headers).await?;
+        // From the token cache, without a query. A token of another tenant is answered as if
+        // the function did not exist.
+        let principal = authenticate(&state.tokens, &headers)?;
         if !(principal.admin || principal.tenant_id == Some(route.tenant_id)) {
             return Err(ApiError::NotFound("function"));
         }
     }
-    let _places = match state.ingress.admit(&route).await {
-        Ok(places) => places,
-        Err((why, error)) => {
-            state
-                .table
-                .metrics()
-                .rejected(&route.tenant, &route.function, why);
-            return Err(error);
-        }
-    };
+    let _places = state.ingress.places(&route).await.map_err(refused)?;
     let request = InvocationRequest {
         method: method.to_string(),
         path: format!("/{}", params.get("rest").map_or("", String::as_str)),

@@ -87,9 +87,10 @@ impl Ingress {
         }
     }
 
-    /// Admits one request to `route`: within both rates, then a place in both concurrency
-    /// limits (waiting up to the configured bound). The guards free the places when dropped.
-    pub async fn admit(&self, route: &Route) -> Result<Vec<InFlightGuard>, (Rejection, ApiError)> {
+    /// Counts one request to `route` against the function's and the tenant's rates; refused
+    /// past either. Checked before anything else costs (a token check, a body read), so that a
+    /// flood, forged tokens included, is turned away for the price of a GCRA step.
+    pub fn within_rates(&self, route: &Route) -> Result<(), (Rejection, ApiError)> {
         let rate = |limiter: &Option<DefaultKeyedRateLimiter<i64>>,
                     key: i64,
                     per: u32,
@@ -126,7 +127,12 @@ impl Ingress {
             route.tenant_id,
             self.config.tenant_rate,
             Rejection::TenantRate,
-        )?;
+        )
+    }
+
+    /// A place in both concurrency limits of `route` (waiting up to the configured bound).
+    /// The guards free the places when dropped.
+    pub async fn places(&self, route: &Route) -> Result<Vec<InFlightGuard>, (Rejection, ApiError)> {
         let slots = [
             (Slot::Function(route.function_id), route.limits.concurrency),
             (

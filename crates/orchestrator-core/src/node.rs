@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use picloud_executor_core::{Executor, ExecutorClient, InvocationContext, PoolStats};
 use picloud_manager_core::api::{Invocation, InvokeFuture, Invoker, MetricsSource};
-use picloud_manager_core::kv::{KvLimits, TenantKv};
+use picloud_manager_core::kv::{KvLimits, KvRate, TenantKv};
 use picloud_manager_core::{AnyStore, Recorder, Store};
 use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits, Outcome};
 
@@ -160,17 +160,18 @@ pub struct ExecutorInvoker {
     pub runner: Arc<Runner>,
     pub store: AnyStore,
     pub kv: KvLimits,
+    /// Every tenant's key-value call rate, shared by all invocations.
+    pub kv_rate: Arc<KvRate>,
 }
 
 impl Invoker for ExecutorInvoker {
     fn invoke<'a>(&'a self, call: Invocation<'a>) -> InvokeFuture<'a> {
         let context = InvocationContext {
             env: Some(call.env),
-            host: Some(Arc::new(TenantKv::new(
-                self.store.clone(),
-                call.tenant_id,
-                self.kv,
-            ))),
+            host: Some(Arc::new(
+                TenantKv::new(self.store.clone(), call.tenant_id, self.kv)
+                    .with_rate(Arc::clone(&self.kv_rate)),
+            )),
             event: call.event,
         };
         Box::pin(self.runner.invoke_with(
@@ -248,6 +249,7 @@ impl Parts {
         let invoker = Arc::new(ExecutorInvoker {
             runner,
             store: store.clone(),
+            kv_rate: Arc::new(KvRate::new(kv.ops_per_second)),
             kv,
         });
         Ok(Self {

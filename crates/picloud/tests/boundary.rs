@@ -493,3 +493,197 @@ fn a_nul_byte_stops_no_records_and_is_refused_at_the_api() {
         );
     }
 }
+
+/// A live tail ends, with an `ended` event, when the token that opened it is revoked: the next
+/// invocation's record (logs included) does not reach it (before: the revoked token kept its
+/// tail).
+#[test]
+fn a_revoked_token_loses_its_live_tail() {
+    let server = Server::start(&data_dir("boundary-tail"), None);
+    let http = Http::new(&server);
+    tenant(&http, "t1");
+    deploy(
+        &http,
+        "t1",
+        json!({ "name": "f", "deploy": true, "source": "fn handle(req) { print(`secret ${req.path}`); \"ok\" }" }),
+    );
+    let (s, made) = http.post(
+        "/api/v1/tenants/t1/tokens",
+        Some(ADMIN),
+        json!({ "name": "watcher" }),
+    );
+    assert_eq!(s, 201, "{made}");
+    let token = made["token"].as_str().expect("a secret").to_string();
+    let id = made["id"].as_i64().expect("an id");
+    let url = server.url("/api/v1/tenants/t1/functions/f/invocations/tail");
+    let (lines_tx, lines) = std::sync::mpsc::channel::<Option<String>>();
+    std::thread::spawn(move || {
+        let mut response = ureq::get(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .expect("tail");
+        let reader = BufReader::new(response.body_mut().as_reader());
+        for line in reader.lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(Some(line)).is_err() {
+                return;
+            }
+        }
+        let _ = lines_tx.send(None);
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(http.get("/fn/t1/f/before", None).0, 200);
+    let next_data = |lines: &std::sync::mpsc::Receiver<Option<String>>| -> Option<String> {
+        loop {
+            match lines.recv_timeout(Duration::from_secs(10)) {
+                Ok(Some(line)) if line.starts_with("data:") => return Some(line),
+                Ok(Some(_)) => {}
+                Ok(None) => return None,
+                Err(e) => panic!("the tail said nothing for 10 s: {e}"),
+            }
+        }
+    };
+    let first = next_data(&lines).expect("the first record");
+    assert!(first.contains("secret /before"), "{first}");
+    let (s, b) = http.call(
+        "DELETE",
+        &format!("/api/v1/tenants/t1/tokens/{id}"),
+        Some(ADMIN),
+        common::Body::None,
+    );
+    assert_eq!(s, 204, "{b}");
+    assert_eq!(http.get("/fn/t1/f/after", None).0, 200);
+    let ended = next_data(&lines).expect("an ended event");
+    assert!(ended.contains("revoked"), "{ended}");
+    assert_eq!(next_data(&lines), None, "the stream ended after it");
+}
+
+/// Rates come before any token check: forged tokens past a function's rate are refused 429
+/// without being looked at (before: each was a database query and a 401).
+#[test]
+fn rates_apply_before_the_token_check() {
+    let server = Server::start_with_args(
+        &data_dir("boundary-rate-first"),
+        &["--function-rate", "5", "--tenant-rate", "0"],
+    );
+    let http = Http::new(&server);
+    tenant(&http, "t1");
+    deploy(
+        &http,
+        "t1",
+        json!({ "name": "private", "public": false, "deploy": true, "source": "fn handle(req) { \"ok\" }" }),
+    );
+    let statuses: Vec<u16> = (0..30)
+        .map(|i| {
+            http.get("/fn/t1/private", Some(&format!("pc_forged_{i}")))
+                .0
+        })
+        .collect();
+    let unauthorized = statuses.iter().filter(|&&s| s == 401).count();
+    let limited = statuses.iter().filter(|&&s| s == 429).count();
+    assert_eq!(unauthorized + limited, 30, "{statuses:?}");
+    assert!(
+        unauthorized <= 6,
+        "past the rate, no token is checked: {statuses:?}"
+    );
+    assert!(limited >= 20, "{statuses:?}");
+}
+
+/// On PostgreSQL, token checks come from memory: hundreds of requests to a private function,
+/// with good and forged tokens, cost the database no transaction each (before: one query per
+/// request), and a token made on the API works at once.
+#[test]
+fn token_checks_make_no_query_per_request() {
+    let url = fresh_pg();
+    let server = Server::start(&data_dir("boundary-token-cache"), Some(&url));
+    let http = Http::new(&server);
+    tenant(&http, "t1");
+    deploy(
+        &http,
+        "t1",
+        json!({ "name": "private", "public": false, "deploy": true, "source": "fn handle(req) { \"ok\" }" }),
+    );
+    let (s, made) = http.post(
+        "/api/v1/tenants/t1/tokens",
+        Some(ADMIN),
+        json!({ "name": "caller" }),
+    );
+    assert_eq!(s, 201);
+    let token = made["token"].as_str().expect("secret").to_string();
+    let db = url.rsplit('/').next().expect("a name").to_string();
+    let transactions = || -> i64 {
+        // The statistics of other sessions are published within a second.
+        std::thread::sleep(Duration::from_millis(1500));
+        common::block_on(async {
+            use sqlx::Connection;
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            let _: (i64,) = sqlx::query_as("SELECT 1::bigint")
+                .fetch_one(&mut conn)
+                .await
+                .expect("q");
+            sqlx::query_scalar::<_, i64>(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = $1",
+            )
+            .bind(&db)
+            .fetch_one(&mut conn)
+            .await
+            .expect("stats")
+        })
+    };
+    let before = transactions();
+    for i in 0..300 {
+        assert_eq!(http.get("/fn/t1/private", Some(&token)).0, 200);
+        assert_eq!(
+            http.get("/fn/t1/private", Some(&format!("pc_forged_{i}")))
+                .0,
+            401
+        );
+    }
+    let after = transactions();
+    // The record writer's batches and the statistics queries themselves are all there is.
+    assert!(
+        after - before < 100,
+        "{} transactions for 600 token checks",
+        after - before
+    );
+}
+
+/// A tenant's key-value calls are limited per second: past the rate a call fails with a clear,
+/// catchable error, and another tenant's calls are untouched.
+#[test]
+fn key_value_calls_have_a_per_tenant_rate() {
+    let server = Server::start_with_args(
+        &data_dir("boundary-kv-rate"),
+        &["--kv-ops-per-second", "20"],
+    );
+    let http = Http::new(&server);
+    let counting = r#"fn handle(req) {
+        let refused = 0; let message = "";
+        for i in 0..100 { try { kv_get("k"); } catch (e) { refused += 1; message = `${e}`; } }
+        #{ refused: refused, message: message } }"#;
+    for t in ["noisy", "quiet"] {
+        tenant(&http, t);
+        deploy(
+            &http,
+            t,
+            json!({ "name": "kv", "deploy": true, "source": counting }),
+        );
+    }
+    let (s, noisy) = http.get("/fn/noisy/kv", None);
+    assert_eq!(s, 200, "{noisy}");
+    let refused = noisy["refused"].as_i64().expect("a count");
+    assert!(refused >= 70, "{noisy}");
+    assert!(
+        noisy["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("key-value rate of 20"),
+        "{noisy}"
+    );
+    let (s, quiet) = http.get("/fn/quiet/kv", None);
+    assert_eq!(s, 200);
+    assert!(
+        quiet["refused"].as_i64().expect("a count") <= 80,
+        "its own budget: {quiet}"
+    );
+}
