@@ -9,7 +9,7 @@ use picloud_manager_core::api::ApiConfig;
 use picloud_manager_core::kv::KvLimits;
 use picloud_manager_core::schedules::SchedulerConfig;
 
-use crate::IngressConfig;
+use crate::{FunctionHosts, IngressConfig};
 
 /// Sizes the API and the endpoints accept.
 #[derive(Debug, Clone, Args)]
@@ -29,6 +29,16 @@ impl SizeArgs {
             max_body_bytes: self.max_body_bytes,
         }
     }
+}
+
+/// Where tenants' functions answer on hosts of their own (see [`crate::hosts`]).
+#[derive(Debug, Clone, Args)]
+pub struct HostArgs {
+    /// Each tenant's functions answer at `{tenant}.{this}/{function}` (an origin of its own);
+    /// `/fn/{tenant}/{function}` on any other host stays, sandboxed, for API clients.
+    #[arg(long, env = "PICLOUD_FUNCTIONS_DOMAIN", default_value = "localhost",
+          value_parser = |s: &str| FunctionHosts::new(s))]
+    pub functions_domain: FunctionHosts,
 }
 
 /// Rates and concurrency at the endpoints.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -17,6 +17,7 @@ use picloud_manager_core::{InvocationRecord, Recorder, Trigger};
 use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
 
 use crate::RoutingTable;
+use crate::hosts::OnTenantHost;
 use crate::limits::{Ingress, Rejection};
 
 /// What the endpoints share.
@@ -54,16 +55,34 @@ pub fn router(state: EndpointState) -> Router {
 
 async fn invoke(
     State(state): State<EndpointState>,
+    on_tenant_host: Option<Extension<OnTenantHost>>,
     Path(params): Path<BTreeMap<String, String>>,
     Query(query): Query<BTreeMap<String, String>>,
     method: Method,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match run(&state, &params, query, method, headers, body).await {
-        Ok(response) => response,
-        Err(e) => e.into_response(),
+    // The path form answers from the dashboard's origin: sandboxed (see `hosts`).
+    let sandboxed = on_tenant_host.is_none();
+    let mut response = if sandboxed && headers.contains_key("service-worker") {
+        ApiError::Forbidden(
+            "a service worker cannot be registered from /fn/: serve it from the tenant's own host",
+        )
+        .into_response()
+    } else {
+        match run(&state, &params, query, method, headers, body).await {
+            Ok(response) => response,
+            Err(e) => e.into_response(),
+        }
+    };
+    if sandboxed {
+        // Appended, not inserted: a script's own policy still applies beside it.
+        response.headers_mut().append(
+            axum::http::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
     }
+    response
 }
 
 async fn run(

@@ -6,12 +6,14 @@
 
 pub mod args;
 mod endpoints;
+pub mod hosts;
 pub mod limits;
 pub mod metrics;
 pub mod node;
 mod table;
 
 pub use endpoints::{EndpointState, router};
+pub use hosts::{FunctionHosts, route_by_host};
 pub use limits::{Ingress, IngressConfig};
 pub use metrics::{Metrics, PoolFigures};
 pub use table::{LocalRoutes, RoutingTable, start_routing};

@@ -16,7 +16,8 @@ use picloud_manager_core::api::{ApiState, InFlight, MetricsSource};
 use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore};
 use picloud_orchestrator_core::Metrics;
-use picloud_orchestrator_core::args::{KvArgs, RecordArgs, SizeArgs};
+use picloud_orchestrator_core::args::{HostArgs, KvArgs, RecordArgs, SizeArgs};
+use picloud_orchestrator_core::hosts::tls_ask_router;
 use picloud_orchestrator_core::node::{
     Parts, Runner, announce_admin, ops_router, serve_until_signal,
 };
@@ -56,6 +57,8 @@ struct Args {
     #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
     grace_seconds: u64,
     #[command(flatten)]
+    hosts: HostArgs,
+    #[command(flatten)]
     sizes: SizeArgs,
     #[command(flatten)]
     records: RecordArgs,
@@ -93,6 +96,7 @@ async fn run(args: Args) -> Result<()> {
         .context("loading the tokens")?;
     let state = ApiState {
         tokens,
+        functions_domain: Some(args.hosts.functions_domain.domain().to_string()),
         // The nodes hear of each change through PostgreSQL.
         routes: None,
         metrics: Some(Arc::clone(&metrics_source) as Arc<dyn MetricsSource>),
@@ -108,7 +112,9 @@ async fn run(args: Args) -> Result<()> {
     }
     // The manager's readiness is the database's: an executor away only fails test invocations.
     let app = picloud_manager_core::api::router(state)
-        .merge(ops_router(store, metrics_source, None))
+        .merge(ops_router(store.clone(), metrics_source, None))
+        // Caddy's on-demand TLS asks the manager before a certificate for a tenant's host.
+        .merge(tls_ask_router(store, args.hosts.functions_domain.clone()))
         .fallback_service(picloud_manager_core::dashboard::router(
             dashboard.as_deref(),
         ));

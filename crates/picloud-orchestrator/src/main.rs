@@ -17,9 +17,9 @@ use picloud_manager_core::api::{InFlight, Invoker};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
 use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore};
-use picloud_orchestrator_core::args::{IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
+use picloud_orchestrator_core::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
 use picloud_orchestrator_core::node::{Parts, Runner, ops_router, serve_until_signal};
-use picloud_orchestrator_core::{EndpointState, Ingress, Metrics, start_routing};
+use picloud_orchestrator_core::{EndpointState, Ingress, Metrics, route_by_host, start_routing};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +50,8 @@ struct Args {
     /// Largest request body the function endpoints accept, in bytes (larger: 413).
     #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    #[command(flatten)]
+    hosts: HostArgs,
     #[command(flatten)]
     ingress: IngressArgs,
     #[command(flatten)]
@@ -112,11 +114,12 @@ async fn run(args: Args) -> Result<()> {
         recorder: Arc::clone(&recorder),
         max_body_bytes: args.max_body_bytes,
     };
-    let app = picloud_orchestrator_core::router(endpoints).merge(ops_router(
-        store,
-        metrics_source,
-        Some(runner),
-    ));
+    // A node serves functions only: on a tenant's own host, and in the path form elsewhere.
+    let functions = picloud_orchestrator_core::router(endpoints);
+    let main = functions
+        .clone()
+        .merge(ops_router(store, metrics_source, Some(runner)));
+    let app = route_by_host(args.hosts.functions_domain.clone(), functions, main);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

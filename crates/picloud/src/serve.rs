@@ -16,11 +16,16 @@ use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
 use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore, SqliteStore};
-use picloud_orchestrator_core::args::{IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs};
+use picloud_orchestrator_core::args::{
+    HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs,
+};
+use picloud_orchestrator_core::hosts::tls_ask_router;
 use picloud_orchestrator_core::node::{
     NodeMetrics, Parts, Runner, announce_admin, executor_config, ops_router, serve_until_signal,
 };
-use picloud_orchestrator_core::{EndpointState, Ingress, LocalRoutes, Metrics, start_routing};
+use picloud_orchestrator_core::{
+    EndpointState, FunctionHosts, Ingress, LocalRoutes, Metrics, route_by_host, start_routing,
+};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -51,6 +56,8 @@ pub struct ServeArgs {
     /// to build it.
     #[arg(long, env = "PICLOUD_DASHBOARD_DIR")]
     pub dashboard_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub hosts: HostArgs,
     #[command(flatten)]
     pub sizes: SizeArgs,
     #[command(flatten)]
@@ -182,6 +189,7 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         metrics: Some(Arc::clone(&metrics_source) as Arc<dyn MetricsSource>),
         recorder: Some(Arc::clone(&recorder)),
         tokens,
+        functions_domain: Some(args.hosts.functions_domain.domain().to_string()),
         store,
         invoker,
         in_flight,
@@ -195,23 +203,35 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         ),
     }
     Ok(Server {
-        app: app(state, endpoints, metrics_source, dashboard.as_deref()),
+        app: app(
+            state,
+            endpoints,
+            metrics_source,
+            dashboard.as_deref(),
+            args.hosts.functions_domain.clone(),
+        ),
         scheduler,
         recorder,
     })
 }
 
-/// The whole HTTP surface: API, function endpoints, health checks, the dashboard for every
-/// other path; JSON 404 for unknown paths under `/api/` and `/fn/`.
+/// The whole HTTP surface: on a tenant's own host (`{tenant}.{functions domain}`) its
+/// functions and nothing else; on every other host the API, the function endpoints' path form,
+/// health checks, and the dashboard for every other path; JSON 404 for unknown paths under
+/// `/api/` and `/fn/`.
 fn app(
     state: ApiState,
     endpoints: EndpointState,
     metrics: Arc<NodeMetrics>,
     dashboard: Option<&std::path::Path>,
+    hosts: FunctionHosts,
 ) -> Router {
-    let ops = ops_router(state.store.clone(), metrics, None);
-    picloud_manager_core::api::router(state)
-        .merge(picloud_orchestrator_core::router(endpoints))
+    let ops = ops_router(state.store.clone(), metrics, None)
+        .merge(tls_ask_router(state.store.clone(), hosts.clone()));
+    let functions = picloud_orchestrator_core::router(endpoints);
+    let main = picloud_manager_core::api::router(state)
+        .merge(functions.clone())
         .merge(ops)
-        .fallback_service(picloud_manager_core::dashboard::router(dashboard))
+        .fallback_service(picloud_manager_core::dashboard::router(dashboard));
+    route_by_host(hosts, functions, main)
 }

@@ -97,9 +97,36 @@ fn functions_and_the_api_through_caddy() {
     let (s, b, _) = proxy.call("GET", "/fn/acme/missing", None, None);
     assert_eq!((s, &b["error"]["kind"]), (404, &json!("not_found")), "{b}");
 
-    // /metrics is not public (whatever the server answers there directly).
+    // /metrics and the TLS question are not public (whatever the server answers there
+    // directly).
     let (s, b, _) = proxy.call("GET", "/metrics", None, None);
     assert_eq!((s, &b["error"]["kind"]), (404, &json!("not_found")), "{b}");
+    let (s, b, _) = proxy.call("GET", "/_picloud/tls-ask?domain=acme.localhost", None, None);
+    assert_eq!((s, &b["error"]["kind"]), (404, &json!("not_found")), "{b}");
+
+    // The tenant's own host, through the same Caddy (browsers and curl resolve `*.localhost` to
+    // loopback; this client's resolver does not, so it names the host in the header), and
+    // Caddy passes the host on. Its own origin: no sandbox there; the path form has one.
+    let tenant_host = format!("acme.localhost:{}", proxy.port);
+    let caddy_addr = format!("127.0.0.1:{}", proxy.port);
+    let header = |headers: &[(String, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (s, headers, body) = common::get_on_host(&caddy_addr, &tenant_host, "/hello/c?name=own");
+    assert_eq!((s, body.as_str()), (200, "hi own"), "{headers:?}");
+    assert_eq!(header(&headers, "x-picloud-test").as_deref(), Some("/c"));
+    assert_eq!(header(&headers, "content-security-policy"), None);
+    let (_, headers, _) = common::get_on_host(&caddy_addr, &caddy_addr, "/fn/acme/hello");
+    assert_eq!(
+        header(&headers, "content-security-policy").as_deref(),
+        Some("sandbox")
+    );
+    // The dashboard and the API are not on a tenant's host.
+    let (s, _, _) = common::get_on_host(&caddy_addr, &tenant_host, "/api/v1/tenants");
+    assert_eq!(s, 404);
 
     // The body cap: 1 MiB passes to the server, one byte more is refused by Caddy.
     let at_cap = vec![b'x'; 1 << 20];

@@ -69,6 +69,10 @@ export interface FunctionInfo {
 	public: boolean;
 	active_version: number | null;
 	endpoint?: string;
+	/** The tenant's own host, where the function answers at `/{name}` in an origin of its own. */
+	host?: string | null;
+	/** Whether the script sees the caller's `Authorization` header. */
+	forward_authorization?: boolean;
 	/** In force: the choices over the defaults, capped by the tenant's ceilings. */
 	limits?: Limits;
 	/** Chosen (`null`: the default). */

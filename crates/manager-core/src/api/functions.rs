@@ -38,8 +38,11 @@ pub struct FunctionView {
     /// The version its endpoint runs; `null` until one is deployed.
     pub active_version: Option<i32>,
     pub created_at: i64,
-    /// Where it answers, relative to the server.
+    /// Where it answers, relative to the server (sandboxed: for API clients).
     pub endpoint: String,
+    /// The host of its tenant's own origin, where it answers at `/{function}`: what a browser
+    /// should load. `null` when the server has no functions domain.
+    pub host: Option<String>,
     /// The limits it runs under: its choices over the defaults, capped by its tenant's
     /// ceilings.
     pub limits: FunctionLimits,
@@ -50,9 +53,13 @@ pub struct FunctionView {
     pub forward_authorization: bool,
 }
 
-fn view(tenant: &Tenant, f: Function) -> FunctionView {
+fn view(state: &ApiState, tenant: &Tenant, f: Function) -> FunctionView {
     FunctionView {
         endpoint: format!("/fn/{}/{}", tenant.name, f.name),
+        host: state
+            .functions_domain
+            .as_ref()
+            .map(|domain| format!("{}.{domain}", tenant.name)),
         limits: FunctionLimits::resolve(&f.limits, &tenant.ceilings),
         name: f.name,
         public: f.public,
@@ -248,7 +255,10 @@ pub async fn list_functions(
     let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
     let functions = state.store.list_functions(tenant.id).await?;
     Ok(Json(
-        functions.into_iter().map(|f| view(&tenant, f)).collect(),
+        functions
+            .into_iter()
+            .map(|f| view(&state, &tenant, f))
+            .collect(),
     ))
 }
 
@@ -294,7 +304,7 @@ pub async fn create_function(
     if body.deploy && body.source.is_some() {
         state.route_changed(RouteEvent::Function(function.id)).await;
     }
-    Ok((StatusCode::CREATED, Json(view(&tenant, function))))
+    Ok((StatusCode::CREATED, Json(view(&state, &tenant, function))))
 }
 
 #[utoipa::path(get, path = "/api/v1/tenants/{tenant}/functions/{function}", tag = "functions",
@@ -306,7 +316,7 @@ pub async fn get_function(
 ) -> Result<Json<FunctionView>, ApiError> {
     let (tenant, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
-    Ok(Json(view(&tenant, function)))
+    Ok(Json(view(&state, &tenant, function)))
 }
 
 /// Changes whether the function is public, its limits, and whether its script sees the
@@ -342,7 +352,7 @@ pub async fn update_function(
             .await?;
     }
     state.route_changed(RouteEvent::Function(function.id)).await;
-    Ok(Json(view(&tenant, function)))
+    Ok(Json(view(&state, &tenant, function)))
 }
 
 /// Deletes the function with its versions and variables; its endpoint stops answering.
@@ -459,7 +469,7 @@ pub async fn deploy(
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     let function = state.store.deploy(function.id, body.version).await?;
     state.route_changed(RouteEvent::Function(function.id)).await;
-    Ok(Json(view(&tenant, function)))
+    Ok(Json(view(&state, &tenant, function)))
 }
 
 /// Goes back to an earlier version: the one given, or the one before the active version. The
@@ -498,7 +508,7 @@ pub async fn rollback(
     };
     let function = state.store.deploy(function.id, target).await?;
     state.route_changed(RouteEvent::Function(function.id)).await;
-    Ok(Json(view(&tenant, function)))
+    Ok(Json(view(&state, &tenant, function)))
 }
 
 /// The function's variables; a secret's value is never shown.

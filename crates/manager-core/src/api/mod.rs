@@ -115,6 +115,9 @@ pub struct ApiState {
     pub recorder: Option<Arc<Recorder>>,
     /// Every unrevoked token, for the token checks.
     pub tokens: Arc<Tokens>,
+    /// Where tenants' own hosts are (`{tenant}.{this}`), to tell clients; `None` where this
+    /// server does not know (its functions answer only on the path form).
+    pub functions_domain: Option<String>,
 }
 
 impl ApiState {

@@ -339,6 +339,7 @@ pub fn promtool_accepts(exposition: &str) {
 pub struct Caddy {
     pub child: Child,
     pub base: String,
+    pub port: u16,
 }
 
 impl Drop for Caddy {
@@ -360,6 +361,11 @@ impl Caddy {
             .args(["run", "--adapter", "caddyfile", "--config"])
             .arg(&caddyfile)
             .env("PICLOUD_SITE", format!("http://127.0.0.1:{port}"))
+            // Tenants' own hosts on the same port (`*.localhost` is loopback).
+            .env(
+                "PICLOUD_FUNCTIONS_SITE",
+                format!("http://*.localhost:{port}"),
+            )
             .envs(env.iter().copied())
             .env("XDG_DATA_HOME", dir.join("caddy-data"))
             .env("XDG_CONFIG_HOME", dir.join("caddy-config"))
@@ -370,6 +376,7 @@ impl Caddy {
         let caddy = Self {
             child,
             base: format!("http://127.0.0.1:{port}"),
+            port,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -420,4 +427,35 @@ pub fn pg_keys(url: &str) -> std::collections::BTreeMap<i64, usize> {
             .await
             .expect("keys")
     }))
+}
+
+/// `GET path` from `addr` (`host:port`) with the `Host` header `host` (a tenant's own host:
+/// this client's resolver does not resolve `*.localhost` as browsers and curl do), over a
+/// connection of its own; the status, the headers (lower-case names, in order) and the body.
+pub fn get_on_host(addr: &str, host: &str, path: &str) -> (u16, Vec<(String, String)>, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head and a body");
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("a status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
 }
