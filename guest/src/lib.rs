@@ -75,8 +75,12 @@ fn build_engine() -> Engine {
     // Rhai's own `sleep` would block in WASI's `poll_oneoff`, which the host does not offer: an
     // invocation may not wait, it computes and answers. Refused here with the function's name
     // (registered functions take precedence over the standard package's).
-    engine.register_fn("sleep", |_: rhai::INT| -> RhaiResult<()> { Err(NO_SLEEP.into()) });
-    engine.register_fn("sleep", |_: rhai::FLOAT| -> RhaiResult<()> { Err(NO_SLEEP.into()) });
+    engine.register_fn("sleep", |_: rhai::INT| -> RhaiResult<()> {
+        Err(NO_SLEEP.into())
+    });
+    engine.register_fn("sleep", |_: rhai::FLOAT| -> RhaiResult<()> {
+        Err(NO_SLEEP.into())
+    });
     engine
 }
 
