@@ -327,13 +327,18 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                 Err(e) => return Err(e),
             };
             print(args, &function, |f| {
-                format!(
+                let mut said = format!(
                     "deployed {} version {} at {}{}\n",
                     s(&f["name"]),
                     s(&f["active_version"]),
                     client.base,
                     s(&f["endpoint"])
-                )
+                );
+                // The tenant's own host: where a browser should load it (its own origin).
+                if let Some(own) = own_url(&client.base, f) {
+                    said += &format!("in its tenant's own origin: {own}\n");
+                }
+                said
             })?;
         }
         FnCommand::List => {
@@ -724,4 +729,19 @@ mod tests {
         assert_eq!(super::utc(1_795_753_115_985), "2026-11-27T04:18:35.985Z");
         assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
+}
+
+/// The function on its tenant's own host (`{tenant}.{functions domain}`, from the API's `host`),
+/// with the scheme and port of `base`: `http://demo.localhost:8080/hello`.
+fn own_url(base: &str, function: &serde_json::Value) -> Option<String> {
+    let host = function["host"].as_str()?;
+    let name = function["name"].as_str()?;
+    let (scheme, rest) = base.split_once("://")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let port = authority
+        .rsplit_once(':')
+        .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, p)| format!(":{p}"))
+        .unwrap_or_default();
+    Some(format!("{scheme}://{host}{port}/{name}"))
 }
