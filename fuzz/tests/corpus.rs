@@ -60,6 +60,15 @@ fn the_guest_corpus_passes() {
         ("string-bomb", "memory_limit"),
         ("recursion", "stack_overflow"),
         ("big-response", "ok"),
+        // Issue 18: deep and long scripts, framing headers, a switching status, sleep, a NUL.
+        ("deep-parens", "stack_overflow"),
+        ("flat-sum", "stack_overflow"),
+        ("dot-chain", "stack_overflow"),
+        ("framing-headers", "ok"),
+        ("switching-status", "script_error"),
+        ("sleep", "script_error"),
+        ("nul-throw", "script_error"),
+        ("clock", "ok"),
     ] {
         assert_eq!(
             results.get(seed).map(String::as_str),
@@ -79,6 +88,16 @@ fn the_api_corpus_passes() {
         ("tenant-by-tenant", "403"),
         ("function-bad-script", "422"),
         ("invoke", "200"),
+        // Issue 18: deep scripts on every route that takes one, NULs.
+        ("format-deep-parens", "422"),
+        ("format-flat-sum", "422"),
+        ("format-dot-chain", "422"),
+        ("function-deep", "422"),
+        ("version-deep", "422"),
+        ("invoke-deep", "422"),
+        ("version-nul", "422"),
+        ("env-nul", "422"),
+        ("function-forward-authorization", "200"),
     ] {
         assert_eq!(
             results.get(seed).map(String::as_str),

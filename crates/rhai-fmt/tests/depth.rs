@@ -94,6 +94,25 @@ fn deep_scripts_are_refused_with_a_position() {
     }
 }
 
+/// The same shapes as files: `scripts/fuzz` seeds the `format` target with this directory.
+#[test]
+fn the_deep_seed_scripts_are_refused() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deep");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("tests/deep") {
+        let path = entry.expect("an entry").path();
+        let source = std::fs::read_to_string(&path).expect("a script");
+        let result = on_small_stack(move || format(&source));
+        assert!(
+            matches!(result, Err(FormatError::Parse { line: 1, .. })),
+            "{}: {result:?}",
+            path.display()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 4, "the deep seeds are there");
+}
+
 #[test]
 fn what_the_guest_runs_still_formats() {
     // 25 levels of parentheses at top level (Rhai counts about two levels for each), a sum of
