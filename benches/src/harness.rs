@@ -84,14 +84,29 @@ pub fn wait_listening(port: u16) -> Result<()> {
 
 /// `wrk -t{threads} -c{conns} -d{seconds}s --latency URL`, parsed.
 pub fn wrk(url: &str, threads: u32, conns: u32, seconds: u64) -> Result<Value> {
-    let out = Command::new("wrk")
-        .args([
-            &format!("-t{threads}"),
-            &format!("-c{conns}"),
-            &format!("-d{seconds}s"),
-            "--latency",
-            url,
-        ])
+    wrk_scripted(url, threads, conns, seconds, None)
+}
+
+/// [`wrk`] with a Lua `script` of wrk's (`-s`), which shapes each request.
+pub fn wrk_scripted(
+    url: &str,
+    threads: u32,
+    conns: u32,
+    seconds: u64,
+    script: Option<&Path>,
+) -> Result<Value> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        &format!("-t{threads}"),
+        &format!("-c{conns}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
+    if let Some(script) = script {
+        cmd.arg("-s").arg(script);
+    }
+    let out = cmd
+        .arg(url)
         .output()
         .context("wrk is required (apt-get install wrk; scripts/setup installs it)")?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -170,6 +185,11 @@ pub fn serve_logged(
 
 /// Creates `tenant` if needed and deploys `source` as its function `name` with `limits`.
 pub fn deploy(port: u16, tenant: &str, name: &str, source: &str, limits: Value) -> Result<()> {
+    deploy_with(port, tenant, name, source, json!({ "limits": limits }))
+}
+
+/// [`deploy`] with more fields of the create request (`public`, `limits`, …) in `extra`.
+pub fn deploy_with(port: u16, tenant: &str, name: &str, source: &str, extra: Value) -> Result<()> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -188,7 +208,13 @@ pub fn deploy(port: u16, tenant: &str, name: &str, source: &str, limits: Value) 
     let r = agent
         .post(&format!("{base}/tenants/{tenant}/functions"))
         .header("Authorization", &auth)
-        .send_json(json!({ "name": name, "source": source, "deploy": true, "limits": limits }))?;
+        .send_json({
+            let mut body = json!({ "name": name, "source": source, "deploy": true });
+            if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+                body.extend(extra.clone());
+            }
+            body
+        })?;
     ensure!(r.status() == 201, "deploying {name}: {}", r.status());
     Ok(())
 }
