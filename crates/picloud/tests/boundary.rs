@@ -425,6 +425,15 @@ fn a_nul_byte_stops_no_records_and_is_refused_at_the_api() {
         "b",
         json!({ "name": "good", "deploy": true, "source": "fn handle(req) { print(\"x\\x00y\"); \"ok\" }" }),
     );
+    // A key-value value with a NUL is stored as JSON text (the NUL escaped): it round-trips.
+    deploy(
+        &http,
+        "b",
+        json!({ "name": "kv", "deploy": true,
+                "source": "fn handle(req) { kv_set(\"k\", \"a\\x00b\"); kv_get(\"k\") == \"a\\x00b\" }" }),
+    );
+    let (s, same) = http.get("/fn/b/kv", None);
+    assert_eq!((s, same), (200, json!(true)));
     assert_eq!(http.get("/fn/a/bad", None).0, 500);
     for _ in 0..3 {
         assert_eq!(http.get("/fn/b/good", None).0, 200);
