@@ -156,8 +156,10 @@ impl Tokens {
                 }
                 Ok(())
             }
-            RouteEvent::Resync => self.reload(store).await,
-            RouteEvent::Function(_) | RouteEvent::Tenant(_) | RouteEvent::Schedule(_) => Ok(()),
+            // A tenant's change may have taken its tokens with it (a deletion cascades to them
+            // without announcing each): reload all, which tenants' rare changes can afford.
+            RouteEvent::Resync | RouteEvent::Tenant(_) => self.reload(store).await,
+            RouteEvent::Function(_) | RouteEvent::Schedule(_) => Ok(()),
         }
     }
 }

@@ -721,16 +721,6 @@ fn utc(ms: i64) -> String {
     )
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_formats_unix_milliseconds() {
-        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::utc(1_795_753_115_985), "2026-11-27T04:18:35.985Z");
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
-    }
-}
-
 /// The function on its tenant's own host (`{tenant}.{functions domain}`, from the API's `host`),
 /// with the scheme and port of `base`: `http://demo.localhost:8080/hello`.
 fn own_url(base: &str, function: &serde_json::Value) -> Option<String> {
@@ -744,4 +734,29 @@ fn own_url(base: &str, function: &serde_json::Value) -> Option<String> {
         .map(|(_, p)| format!(":{p}"))
         .unwrap_or_default();
     Some(format!("{scheme}://{host}{port}/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_formats_unix_milliseconds() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(super::utc(1_795_753_115_985), "2026-11-27T04:18:35.985Z");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn the_own_origin_url_takes_the_servers_scheme_and_port() {
+        let f = serde_json::json!({ "name": "hello", "host": "demo.localhost" });
+        assert_eq!(
+            super::own_url("http://127.0.0.1:8080", &f).as_deref(),
+            Some("http://demo.localhost:8080/hello")
+        );
+        assert_eq!(
+            super::own_url("https://picloud.example.com/", &f).as_deref(),
+            Some("https://demo.localhost/hello")
+        );
+        let none = serde_json::json!({ "name": "hello", "host": null });
+        assert_eq!(super::own_url("http://127.0.0.1:8080", &none), None);
+    }
 }
