@@ -471,6 +471,10 @@ const UPDATE_FUNCTION: &str = concat!(
      WHERE id = $6 RETURNING ",
     function_cols!()
 );
+const SET_FORWARD_AUTHORIZATION: &str = concat!(
+    "UPDATE functions SET forward_authorization = $1 WHERE id = $2 RETURNING ",
+    function_cols!()
+);
 // The primary key (function_id, version) makes a concurrent save fail rather than share a
 // number; the caller may retry.
 const INSERT_VERSION: &str = "INSERT INTO function_versions (function_id, version, source, sha256, author, created_at) \
@@ -768,10 +772,7 @@ macro_rules! impl_store {
                         .map_err(|e| StoreError::from_sqlx(e, "function"))?;
                 }
                 if new.forward_authorization {
-                    function = sqlx::query_as(concat!(
-                        "UPDATE functions SET forward_authorization = $1 WHERE id = $2 RETURNING ",
-                        function_cols!()
-                    ))
+                    function = sqlx::query_as(SET_FORWARD_AUTHORIZATION)
                     .bind(true)
                     .bind(function.id)
                     .fetch_one(&mut *tx)
@@ -837,10 +838,7 @@ macro_rules! impl_store {
 
             async fn set_forward_authorization(&self, function_id: i64, forward: bool) -> Result<Function> {
                 let mut tx = self.begin().await.map_err(StoreError::Database)?;
-                let function = sqlx::query_as(concat!(
-                    "UPDATE functions SET forward_authorization = $1 WHERE id = $2 RETURNING ",
-                    function_cols!()
-                ))
+                let function = sqlx::query_as(SET_FORWARD_AUTHORIZATION)
                 .bind(forward)
                 .bind(function_id)
                 .fetch_one(&mut *tx)

@@ -26,6 +26,18 @@ fn deploy(http: &Http, tenant: &str, body: Value) {
     assert_eq!(s, 201, "{b}");
 }
 
+/// A new token of `tenant`: its secret and its id.
+fn new_token(http: &Http, tenant: &str, name: &str) -> (String, i64) {
+    let (s, made) = http.post(
+        &format!("/api/v1/tenants/{tenant}/tokens"),
+        Some(ADMIN),
+        json!({ "name": name }),
+    );
+    assert_eq!(s, 201, "{made}");
+    let secret = made["token"].as_str().expect("a secret").to_string();
+    (secret, made["id"].as_i64().expect("an id"))
+}
+
 /// The two shapes that aborted the server: 2,000 nested parentheses, and a flat sum of 20,000
 /// terms.
 fn deep_scripts() -> [String; 2] {
@@ -516,14 +528,7 @@ fn a_revoked_token_loses_its_live_tail() {
         "t1",
         json!({ "name": "f", "deploy": true, "source": "fn handle(req) { print(`secret ${req.path}`); \"ok\" }" }),
     );
-    let (s, made) = http.post(
-        "/api/v1/tenants/t1/tokens",
-        Some(ADMIN),
-        json!({ "name": "watcher" }),
-    );
-    assert_eq!(s, 201, "{made}");
-    let token = made["token"].as_str().expect("a secret").to_string();
-    let id = made["id"].as_i64().expect("an id");
+    let (token, id) = new_token(&http, "t1", "watcher");
     let url = server.url("/api/v1/tenants/t1/functions/f/invocations/tail");
     let (lines_tx, lines) = std::sync::mpsc::channel::<Option<String>>();
     std::thread::spawn(move || {
@@ -612,13 +617,7 @@ fn token_checks_make_no_query_per_request() {
         "t1",
         json!({ "name": "private", "public": false, "deploy": true, "source": "fn handle(req) { \"ok\" }" }),
     );
-    let (s, made) = http.post(
-        "/api/v1/tenants/t1/tokens",
-        Some(ADMIN),
-        json!({ "name": "caller" }),
-    );
-    assert_eq!(s, 201);
-    let token = made["token"].as_str().expect("secret").to_string();
+    let (token, _) = new_token(&http, "t1", "caller");
     let db = url.rsplit('/').next().expect("a name").to_string();
     let transactions = || -> i64 {
         // The statistics of other sessions are published within a second.
