@@ -77,7 +77,9 @@ impl FunctionHosts {
         };
         let name = name.strip_suffix('.').unwrap_or(name);
         let cut = name.len().checked_sub(self.domain.len() + 1)?;
-        let (tenant, rest) = name.split_at(cut);
+        // Checked: the host may hold multi-byte characters (`?domain=` of the TLS question
+        // is any text), and a cut inside one must answer "no tenant", not panic.
+        let (tenant, rest) = name.split_at_checked(cut)?;
         let domain = rest.strip_prefix('.')?;
         if !domain.eq_ignore_ascii_case(&self.domain) || validate_name(tenant).is_err() {
             return None;
@@ -191,6 +193,30 @@ mod tests {
         let local = FunctionHosts::new("localhost").expect("a domain");
         assert_eq!(local.tenant_of("t1.localhost:8080"), Some("t1"));
         assert_eq!(local.tenant_of("localhost:8080"), None);
+    }
+
+    #[test]
+    fn hostile_hosts_are_no_tenants_host() {
+        let hosts = FunctionHosts::new("localhost").expect("a domain");
+        let long = format!("{}.localhost", "a".repeat(100_000));
+        for host in [
+            "aééééé",
+            "aéééééé",
+            "t1\0.localhost",
+            "t1.localhost\0",
+            "\u{1F600}.localhost",
+            "t\u{1F600}.localhost",
+            ".localhost",
+            "",
+            ":",
+            long.as_str(),
+        ] {
+            assert_eq!(hosts.tenant_of(host), None, "{host:?}");
+        }
+        // Any run of digits is a port (an empty one too, as RFC 9110 allows).
+        for host in ["t1.localhost:", "t1.localhost:99999999999999999999"] {
+            assert_eq!(hosts.tenant_of(host), Some("t1"), "{host:?}");
+        }
     }
 
     #[test]

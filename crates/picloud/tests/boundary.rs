@@ -695,3 +695,31 @@ fn key_value_calls_have_a_per_tenant_rate() {
         "its own budget: {quiet}"
     );
 }
+
+/// Caddy's TLS question answers 200 only for an existing tenant's own host; any other name,
+/// hostile bytes included, is a 404 (or 400 without a name), and the server goes on.
+#[test]
+fn the_tls_question_answers_only_for_existing_tenants() {
+    let server = Server::start(&data_dir("boundary-tls-ask"), None);
+    let http = Http::new(&server);
+    tenant(&http, "t1");
+    let ask = |domain: &str| {
+        http.get(&format!("/_picloud/tls-ask?domain={domain}"), None)
+            .0
+    };
+    assert_eq!(ask("t1.localhost"), 200);
+    for hostile in [
+        "t2.localhost",
+        "localhost",
+        "evil.example.com",
+        "a%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9",
+        "t1%00.localhost",
+        "t1.localhost%0D%0AX:1",
+        "%FF%FE.localhost",
+        &"a".repeat(20_000),
+    ] {
+        assert_eq!(ask(hostile), 404, "{hostile:.60}");
+    }
+    assert_eq!(http.get("/_picloud/tls-ask", None).0, 400);
+    assert_eq!(http.get("/healthz", None).0, 200);
+}
