@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::spool::{self, Spool};
-use crate::store::{AnyStore, Store};
+use crate::store::{AnyStore, Store, StoreError};
 
 /// Most records written in one transaction.
 pub const BATCH: usize = 500;
@@ -143,16 +143,14 @@ pub const CANCELLED: &str = "the client went away before the answer; the invocat
 
 /// Records an invocation as `cancelled` if dropped before [`Unanswered::answered`]: the
 /// future running it was dropped because its client disconnected (the executor stops the
-/// invocation itself). `observe` also sees the result (the endpoints' metrics).
+/// invocation itself). `observe` also sees the result (the endpoints' metrics); generic, so
+/// that the invocation path allocates nothing for it.
 #[must_use = "dropping it at once records a cancellation"]
-pub struct Unanswered<'a> {
+pub struct Unanswered<'a, F: FnOnce(&InvocationResult) = fn(&InvocationResult)> {
     record: Option<(&'a Recorder, InvocationRecordTemplate)>,
-    observe: Option<Observer<'a>>,
+    observe: Option<F>,
     started: std::time::Instant,
 }
-
-/// What else sees a cancelled invocation's result.
-type Observer<'a> = Box<dyn FnOnce(&InvocationResult) + Send + 'a>;
 
 /// Who a record is about, before there is a result.
 #[derive(Debug, Clone, Copy)]
@@ -173,11 +171,16 @@ impl<'a> Unanswered<'a> {
     }
 
     /// Also hands the `cancelled` result to `observe`.
-    pub fn observed(mut self, observe: impl FnOnce(&InvocationResult) + Send + 'a) -> Self {
-        self.observe = Some(Box::new(observe));
-        self
+    pub fn observed<G: FnOnce(&InvocationResult)>(mut self, observe: G) -> Unanswered<'a, G> {
+        Unanswered {
+            record: self.record.take(),
+            observe: Some(observe),
+            started: self.started,
+        }
     }
+}
 
+impl<F: FnOnce(&InvocationResult)> Unanswered<'_, F> {
     /// The invocation answered: nothing to record here.
     pub fn answered(mut self) {
         self.record = None;
@@ -185,7 +188,7 @@ impl<'a> Unanswered<'a> {
     }
 }
 
-impl Drop for Unanswered<'_> {
+impl<F: FnOnce(&InvocationResult)> Drop for Unanswered<'_, F> {
     fn drop(&mut self) {
         if self.record.is_none() && self.observe.is_none() {
             return;
@@ -211,7 +214,7 @@ impl Drop for Unanswered<'_> {
     }
 }
 
-impl std::fmt::Debug for Unanswered<'_> {
+impl<F: FnOnce(&InvocationResult)> std::fmt::Debug for Unanswered<'_, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Unanswered")
             .field("armed", &self.record.is_some())
@@ -734,74 +737,85 @@ fn make_storable(record: &mut InvocationRecord) {
     }
 }
 
-/// Writes `records`, retrying while the database is away: ten times without a spool (then
-/// they are dropped and counted), for as long as it takes with one (they are safe there).
-/// A batch the database refuses is written row by row instead, so that one row it cannot
-/// store never holds back the others (see [`insert_each`]). Returns whether every record was
-/// dealt with: written, or set aside.
-async fn insert(recorder: &Recorder, store: &AnyStore, records: &[InvocationRecord]) -> bool {
+/// What came of writing some records with [`write_retrying`].
+enum Write {
+    Written,
+    /// The database answered that it cannot store them; trying again would not help.
+    Refused(StoreError),
+    /// The database stayed away through every retry (only without a spool).
+    GaveUp(StoreError),
+}
+
+/// Writes `records`, retrying while the database is away: ten times without a spool, for as
+/// long as it takes with one (they are safe there). A refusal is not retried.
+async fn write_retrying(
+    recorder: &Recorder,
+    store: &AnyStore,
+    records: &[InvocationRecord],
+) -> Write {
     let mut attempt: u32 = 0;
     loop {
         match store.insert_records(records).await {
-            Ok(()) => {
-                recorder
-                    .written
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                return true;
-            }
-            Err(e) if e.is_refusal() => {
-                tracing::warn!(error = %e, records = records.len(), "the database refused a batch of invocation records; writing them one by one");
-                return insert_each(recorder, store, records).await;
-            }
+            Ok(()) => return Write::Written,
+            Err(e) if e.is_refusal() => return Write::Refused(e),
             Err(e) if attempt < 10 || recorder.spool.is_some() => {
                 attempt += 1;
-                tracing::warn!(error = %e, attempt, "cannot write invocation records; retrying");
+                tracing::warn!(error = %e, attempt, records = records.len(), "cannot write invocation records; retrying");
                 tokio::time::sleep(Duration::from_millis(200) * attempt.min(10)).await;
             }
-            Err(e) => {
-                tracing::error!(error = %e, records = records.len(), "dropping invocation records");
-                recorder
-                    .dropped
-                    .fetch_add(records.len() as u64, Ordering::Relaxed);
-                return false;
-            }
+            Err(e) => return Write::GaveUp(e),
         }
     }
 }
 
-/// Writes `records` one at a time, each with [`insert`]'s retries; a record the database
+/// Writes `records` (see [`write_retrying`]); those the database still does not take are
+/// dropped and counted. A batch the database refuses is written row by row instead, so that
+/// one row it cannot store never holds back the others (see [`insert_each`]). Returns whether
+/// every record was dealt with: written, or set aside.
+async fn insert(recorder: &Recorder, store: &AnyStore, records: &[InvocationRecord]) -> bool {
+    match write_retrying(recorder, store, records).await {
+        Write::Written => {
+            recorder
+                .written
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            true
+        }
+        Write::Refused(e) => {
+            tracing::warn!(error = %e, records = records.len(), "the database refused a batch of invocation records; writing them one by one");
+            insert_each(recorder, store, records).await
+        }
+        Write::GaveUp(e) => {
+            tracing::error!(error = %e, records = records.len(), "dropping invocation records");
+            recorder
+                .dropped
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            false
+        }
+    }
+}
+
+/// Writes `records` one at a time, each with [`write_retrying`]; a record the database
 /// refuses on its own is set aside (`rejected.jsonl` beside the spool), counted
 /// (`picloud_records_rejected_total`) and never tried again. Returns whether every record was
 /// written or set aside.
 async fn insert_each(recorder: &Recorder, store: &AnyStore, records: &[InvocationRecord]) -> bool {
     let mut all = true;
     for record in records {
-        let mut attempt: u32 = 0;
-        loop {
-            match store.insert_records(std::slice::from_ref(record)).await {
-                Ok(()) => {
-                    recorder.written.fetch_add(1, Ordering::Relaxed);
-                    break;
+        match write_retrying(recorder, store, std::slice::from_ref(record)).await {
+            Write::Written => {
+                recorder.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Write::Refused(e) => {
+                tracing::warn!(error = %e, key = %record.key, function = record.function_id, "the database refused an invocation record; set aside");
+                recorder.rejected.fetch_add(1, Ordering::Relaxed);
+                if let Some(spool) = &recorder.spool {
+                    spool.set_aside(record);
                 }
-                Err(e) if e.is_refusal() => {
-                    tracing::warn!(error = %e, key = %record.key, function = record.function_id, "the database refused an invocation record; set aside");
-                    recorder.rejected.fetch_add(1, Ordering::Relaxed);
-                    if let Some(spool) = &recorder.spool {
-                        spool.set_aside(record);
-                    }
-                    break;
-                }
-                Err(e) if attempt < 10 || recorder.spool.is_some() => {
-                    attempt += 1;
-                    tracing::warn!(error = %e, attempt, "cannot write an invocation record; retrying");
-                    tokio::time::sleep(Duration::from_millis(200) * attempt.min(10)).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "dropping an invocation record");
-                    recorder.dropped.fetch_add(1, Ordering::Relaxed);
-                    all = false;
-                    break;
-                }
+            }
+            Write::GaveUp(e) => {
+                tracing::error!(error = %e, "dropping an invocation record");
+                recorder.dropped.fetch_add(1, Ordering::Relaxed);
+                all = false;
             }
         }
     }
