@@ -4,13 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use picloud_manager_core::api::{ApiError, Invocation, Invoker, authenticate, executor_limits};
+use picloud_manager_core::api::{
+    ApiError, Invocation, Invoker, authenticate, executor_limits, is_body_timeout,
+};
 use picloud_manager_core::records::{InvocationRecordTemplate, Unanswered};
 use picloud_manager_core::tokens::Tokens;
 use picloud_manager_core::{InvocationRecord, Recorder, Trigger};
@@ -49,7 +50,6 @@ pub fn router(state: EndpointState) -> Router {
         .route("/fn/{tenant}/{function}", any(invoke))
         .route("/fn/{tenant}/{function}/", any(invoke))
         .route("/fn/{tenant}/{function}/{*rest}", any(invoke))
-        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .with_state(state)
 }
 
@@ -60,7 +60,7 @@ async fn invoke(
     Query(query): Query<BTreeMap<String, String>>,
     method: Method,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     // The path form answers from the dashboard's origin: sandboxed (see `hosts`).
     let sandboxed = on_tenant_host.is_none();
@@ -91,21 +91,21 @@ async fn run(
     query: BTreeMap<String, String>,
     method: Method,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let (Some(tenant), Some(function)) = (params.get("tenant"), params.get("function")) else {
         return Err(ApiError::NotFound("function"));
     };
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge(format!(
-                "the request body is larger than {} bytes",
-                state.max_body_bytes
-            ))
-        } else {
-            ApiError::BadRequest(e.body_text())
-        }
-    })?;
+    let too_large = || {
+        ApiError::TooLarge(format!(
+            "the request body is larger than {} bytes",
+            state.max_body_bytes
+        ))
+    };
+    // A declared length past the cap is refused before anything else is looked at.
+    if declared_length(&headers).is_some_and(|n| n > state.max_body_bytes as u64) {
+        return Err(too_large());
+    }
     let route = state
         .table
         .get(tenant, function)
@@ -127,6 +127,14 @@ async fn run(
             return Err(ApiError::NotFound("function"));
         }
     }
+    // Only now, the caller known and within its rates, is its body read.
+    let body = read_body(body, state.max_body_bytes)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge => too_large(),
+            BodyError::TimedOut(message) => ApiError::RequestTimeout(message),
+            BodyError::Broken(message) => ApiError::BadRequest(message),
+        })?;
     let _places = state.ingress.places(&route).await.map_err(refused)?;
     let request = InvocationRequest {
         method: method.to_string(),
@@ -206,6 +214,49 @@ async fn run(
             (status, axum::Json(body)).into_response()
         }
     })
+}
+
+/// Why a request body could not be read.
+enum BodyError {
+    TooLarge,
+    TimedOut(String),
+    Broken(String),
+}
+
+/// The `Content-Length` a request declares, if it is a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(axum::http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Reads a whole body of at most `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        if is_length_limit(&e) {
+            BodyError::TooLarge
+        } else if is_body_timeout(&e) {
+            BodyError::TimedOut(format!("the request body did not arrive in time: {e}"))
+        } else {
+            BodyError::Broken(format!("the request body could not be read: {e}"))
+        }
+    })
+}
+
+/// Whether reading a body stopped at its limit.
+fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Cookies whose names start with this (in any case, also behind `__Host-` or `__Secure-`)

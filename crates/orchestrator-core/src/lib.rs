@@ -8,6 +8,7 @@ pub mod args;
 mod endpoints;
 pub mod hosts;
 pub mod limits;
+pub mod listen;
 pub mod metrics;
 pub mod node;
 mod table;

@@ -347,49 +347,7 @@ fn not_ready(message: &str) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
-/// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
-    }
-}
-
-/// Serves `app` until SIGTERM or Ctrl-C; then the requests in progress get `grace` to finish.
-/// Returns whether they all did.
-///
-/// # Errors
-///
-/// When serving fails.
-pub async fn serve_until_signal(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    grace: Duration,
-) -> io::Result<bool> {
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    tokio::select! {
-        served = server => served.map(|()| true),
-        () = async {
-            let _ = stop_rx.wait_for(|stopped| *stopped).await;
-            tokio::time::sleep(grace).await;
-        } => {
-            tracing::warn!("the grace period ended with requests still running");
-            Ok(false)
-        }
-    }
-}
+pub use crate::listen::{serve_until_signal, shutdown_signal};
 
 /// Sets up a server process before its runtime starts: [`tune_allocator`], then logging to
 /// standard error, filtered by `PICLOUD_LOG` (default `warn`).

@@ -18,6 +18,7 @@ use picloud_manager_core::{AnyStore, PgStore};
 use picloud_orchestrator_core::Metrics;
 use picloud_orchestrator_core::args::{HostArgs, KvArgs, RecordArgs, SizeArgs};
 use picloud_orchestrator_core::hosts::tls_ask_router;
+use picloud_orchestrator_core::listen::ListenArgs;
 use picloud_orchestrator_core::node::{
     Parts, Runner, announce_admin, ops_router, serve_until_signal,
 };
@@ -56,6 +57,8 @@ struct Args {
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
     grace_seconds: u64,
+    #[command(flatten)]
+    listen_limits: ListenArgs,
     #[command(flatten)]
     hosts: HostArgs,
     #[command(flatten)]
@@ -125,9 +128,16 @@ async fn run(args: Args) -> Result<()> {
         "PiCloud manager listening on http://{}",
         listener.local_addr()?
     );
-    serve_until_signal(listener, app, Duration::from_secs(args.grace_seconds))
-        .await
-        .context("serving")?;
+    serve_until_signal(
+        listener,
+        app,
+        Duration::from_secs(args.grace_seconds),
+        &args
+            .listen_limits
+            .config(args.sizes.max_body_bytes.max(args.sizes.max_script_bytes)),
+    )
+    .await
+    .context("serving")?;
     if !recorder.flush(Duration::from_secs(5)).await {
         tracing::warn!("invocation records still unwritten at exit (they stay in the spool)");
     }

@@ -18,6 +18,7 @@ use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
 use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore};
 use picloud_orchestrator_core::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
+use picloud_orchestrator_core::listen::ListenArgs;
 use picloud_orchestrator_core::node::{Parts, Runner, ops_router, serve_until_signal};
 use picloud_orchestrator_core::{EndpointState, Ingress, Metrics, route_by_host, start_routing};
 
@@ -50,6 +51,8 @@ struct Args {
     /// Largest request body the function endpoints accept, in bytes (larger: 413).
     #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    #[command(flatten)]
+    listen_limits: ListenArgs,
     #[command(flatten)]
     hosts: HostArgs,
     #[command(flatten)]
@@ -128,9 +131,14 @@ async fn run(args: Args) -> Result<()> {
         listener.local_addr()?
     );
     let grace = Duration::from_secs(args.grace_seconds);
-    serve_until_signal(listener, app, grace)
-        .await
-        .context("serving")?;
+    serve_until_signal(
+        listener,
+        app,
+        grace,
+        &args.listen_limits.config(args.max_body_bytes),
+    )
+    .await
+    .context("serving")?;
     if !scheduler.stop(grace).await {
         tracing::warn!("schedule runs still in progress at exit");
     }

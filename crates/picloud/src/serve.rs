@@ -20,6 +20,7 @@ use picloud_orchestrator_core::args::{
     HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs,
 };
 use picloud_orchestrator_core::hosts::tls_ask_router;
+use picloud_orchestrator_core::listen::ListenArgs;
 use picloud_orchestrator_core::node::{
     NodeMetrics, Parts, Runner, announce_admin, executor_config, ops_router, serve_until_signal,
 };
@@ -56,6 +57,8 @@ pub struct ServeArgs {
     /// to build it.
     #[arg(long, env = "PICLOUD_DASHBOARD_DIR")]
     pub dashboard_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen_limits: ListenArgs,
     #[command(flatten)]
     pub hosts: HostArgs,
     #[command(flatten)]
@@ -106,9 +109,16 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     println!("PiCloud listening on http://{}", listener.local_addr()?);
     let grace = Duration::from_secs(args.grace_seconds);
-    serve_until_signal(listener, server.app.clone(), grace)
-        .await
-        .context("serving")?;
+    serve_until_signal(
+        listener,
+        server.app.clone(),
+        grace,
+        &args
+            .listen_limits
+            .config(args.sizes.max_body_bytes.max(args.sizes.max_script_bytes)),
+    )
+    .await
+    .context("serving")?;
     server.finish(grace).await;
     Ok(())
 }

@@ -26,7 +26,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// A stable machine-readable cause: `unauthorized`, `not_found`, `invalid`, `conflict`,
     /// `too_large`, `bad_request`, `unsupported_media_type`, `method_not_allowed`,
-    /// `too_many_requests`, `compile_error`, `unavailable`, `internal`.
+    /// `too_many_requests`, `compile_error`, `request_timeout`, `overloaded`, `quota`,
+    /// `unavailable`, `storage_full`, `internal`.
     pub kind: &'static str,
     pub message: String,
     /// For `compile_error`: where in the script (1-based), when known.
@@ -60,6 +61,12 @@ pub enum ApiError {
     /// Over a limit; the client may retry after `retry_after` seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
+    /// The request's body did not arrive in time (the listener's body-read timeout).
+    #[error("{0}")]
+    RequestTimeout(String),
+    /// The server as a whole is at a cap (not the tenant): retry after `retry_after` seconds.
+    #[error("{message}")]
+    Overloaded { message: String, retry_after: u64 },
     #[error("the script does not compile: {0}")]
     Compile(ScriptError),
     #[error("the database does not answer")]
@@ -86,6 +93,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::StorageFull => StatusCode::INSUFFICIENT_STORAGE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -104,6 +113,8 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::MethodNotAllowed(_) => "method_not_allowed",
             Self::TooManyRequests { .. } => "too_many_requests",
+            Self::RequestTimeout(_) => "request_timeout",
+            Self::Overloaded { .. } => "overloaded",
             Self::Compile(_) => "compile_error",
             Self::Unavailable => "unavailable",
             Self::StorageFull => "storage_full",
@@ -135,7 +146,9 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Self::TooManyRequests { retry_after, .. } = &self {
+        if let Self::TooManyRequests { retry_after, .. } | Self::Overloaded { retry_after, .. } =
+            &self
+        {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
                 HeaderValue::from(retry_after.max(&1).to_owned()),
@@ -245,7 +258,28 @@ impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequest<S> for Json<T> {
 }
 
 fn json_rejection(e: JsonRejection) -> ApiError {
+    if is_body_timeout(&e) {
+        return ApiError::RequestTimeout(e.body_text());
+    }
     from_rejection(e.status(), e.body_text())
+}
+
+/// A request body did not arrive within the listener's body-read timeout (what reading it
+/// fails with; the API and the endpoints answer `408`).
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within {0} s")]
+pub struct BodyTimedOut(pub u64);
+
+/// Whether an error (a body extractor's rejection, say) comes of [`BodyTimedOut`].
+pub fn is_body_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.is::<BodyTimedOut>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {

@@ -30,7 +30,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, ErrorBody, ErrorDetail, Json, Path};
+pub use error::{ApiError, BodyTimedOut, ErrorBody, ErrorDetail, Json, Path, is_body_timeout};
 
 use crate::limits::FunctionLimits;
 use crate::records::Recorder;

@@ -72,13 +72,46 @@ impl Server {
         Self::spawn(data_dir, database_url, admin_token, &[])
     }
 
+    /// As [`Server::start_with_args`], the server's descriptor limit (soft and hard) set to
+    /// `nofile`.
+    pub fn start_with_nofile(data_dir: &Path, args: &[&str], nofile: u64) -> Self {
+        Self::spawn_with(data_dir, None, Some(ADMIN), args, Some(nofile))
+    }
+
     fn spawn(
         data_dir: &Path,
         database_url: Option<&str>,
         admin_token: Option<&str>,
         args: &[&str],
     ) -> Self {
+        Self::spawn_with(data_dir, database_url, admin_token, args, None)
+    }
+
+    fn spawn_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        admin_token: Option<&str>,
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_picloud"));
+        if let Some(nofile) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit {
+                rlim_cur: nofile,
+                rlim_max: nofile,
+            };
+            // SAFETY: setrlimit is async-signal-safe; it runs in the child before exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .arg("--cache-dir")

@@ -1,0 +1,260 @@
+//! No one can exhaust the server (issue 19), tried against `picloud serve` alone as an attacker
+//! would: slow and silent clients, a flood of connections from one address under a small
+//! descriptor limit, stalled bodies, and a private function's body sent without a token. Every
+//! connection here is on loopback, bounded in number, and closed by the test's end.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::{ADMIN, Http, Server, data_dir};
+use serde_json::json;
+
+/// A connection to `server` from `source` (any address of 127/8 is this host).
+fn connect_from(source: &str, server: &str) -> TcpStream {
+    let source: SocketAddr = format!("{source}:0").parse().expect("source address");
+    let server: SocketAddr = server.parse().expect("server address");
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket
+        .bind(&source.into())
+        .expect("bind the source address");
+    socket.connect(&server.into()).expect("connect");
+    socket.into()
+}
+
+/// What the server sends on `stream` until it closes it, or `None` if it is still open after
+/// `wait`.
+fn until_closed(stream: &mut TcpStream, wait: Duration) -> Option<String> {
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        stream.set_read_timeout(Some(left)).expect("timeout");
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(String::from_utf8_lossy(&got).into_owned()),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                return Some(String::from_utf8_lossy(&got).into_owned());
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            Err(e) => panic!("reading: {e}"),
+        }
+    }
+}
+
+/// The status line's code of a raw answer.
+fn status_of(answer: &str) -> Option<u16> {
+    answer.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn setup(http: &Http) {
+    let (s, b) = http.post("/api/v1/tenants", Some(ADMIN), json!({ "name": "t1" }));
+    assert_eq!(s, 201, "{b}");
+    for (name, public) in [("f", true), ("p", false)] {
+        let (s, b) = http.post(
+            "/api/v1/tenants/t1/functions",
+            Some(ADMIN),
+            json!({
+                "name": name,
+                "public": public,
+                "source": "fn handle(req) { `got ${req.body.len()}` }",
+                "deploy": true,
+            }),
+        );
+        assert_eq!(s, 201, "{b}");
+    }
+}
+
+/// 260 half-open requests from one address under a descriptor limit of 256 (before: all held,
+/// and new clients got no answer); slow heads, a byte at a time, silent connections and idle
+/// ones (before: all held past 45 s). Now one address holds at most its cap, the rest are
+/// answered 503 at once; a normal client is answered throughout; each slow connection is
+/// closed when its timeout passes.
+#[test]
+fn slow_clients_cannot_hold_the_server() {
+    let server = Server::start_with_nofile(
+        &data_dir("exhaust-slow"),
+        &[
+            "--header-read-timeout",
+            "2",
+            "--idle-timeout",
+            "3",
+            "--max-connections-per-client",
+            "40",
+        ],
+        256,
+    );
+    let http = Http::new(&server);
+    setup(&http);
+
+    // All at once: the held ones are closed after 2 s, and their places taken again.
+    let mut flood: Vec<TcpStream> = (0..260)
+        .map(|_| {
+            let mut stream = connect_from("127.0.0.2", &server.addr);
+            // A head that never ends.
+            let _ = stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+            stream
+        })
+        .collect();
+
+    // A trickle, a byte every 300 ms, and a silent connection, from other addresses.
+    let mut trickle = connect_from("127.0.0.3", &server.addr);
+    let trickler = {
+        let mut writer = trickle.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-A: aaaaaaaaaaaaaaaaaaaaaaaa"
+            {
+                if writer.write_all(&[*byte]).is_err() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            false
+        })
+    };
+    let mut silent = connect_from("127.0.0.4", &server.addr);
+
+    // Meanwhile a normal client is answered, on the API and on an endpoint.
+    for _ in 0..5 {
+        let (s, b) = http.get("/healthz", None);
+        assert_eq!(s, 200, "{b}");
+        let (s, _) = http.call("GET", "/fn/t1/f", None, common::Body::None);
+        assert_eq!(s, 200);
+    }
+
+    // Past the cap each is answered 503 at once; the ones held are closed without an answer
+    // once their header timeout (2 s) passed. All within 10 s.
+    let mut refused = 0;
+    for (i, stream) in flood.iter_mut().enumerate() {
+        let answer = until_closed(stream, Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("connection {i} of the flood is still open"));
+        match status_of(&answer) {
+            Some(503) => refused += 1,
+            _ => assert_eq!(answer, "", "connection {i}"),
+        }
+    }
+    assert!(
+        refused >= 220,
+        "one address holds at most its 40 places, the rest are answered 503: {refused} refused"
+    );
+    assert!(
+        until_closed(&mut trickle, Duration::from_secs(10)).is_some(),
+        "the trickle is still open"
+    );
+    assert!(
+        trickler.join().expect("trickler"),
+        "the trickle was cut before its head ended"
+    );
+    assert!(
+        until_closed(&mut silent, Duration::from_secs(10)).is_some(),
+        "the silent connection is still open"
+    );
+
+    // A keep-alive connection after one answer: open for a while, closed after the idle
+    // timeout (3 s).
+    let mut idle = connect_from("127.0.0.5", &server.addr);
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .expect("write");
+    idle.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut first = [0u8; 1024];
+    let n = idle.read(&mut first).expect("an answer");
+    assert_eq!(status_of(&String::from_utf8_lossy(&first[..n])), Some(200));
+    assert!(
+        until_closed(&mut idle, Duration::from_secs(10)).is_some(),
+        "the idle connection is still open"
+    );
+
+    // And the server still answers.
+    let (s, b) = http.get("/healthz", None);
+    assert_eq!(s, 200, "{b}");
+}
+
+/// Request bodies: a private function's body is read only after its token is checked (before:
+/// the server read 1 MiB from anyone first); bodies in flight are bounded (before: 150 stalled
+/// 1 MiB bodies took the server from 52 to 204 MiB); a stalled body is answered 408 after the
+/// body timeout.
+#[test]
+fn bodies_are_bounded_and_wait_for_the_token() {
+    let server = Server::start_with_args(
+        &data_dir("exhaust-bodies"),
+        &[
+            "--body-read-timeout",
+            "2",
+            "--max-bodies-in-flight",
+            &(3u64 << 20).to_string(),
+        ],
+    );
+    let http = Http::new(&server);
+    setup(&http);
+
+    let stalled_head = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n0123456789",
+            (1u64 << 20) - 1
+        )
+    };
+
+    // No token, no body: 401 at once, not a wait for the body nor a 408.
+    let mut private = TcpStream::connect(&server.addr).expect("connect");
+    private
+        .write_all(stalled_head("/fn/t1/p").as_bytes())
+        .expect("write");
+    let answer = until_closed(&mut private, Duration::from_secs(10)).unwrap_or_default();
+    assert_eq!(status_of(&answer), Some(401), "{answer}");
+    drop(private);
+
+    // Three stalled bodies of 1 MiB take the budget of 3 MiB; a fourth is refused at once.
+    let mut stalled: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(&server.addr).expect("connect");
+            s.write_all(stalled_head("/fn/t1/f").as_bytes())
+                .expect("write");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fourth = TcpStream::connect(&server.addr).expect("connect");
+    fourth
+        .write_all(stalled_head("/fn/t1/f").as_bytes())
+        .expect("write");
+    let answer = until_closed(&mut fourth, Duration::from_secs(10)).unwrap_or_default();
+    assert_eq!(status_of(&answer), Some(503), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"overloaded\""), "{answer}");
+
+    // The stalled ones get 408 once their body timeout passes.
+    for (i, s) in stalled.iter_mut().enumerate() {
+        let answer = until_closed(s, Duration::from_secs(10)).unwrap_or_default();
+        assert_eq!(status_of(&answer), Some(408), "stalled body {i}: {answer}");
+        assert!(answer.contains("request_timeout"), "{answer}");
+    }
+
+    // The budget is back: a whole body goes through.
+    let body = "x".repeat(100_000);
+    let (s, b) = http.call(
+        "POST",
+        "/fn/t1/f",
+        None,
+        common::Body::Raw("text/plain", body.as_bytes()),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b, json!("got 100000"));
+}
