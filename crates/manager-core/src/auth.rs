@@ -37,6 +37,12 @@ pub enum BootstrapError {
     Random(#[from] getrandom::Error),
     #[error("PICLOUD_ADMIN_TOKEN is too short: use at least 24 characters")]
     TooShort,
+    #[error(
+        "PICLOUD_ADMIN_TOKEN is a token this installation has already had (revoked, or another \
+         token's secret), and no admin token is left: choose a new one, or unset it to have one \
+         generated and printed (docs/operations.md, \"A lost admin token\")"
+    )]
+    Taken,
 }
 
 /// At first start (no admin token exists yet) creates one and returns it, to be printed once:
@@ -52,6 +58,17 @@ pub async fn bootstrap_admin(
 ) -> Result<Option<String>, BootstrapError> {
     let existing = store.list_tokens(None).await?;
     if existing.iter().any(|t| t.admin && t.revoked_at.is_none()) {
+        if let Some(chosen) = chosen {
+            let hash = hash_token(chosen);
+            let live = store.active_tokens().await?;
+            if !live.iter().any(|t| t.admin && t.hash == hash) {
+                tracing::warn!(
+                    "PICLOUD_ADMIN_TOKEN is not one of this installation's admin tokens and is \
+                     ignored: it only chooses the first one. Use an existing admin token, or \
+                     make another with `POST /api/v1/admin/tokens`."
+                );
+            }
+        }
         return Ok(None);
     }
     let token = match chosen {
@@ -59,8 +76,13 @@ pub async fn bootstrap_admin(
         Some(t) => t.to_string(),
         None => generate_token()?,
     };
-    store
+    match store
         .create_token(None, "admin", &hash_token(&token), true)
-        .await?;
-    Ok(Some(token))
+        .await
+    {
+        Ok(_) => Ok(Some(token)),
+        // The hash is unique: the chosen secret was a token once.
+        Err(StoreError::Conflict(_)) if chosen.is_some() => Err(BootstrapError::Taken),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -728,9 +728,34 @@ macro_rules! impl_store {
                     None => q,
                 };
                 let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                if tenant_id.is_none() {
+                    // Revocations of admin tokens take turns (PostgreSQL: these row locks;
+                    // SQLite: the write lock), so that two at once cannot leave none.
+                    sqlx::query(
+                        "UPDATE tokens SET revoked_at = revoked_at \
+                         WHERE tenant_id IS NULL AND admin AND revoked_at IS NULL",
+                    )
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                }
                 let done = q.execute(&mut *tx).await.map_err(StoreError::Database)?;
                 if done.rows_affected() == 0 {
                     return Err(StoreError::NotFound("token"));
+                }
+                if tenant_id.is_none() {
+                    let (left,): (i64,) = sqlx::query_as(
+                        "SELECT COUNT(*) FROM tokens WHERE tenant_id IS NULL AND admin AND revoked_at IS NULL",
+                    )
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                    if left == 0 {
+                        // Dropping the transaction rolls it back.
+                        return Err(StoreError::Quota(
+                            "this is the last admin token: create another before revoking it".into(),
+                        ));
+                    }
                 }
                 // Every token cache drops it, and the live tails it opened end.
                 self.commit_announcing(tx, RouteEvent::Token(id)).await

@@ -258,3 +258,131 @@ fn bodies_are_bounded_and_wait_for_the_token() {
     assert_eq!(s, 200, "{b}");
     assert_eq!(b, json!("got 100000"));
 }
+
+/// The live admin tokens, as `(id, secret-less name)`.
+fn live_admins(http: &Http, token: &str) -> Vec<i64> {
+    let (s, list) = http.get("/api/v1/admin/tokens", Some(token));
+    assert_eq!(s, 200, "{list}");
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .filter(|t| t["revoked_at"].is_null())
+        .map(|t| t["id"].as_i64().expect("an id"))
+        .collect()
+}
+
+/// Two admin tokens revoked at once, ten times over, on each database (before: both answered
+/// 204 and no admin was left). Now the revocations take turns in the store: one is refused and
+/// one admin token is always left.
+fn revocations_at_once_leave_an_admin(http: &Http) {
+    let mut survivor = ADMIN.to_string();
+    for round in 0..10 {
+        let (s, made) = http.post(
+            "/api/v1/admin/tokens",
+            Some(&survivor),
+            json!({ "name": format!("second-{round}") }),
+        );
+        assert_eq!(s, 201, "{made}");
+        let second = made["token"].as_str().expect("a secret").to_string();
+        let ids = live_admins(http, &survivor);
+        assert_eq!(ids.len(), 2, "round {round}: {ids:?}");
+        let barrier = std::sync::Barrier::new(2);
+        let statuses: Vec<u16> = std::thread::scope(|scope| {
+            let calls: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    let (barrier, survivor) = (&barrier, &survivor);
+                    scope.spawn(move || {
+                        barrier.wait();
+                        http.call(
+                            "DELETE",
+                            &format!("/api/v1/admin/tokens/{id}"),
+                            Some(survivor),
+                            common::Body::None,
+                        )
+                        .0
+                    })
+                })
+                .collect();
+            calls
+                .into_iter()
+                .map(|c| c.join().expect("a call"))
+                .collect()
+        });
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 204).count(),
+            1,
+            "round {round}: exactly one revocation goes through: {statuses:?}"
+        );
+        // The other is refused by the store (409), or by the token check if its own token
+        // went first (401).
+        assert!(
+            statuses.iter().all(|s| [204, 401, 409].contains(s)),
+            "round {round}: {statuses:?}"
+        );
+        survivor = [survivor, second]
+            .into_iter()
+            .find(|t| http.get("/api/v1/admin/tokens", Some(t)).0 == 200)
+            .expect("one admin token still works");
+        assert_eq!(live_admins(http, &survivor).len(), 1, "round {round}");
+    }
+}
+
+#[test]
+fn the_last_admin_token_survives_revocations_at_once_on_sqlite() {
+    let server = Server::start(&data_dir("exhaust-admins"), None);
+    revocations_at_once_leave_an_admin(&Http::new(&server));
+}
+
+#[test]
+fn the_last_admin_token_survives_revocations_at_once_on_postgres() {
+    let server = Server::start(&data_dir("exhaust-admins-pg"), Some(&common::fresh_pg()));
+    revocations_at_once_leave_an_admin(&Http::new(&server));
+}
+
+/// A start whose `PICLOUD_ADMIN_TOKEN` was revoked, when no admin token is left (by hand in the
+/// database: the API never leaves none), says what to do (before: "token already exists");
+/// a start without it makes a new one and prints it.
+#[test]
+fn a_revoked_admin_token_chosen_again_says_what_to_do() {
+    let dir = data_dir("exhaust-revoked-admin");
+    let mut server = Server::start(&dir, None);
+    server.stop();
+    common::block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.join("picloud.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        sqlx::query("UPDATE tokens SET revoked_at = 1 WHERE admin")
+            .execute(&mut db)
+            .await
+            .expect("revoke by hand");
+    });
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .arg("--cache-dir")
+        .arg(common::shared_cache())
+        .env("PICLOUD_ADMIN_TOKEN", ADMIN)
+        .env_remove("PICLOUD_DATABASE_URL")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("PICLOUD_ADMIN_TOKEN is a token this installation has already had")
+            && stderr.contains("choose a new one, or unset it"),
+        "{stderr}"
+    );
+    let server = Server::start_with(&dir, None, None);
+    let printed = server.stdout.join("\n");
+    let token = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("pc_"))
+        .unwrap_or_else(|| panic!("a new admin token printed: {printed}"));
+    assert_eq!(
+        Http::new(&server)
+            .get("/api/v1/admin/tokens", Some(token))
+            .0,
+        200
+    );
+}
