@@ -278,7 +278,15 @@ async fn records_are_written_queried_and_pruned(s: &impl Store) {
     };
     let got = s.records(f.id, &all).await.expect("records");
     assert_eq!(got.len(), 10);
-    assert!(got.windows(2).all(|w| w[0].id > w[1].id), "newest first");
+    assert!(got.windows(2).all(|w| w[0].at > w[1].at), "newest first");
+    // Ids are random, not a count: ten in a row are not consecutive numbers.
+    let mut ids: Vec<i64> = got.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert!(
+        ids.windows(2).any(|w| w[1] - w[0] > 1_000),
+        "ids are not a sequence: {ids:?}"
+    );
+    assert!(ids.iter().all(|id| (1..1 << 53).contains(id)), "{ids:?}");
     let newest = &got[0];
     assert_eq!(
         (newest.at, newest.outcome.as_str(), newest.status),

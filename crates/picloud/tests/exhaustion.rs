@@ -386,3 +386,79 @@ fn a_revoked_admin_token_chosen_again_says_what_to_do() {
         200
     );
 }
+
+/// The ids a tenant sees (its tokens, schedules, invocation records) do not count the other
+/// tenants' (before: global sequences; a tenant read how many tokens, schedules and invocations
+/// others had from the gaps between its own ids).
+#[test]
+fn ids_say_nothing_of_other_tenants() {
+    let server = Server::start(&data_dir("exhaust-ids"), Some(&common::fresh_pg()));
+    let http = Http::new(&server);
+    let mut ids: std::collections::BTreeMap<&str, Vec<i64>> = Default::default();
+    for tenant in ["a", "b"] {
+        let (s, b) = http.post("/api/v1/tenants", Some(ADMIN), json!({ "name": tenant }));
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = http.post(
+            &format!("/api/v1/tenants/{tenant}/functions"),
+            Some(ADMIN),
+            json!({
+                "name": "f",
+                "public": true,
+                "source": "fn handle(req) { 1 }\nfn on_schedule(e) { 1 }",
+                "deploy": true,
+            }),
+        );
+        assert_eq!(s, 201, "{b}");
+    }
+    // Interleaved: a, b, a for each kind of id.
+    for tenant in ["a", "b", "a"] {
+        let (s, made) = http.post(
+            &format!("/api/v1/tenants/{tenant}/tokens"),
+            Some(ADMIN),
+            json!({ "name": "t" }),
+        );
+        assert_eq!(s, 201, "{made}");
+        ids.entry("token")
+            .or_default()
+            .push(made["id"].as_i64().expect("id"));
+        let (s, made) = http.post(
+            &format!("/api/v1/tenants/{tenant}/functions/f/schedules"),
+            Some(ADMIN),
+            json!({ "cron": "0 0 1 1 *" }),
+        );
+        assert_eq!(s, 201, "{made}");
+        ids.entry("schedule")
+            .or_default()
+            .push(made["id"].as_i64().expect("id"));
+        assert_eq!(http.get(&format!("/fn/{tenant}/f"), None).0, 200);
+    }
+    // Records are written in batches, a tenth of a second apart.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = loop {
+        let (s, a) = http.get("/api/v1/tenants/a/functions/f/invocations", Some(ADMIN));
+        assert_eq!(s, 200, "{a}");
+        let a: Vec<i64> = a
+            .as_array()
+            .expect("records")
+            .iter()
+            .map(|r| r["id"].as_i64().expect("id"))
+            .collect();
+        if a.len() == 2 || Instant::now() > deadline {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(records.len(), 2, "a's two records");
+    ids.insert("record", records);
+    for (kind, ids) in &ids {
+        assert!(
+            ids.iter().all(|id| (1..1i64 << 53).contains(id)),
+            "{kind}: {ids:?}"
+        );
+        let (first, last) = (ids[0], ids[ids.len() - 1]);
+        assert!(
+            (first - last).abs() > 1_000,
+            "{kind}: a's two ids are no count of b's between them: {ids:?}"
+        );
+    }
+}
