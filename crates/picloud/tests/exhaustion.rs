@@ -462,3 +462,123 @@ fn ids_say_nothing_of_other_tenants() {
         );
     }
 }
+
+/// The children of `pid` (of every thread).
+fn children(pid: u32) -> Vec<u32> {
+    let mut all = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let path = task.expect("task").path().join("children");
+        let list = std::fs::read_to_string(path).unwrap_or_default();
+        all.extend(
+            list.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok()),
+        );
+    }
+    all
+}
+
+/// The server's zygote, waiting for it to be there.
+fn zygote_of(server: u32) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = children(server).into_iter().find(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__picloud-zygote"))
+        });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "no zygote under {server}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `/proc/{pid}/status` field.
+fn status_field(pid: u32, name: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("{name} in {status}"))
+        .trim()
+        .to_string()
+}
+
+/// The zygote is not dumpable and runs as a uid other than root; each worker has a data limit;
+/// and a zygote started again after the binary on disk was replaced (an upgrade half done) is
+/// the binary that is running, not the file now at its path (before: `current_exe()` by path).
+#[test]
+fn the_zygote_is_the_running_binary_and_trusts_nothing() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = data_dir("exhaust-zygote");
+    let program = dir.join("picloud-copy");
+    std::fs::copy(env!("CARGO_BIN_EXE_picloud"), &program).expect("copy the binary");
+    let server = Server::start_program(&program, &dir.join("data"));
+    let http = Http::new(&server);
+    setup(&http);
+    assert_eq!(http.get("/fn/t1/f", None).0, 200);
+
+    let first = zygote_of(server.child.id());
+    let uid: u32 = status_field(first, "Uid:")
+        .split_whitespace()
+        .next()
+        .and_then(|u| u.parse().ok())
+        .expect("a uid");
+    assert_ne!(uid, 0, "the zygote does not run as root");
+    let owner = std::fs::metadata(format!("/proc/{first}/status"))
+        .expect("stat")
+        .uid();
+    assert_eq!(
+        owner, 0,
+        "a process that is not dumpable has its /proc files owned by root (its uid is {uid})"
+    );
+    let workers = children(first);
+    assert!(!workers.is_empty(), "warm workers");
+    let mut limited = 0;
+    for worker in &workers {
+        // A worker may have just served and exited.
+        let Ok(limits) = std::fs::read_to_string(format!("/proc/{worker}/limits")) else {
+            continue;
+        };
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max data size"))
+            .expect("a data size line");
+        assert!(!line.contains("unlimited"), "worker {worker}: {line}");
+        limited += 1;
+    }
+    assert!(limited > 0, "no worker's limits read of {workers:?}");
+
+    // Replace the binary on disk with a script that leaves a mark, and kill the zygote.
+    let mark = dir.join("the-new-file-ran");
+    std::fs::remove_file(&program).expect("remove");
+    std::fs::write(
+        &program,
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", mark.display()),
+    )
+    .expect("write the script");
+    std::fs::set_permissions(
+        &program,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    // SAFETY: kill(2) on the zygote this test's server started.
+    assert_eq!(unsafe { libc::kill(first as i32, libc::SIGKILL) }, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, _) = http.call("GET", "/fn/t1/f", None, common::Body::None);
+        let again = zygote_of(server.child.id());
+        if s == 200 && again != first {
+            let exe = std::fs::read_link(format!("/proc/{again}/exe")).expect("exe");
+            assert!(
+                exe.to_string_lossy().ends_with("(deleted)"),
+                "the new zygote runs the original binary: {}",
+                exe.display()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new zygote serves");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!mark.exists(), "the file now at the binary's path was run");
+}

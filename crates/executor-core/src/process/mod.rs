@@ -283,9 +283,25 @@ impl ProcessExecutor {
         .await
         .map_err(|e| ExecutorError::Zygote(e.to_string()))??;
 
-        let program = match &config.process.program {
-            Some(p) => p.clone(),
-            None => std::env::current_exe()?,
+        // The zygote is this very binary, also when it is started again after the file on
+        // disk was replaced (an upgrade in progress): the running executable, held open, is
+        // executed through its descriptor, never looked up by path again.
+        let (program, running) = match &config.process.program {
+            Some(p) => (p.clone(), None),
+            None => {
+                let opened = std::fs::File::open("/proc/self/exe")?;
+                // Above the descriptors the zygote's start-up sets (its control socket is 3).
+                // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor, owned here.
+                let raised = unsafe { libc::fcntl(opened.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 10) };
+                if raised < 0 {
+                    return Err(std::io::Error::last_os_error().into());
+                }
+                // SAFETY: `raised` was just made and nothing else owns it.
+                let running = unsafe { OwnedFd::from_raw_fd(raised) };
+                let path =
+                    std::path::PathBuf::from(format!("/proc/self/fd/{}", running.as_raw_fd()));
+                (path, Some(running))
+            }
         };
         let hello = ZygoteHello {
             module_path,
@@ -316,7 +332,11 @@ impl ProcessExecutor {
             let pool = Arc::downgrade(&pool);
             std::thread::Builder::new()
                 .name("picloud-spawner".into())
-                .spawn(move || spawner(program, hello, rx, pool, ready_tx))?;
+                .spawn(move || {
+                    // Held for as long as zygotes may be started.
+                    let _running = running;
+                    spawner(program, hello, rx, pool, ready_tx);
+                })?;
         }
         let sandbox = ready_rx
             .await

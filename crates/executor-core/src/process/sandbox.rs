@@ -12,8 +12,20 @@ use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
 
 use crate::SandboxReport;
 
-/// The user a zygote started as root switches to: `nobody`.
+/// The user a zygote started as root switches to when [`SANDBOX_USER`] does not exist.
 const NOBODY: u32 = 65534;
+
+/// The user a zygote started as root switches to, when the system has one by this name: a uid
+/// of its own, which no other service's files or processes share (`nobody` is everyone's).
+pub const SANDBOX_USER: &str = "picloud-sandbox";
+
+/// The uid and gid to drop root to: [`SANDBOX_USER`]'s, else `nobody`'s.
+fn sandbox_ids() -> (Uid, Gid) {
+    match nix::unistd::User::from_name(SANDBOX_USER) {
+        Ok(Some(user)) if !user.uid.is_root() => (user.uid, user.gid),
+        _ => (Uid::from_raw(NOBODY), Gid::from_raw(NOBODY)),
+    }
+}
 
 /// Puts the zygote (and so every worker it forks) in fresh network and IPC namespaces with no
 /// interfaces but a down loopback, and drops root. Each layer is tried and reported; none is
@@ -24,9 +36,10 @@ pub(crate) fn isolate_zygote() -> SandboxReport {
     if Uid::effective().is_root() {
         report.network_namespace =
             nix::sched::unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC).is_ok();
+        let (uid, gid) = sandbox_ids();
         let dropped = nix::unistd::setgroups(&[]).is_ok()
-            && nix::unistd::setgid(Gid::from_raw(NOBODY)).is_ok()
-            && nix::unistd::setuid(Uid::from_raw(NOBODY)).is_ok();
+            && nix::unistd::setgid(gid).is_ok()
+            && nix::unistd::setuid(uid).is_ok();
         report.dropped_root = dropped;
         if dropped {
             // Changing credentials made the process non-dumpable, which hands its /proc files
@@ -41,7 +54,27 @@ pub(crate) fn isolate_zygote() -> SandboxReport {
         report.network_namespace = report.user_namespace;
     }
     report.uid = Uid::effective().as_raw();
+    // Not dumpable from here on (it was set back only to write the user namespace's maps): no
+    // process of the same uid may ptrace the zygote or read its memory, and its /proc files
+    // belong to root.
+    // SAFETY: a plain prctl on this process.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     report
+}
+
+/// The zygote's private writable memory (`VmData`, the measure `RLIMIT_DATA` limits), in
+/// bytes: what every worker starts with before its instance grows.
+pub(crate) fn data_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmData:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// A user namespace in which the process keeps its own uid and gid (mapped to themselves), so
@@ -133,7 +166,9 @@ pub(crate) fn close_fds_except(keep: &[RawFd]) -> std::io::Result<()> {
 }
 
 /// The per-worker layers short of seccomp.
-pub(crate) fn restrict_worker(cpu_seconds: u64) -> Result<(), String> {
+/// `data_limit` bounds the worker's private writable memory (`RLIMIT_DATA`): a second stop
+/// behind the `ResourceLimiter`, should wasm's bounds ever be escaped.
+pub(crate) fn restrict_worker(cpu_seconds: u64, data_limit: Option<u64>) -> Result<(), String> {
     // SAFETY: the worker is single-threaded (forked from the single-threaded zygote), so
     // nothing reads the environment concurrently.
     unsafe { libc::clearenv() };
@@ -148,6 +183,10 @@ pub(crate) fn restrict_worker(cpu_seconds: u64) -> Result<(), String> {
     ];
     for (resource, value) in limits {
         setrlimit(resource, value, value).map_err(|e| format!("setrlimit {resource:?}: {e}"))?;
+    }
+    if let Some(limit) = data_limit {
+        setrlimit(Resource::RLIMIT_DATA, limit, limit)
+            .map_err(|e| format!("setrlimit RLIMIT_DATA: {e}"))?;
     }
     // SAFETY: plain prctl calls on this process.
     unsafe {

@@ -64,6 +64,10 @@ impl HostLink for ChannelLink {
 
 fn serve(channel: &Arc<UnixStream>, ctx: &ZygoteCtx) -> Result<(), String> {
     let diagnostics = if ctx.diagnostics {
+        // The zygote is not dumpable, so its children's /proc files belong to root: the
+        // diagnostics (tests only) open theirs dumpable; `restrict_worker` turns it off again.
+        // SAFETY: a plain prctl on this process.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
         Some(Diagnostics::open().map_err(|e| format!("diagnostics: {e}"))?)
     } else {
         None
@@ -79,7 +83,7 @@ fn serve(channel: &Arc<UnixStream>, ctx: &ZygoteCtx) -> Result<(), String> {
         ]);
     }
     sandbox::close_fds_except(&keep).map_err(|e| format!("closing descriptors: {e}"))?;
-    sandbox::restrict_worker(ctx.cpu_seconds)?;
+    sandbox::restrict_worker(ctx.cpu_seconds, ctx.data_limit)?;
     sandbox::enter_seccomp(&ctx.filter)?;
 
     let mut diagnostics = diagnostics;

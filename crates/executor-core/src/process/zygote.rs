@@ -24,6 +24,9 @@ use crate::{ExecutorConfig, Isolation, engine};
 
 /// The first argument that turns PiCloud's binary into a zygote.
 pub const ZYGOTE_ARG: &str = "__picloud-zygote";
+/// What a worker may allocate beyond the zygote's memory and its instance's (the request and
+/// answer, logs, host-call buffers).
+const DATA_HEADROOM: u64 = 128 << 20;
 /// The descriptor the zygote's control socket arrives on.
 pub(crate) const CONTROL_FD: RawFd = 3;
 
@@ -53,6 +56,9 @@ pub(crate) struct ZygoteCtx {
     pub filter: BpfProgram,
     pub max_memory_bytes: u64,
     pub cpu_seconds: u64,
+    /// `RLIMIT_DATA` of each worker: what the zygote holds, the largest instance memory, and
+    /// [`DATA_HEADROOM`] for the runtime's own allocations.
+    pub data_limit: Option<u64>,
     pub max_invocations: u32,
     pub diagnostics: bool,
 }
@@ -114,6 +120,8 @@ fn prepare(hello: &ZygoteHello) -> Result<(ZygoteCtx, ZygoteReady), String> {
         filter,
         max_memory_bytes: hello.max_memory_bytes,
         cpu_seconds: hello.worker_cpu_seconds,
+        data_limit: super::sandbox::data_size()
+            .map(|base| base + hello.max_memory_bytes + DATA_HEADROOM),
         max_invocations: hello.max_invocations_per_worker.max(1),
         diagnostics: hello.diagnostics,
     };

@@ -78,6 +78,11 @@ impl Server {
         Self::spawn_with(data_dir, None, Some(ADMIN), args, Some(nofile))
     }
 
+    /// As [`Server::start`] on SQLite, running `program` (a copy of `picloud`).
+    pub fn start_program(program: &Path, data_dir: &Path) -> Self {
+        Self::spawn_program(program, data_dir, None, Some(ADMIN), &[], None)
+    }
+
     fn spawn(
         data_dir: &Path,
         database_url: Option<&str>,
@@ -94,7 +99,19 @@ impl Server {
         args: &[&str],
         nofile: Option<u64>,
     ) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_picloud"));
+        let program = Path::new(env!("CARGO_BIN_EXE_picloud"));
+        Self::spawn_program(program, data_dir, database_url, admin_token, args, nofile)
+    }
+
+    fn spawn_program(
+        program: &Path,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        admin_token: Option<&str>,
+        args: &[&str],
+        nofile: Option<u64>,
+    ) -> Self {
+        let mut cmd = Command::new(program);
         if let Some(nofile) = nofile {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit {
