@@ -237,6 +237,28 @@ pub struct InvocationResult {
     pub logs_truncated: bool,
 }
 
+/// The longest outcome message a worker's answer may carry, in bytes (longer is cut).
+pub const MAX_OUTCOME_MESSAGE: usize = 4 << 10;
+
+/// Log bytes a worker's answer may carry beyond the invocation's log cap: the guest's own note
+/// of how many lines it dropped.
+const LOG_SLACK: u64 = 1 << 10;
+
+/// The most response headers an answer may carry, and their most bytes in all.
+pub const MAX_RESPONSE_HEADERS: usize = 100;
+pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 << 10;
+
+/// Cuts `text` to at most `max` bytes, on a character boundary.
+fn cut_to(text: &mut String, max: usize) {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+}
+
 /// Response headers a script may not set, dropped from its answer: they frame the HTTP message
 /// or the connection (a script's `content-length` or `transfer-encoding` beside the server's
 /// own would break the framing, and behind a proxy's pooled connection mix one tenant's
@@ -274,10 +296,24 @@ impl InvocationResult {
         let Some(response) = &mut self.response else {
             return;
         };
+        let header_bytes: usize = response
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len())
+            .sum();
         let refusal = if !(200..=599).contains(&response.status) {
             Some(format!(
                 "`status` must be from 200 to 599, not {}",
                 response.status
+            ))
+        } else if response.headers.len() > MAX_RESPONSE_HEADERS {
+            Some(format!(
+                "{} response headers; at most {MAX_RESPONSE_HEADERS} may be sent",
+                response.headers.len()
+            ))
+        } else if header_bytes > MAX_RESPONSE_HEADER_BYTES {
+            Some(format!(
+                "{header_bytes} bytes of response headers; at most {MAX_RESPONSE_HEADER_BYTES} may be sent"
             ))
         } else {
             response.headers.iter().find_map(|(name, value)| {
@@ -326,6 +362,47 @@ impl InvocationResult {
         }
     }
 
+    /// Re-checks an answer that came from a worker process as if the worker were hostile (its
+    /// wasm escaped): an answer that contradicts itself becomes `worker_crashed`; messages, logs
+    /// and figures are held to what the invocation's limits allow. The server applies it to
+    /// every answer read from a worker, before [`Self::enforce_response_rules`].
+    pub fn distrust(&mut self, limits: &crate::Limits) {
+        let contradiction = match (&self.outcome, &self.response) {
+            (Outcome::Ok, None) => Some("ok without a response"),
+            (outcome, Some(_)) if !outcome.is_ok() => Some("a response with a failed outcome"),
+            (Outcome::Cancelled { .. }, _) => Some("an outcome only the server gives"),
+            _ => None,
+        };
+        if let Some(what) = contradiction {
+            self.response = None;
+            self.outcome = Outcome::WorkerCrashed {
+                message: format!("the worker's answer was not well-formed: {what}"),
+            };
+        }
+        match &mut self.outcome {
+            Outcome::ScriptError { message, .. }
+            | Outcome::Internal { message }
+            | Outcome::WorkerCrashed { message } => cut_to(message, MAX_OUTCOME_MESSAGE),
+            _ => {}
+        }
+        let mut room = u64::from(limits.max_log_bytes) + LOG_SLACK;
+        let mut kept = 0;
+        for line in &mut self.logs {
+            let size = line.message.len() as u64;
+            if size > room {
+                break;
+            }
+            room -= size;
+            kept += 1;
+        }
+        if kept < self.logs.len() {
+            self.logs.truncate(kept);
+            self.logs_truncated = true;
+        }
+        self.fuel_used = self.fuel_used.min(limits.fuel);
+        self.peak_memory_bytes = self.peak_memory_bytes.min(limits.memory_bytes);
+    }
+
     pub fn duration(&self) -> Duration {
         Duration::from_micros(self.duration_us)
     }
@@ -367,6 +444,78 @@ mod tests {
             logs: Vec::new(),
             logs_truncated: false,
         }
+    }
+
+    #[test]
+    fn a_worker_answer_is_held_to_its_limits() {
+        let limits = crate::Limits {
+            max_log_bytes: 100,
+            fuel: 10,
+            memory_bytes: 1 << 20,
+            ..crate::Limits::default()
+        };
+        let mut lying = answered(200, &[]);
+        lying.fuel_used = u64::MAX;
+        lying.peak_memory_bytes = u64::MAX;
+        lying.logs = (0..100)
+            .map(|_| LogLine {
+                level: LogLevel::Info,
+                message: "x".repeat(50),
+            })
+            .collect();
+        lying.distrust(&limits);
+        assert!(lying.outcome.is_ok());
+        assert_eq!((lying.fuel_used, lying.peak_memory_bytes), (10, 1 << 20));
+        let kept: usize = lying.logs.iter().map(|l| l.message.len()).sum();
+        assert!(kept <= 100 + 1024, "{kept}");
+        assert!(lying.logs_truncated);
+
+        // An answer that contradicts itself is a crashed worker's.
+        let mut contradiction = answered(200, &[]);
+        contradiction.outcome = Outcome::Timeout { limit_ms: 1 };
+        contradiction.distrust(&limits);
+        assert_eq!(contradiction.outcome.kind(), "worker_crashed");
+        assert!(contradiction.response.is_none());
+        let mut empty = answered(200, &[]);
+        empty.response = None;
+        empty.distrust(&limits);
+        assert_eq!(empty.outcome.kind(), "worker_crashed");
+        let mut cancelled = answered(200, &[]);
+        cancelled.response = None;
+        cancelled.outcome = Outcome::Cancelled {
+            message: String::new(),
+        };
+        cancelled.distrust(&limits);
+        assert_eq!(cancelled.outcome.kind(), "worker_crashed");
+
+        // A message cut on a character boundary.
+        let mut long = answered(200, &[]);
+        long.response = None;
+        long.outcome = Outcome::ScriptError {
+            message: "é".repeat(10_000),
+            line: None,
+            column: None,
+        };
+        long.distrust(&limits);
+        let Outcome::ScriptError { message, .. } = &long.outcome else {
+            panic!("{:?}", long.outcome)
+        };
+        assert!(message.len() <= MAX_OUTCOME_MESSAGE && message.starts_with('é'));
+    }
+
+    #[test]
+    fn too_many_response_headers_are_a_script_error() {
+        let names: Vec<String> = (0..=MAX_RESPONSE_HEADERS)
+            .map(|i| format!("x-{i}"))
+            .collect();
+        let headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        let mut many = answered(200, &headers);
+        many.enforce_response_rules();
+        assert_eq!(many.outcome.kind(), "script_error");
+        let big = "v".repeat(MAX_RESPONSE_HEADER_BYTES);
+        let mut large = answered(200, &[("x-big", &big)]);
+        large.enforce_response_rules();
+        assert_eq!(large.outcome.kind(), "script_error");
     }
 
     #[test]

@@ -25,7 +25,7 @@ use picloud_shared::{FunctionRef, InvocationResult, Limits, Outcome};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Notify;
 
-use self::wire::{CALL_TAG, MAX_FRAME, WorkerRequest, ZygoteHello, ZygoteReady};
+use self::wire::{CALL_TAG, WorkerRequest, ZygoteHello, ZygoteReady};
 use crate::Lane;
 use crate::error::ExecutorError;
 use crate::host::CallBudget;
@@ -400,12 +400,22 @@ impl ProcessExecutor {
     ) -> InvocationResult {
         let started = Instant::now();
         let lane = if crowded { Lane::Second } else { Lane::First };
+        let timeout = Duration::from_millis(limits.timeout_ms);
+        let timed_out = || {
+            InvocationResult::failed(
+                Outcome::Timeout {
+                    limit_ms: limits.timeout_ms,
+                },
+                started.elapsed(),
+            )
+        };
         let reused = owner.and_then(|o| self.pool.take_reusable(o));
         let mut worker = match reused {
             Some(w) => w,
-            None => match self.pool.take(lane).await {
-                Ok(w) => w,
-                Err(e) => {
+            // Waiting for a worker counts against the invocation's deadline.
+            None => match tokio::time::timeout(timeout, self.pool.take(lane)).await {
+                Ok(Ok(w)) => w,
+                Ok(Err(e)) => {
                     return InvocationResult::failed(
                         Outcome::Internal {
                             message: e.to_string(),
@@ -413,9 +423,15 @@ impl ProcessExecutor {
                         started.elapsed(),
                     );
                 }
+                Err(_) => return timed_out(),
             },
         };
         let waited = started.elapsed();
+        let Some(left) = timeout.checked_sub(waited).filter(|d| !d.is_zero()) else {
+            // Unused, but not handed back: the pool makes a fresh one.
+            drop(worker);
+            return timed_out();
+        };
         let _busy = Busy::new(&self.pool, worker.pid);
         set_yielding(&mut worker, crowded && self.pool.config.busy_tenants_yield);
         let header = match serde_json::to_vec(&WorkerRequest::Invoke {
@@ -436,24 +452,24 @@ impl ProcessExecutor {
         // Whoever awaits this may stop waiting (its client went away): then the worker is
         // killed at once, not left to run to its deadline outside every concurrency limit.
         let abandoned = KillUnlessAnswered(Some(&worker));
-        let answer = exchange(
-            &worker,
-            &frame,
-            Duration::from_millis(limits.timeout_ms),
-            &mut calls,
-        )
-        .await;
+        let answer = exchange(&worker, &frame, left, &mut calls).await;
         abandoned.answered();
         let mut result = match answer {
-            Exchange::Answer(bytes) => serde_json::from_slice::<InvocationResult>(&bytes)
-                .unwrap_or_else(|e| {
+            Exchange::Answer(bytes) => match serde_json::from_slice::<InvocationResult>(&bytes) {
+                Ok(mut answer) => {
+                    answer.distrust(&limits);
+                    answer
+                }
+                Err(e) => {
+                    worker.kill();
                     InvocationResult::failed(
-                        Outcome::Internal {
+                        Outcome::WorkerCrashed {
                             message: format!("unreadable answer from the worker: {e}"),
                         },
                         started.elapsed(),
                     )
-                }),
+                }
+            },
             Exchange::Died(e) => InvocationResult::failed(
                 Outcome::WorkerCrashed {
                     message: format!("the worker process ended without answering ({e})"),
@@ -625,7 +641,7 @@ async fn exchange(
     let talk = async {
         stream.write_all(frame).await?;
         loop {
-            let bytes = wire::read_frame_async(&mut stream, MAX_FRAME).await?;
+            let bytes = wire::read_worker_frame(&mut stream).await?;
             match bytes.split_first() {
                 Some((&CALL_TAG, call)) => {
                     let reply = calls.answer(call).await;

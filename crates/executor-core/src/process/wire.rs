@@ -8,8 +8,13 @@ use picloud_shared::Limits;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Largest frame accepted from a worker: the response body, logs and framing.
+/// Largest frame accepted between the executor service and its orchestrator (a request or an
+/// answer with its body and logs).
 pub(crate) const MAX_FRAME: usize = 64 << 20;
+
+/// Largest answer a worker may send: a body of Rhai's largest string (4 MiB) even if JSON
+/// escaped every byte of it, logs and framing.
+pub(crate) const MAX_ANSWER_FRAME: usize = 32 << 20;
 
 /// The first byte of a worker's frame that carries a host call rather than its answer (an
 /// answer is JSON, which never starts with it). The server replies with one frame.
@@ -47,6 +52,32 @@ pub(crate) fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<Vec
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf)?;
     Ok(Some(buf))
+}
+
+/// Reads one frame from a worker, each kind under its own cap, checked before anything is
+/// allocated: a host call ([`CALL_TAG`] first) at most the largest call, an answer at most
+/// [`MAX_ANSWER_FRAME`].
+pub(crate) async fn read_worker_frame(r: &mut (impl AsyncRead + Unpin)) -> io::Result<Vec<u8>> {
+    let len = r.read_u32_le().await? as usize;
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let first = r.read_u8().await?;
+    let max = if first == CALL_TAG {
+        1 + picloud_shared::host::MAX_CALL_BYTES
+    } else {
+        MAX_ANSWER_FRAME
+    };
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a worker's frame of {len} bytes (at most {max} for its kind)"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    buf[0] = first;
+    r.read_exact(&mut buf[1..]).await?;
+    Ok(buf)
 }
 
 pub(crate) async fn read_frame_async(
@@ -91,4 +122,42 @@ pub(crate) enum ZygoteReady {
 pub(crate) enum WorkerRequest {
     Invoke { limits: Limits },
     Diagnose,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    async fn read_declared(declared: u32, first: u8) -> io::Result<Vec<u8>> {
+        let (mut ours, mut theirs) = tokio::io::duplex(64);
+        tokio::spawn(async move {
+            let _ = theirs.write_all(&declared.to_le_bytes()).await;
+            let _ = theirs.write_all(&[first]).await;
+            // Never the rest: a cap must refuse before waiting for (or allocating) it.
+        });
+        read_worker_frame(&mut ours).await
+    }
+
+    #[tokio::test]
+    async fn each_kind_of_worker_frame_has_its_cap() {
+        let call_cap = 1 + picloud_shared::host::MAX_CALL_BYTES;
+        let refused = read_declared(call_cap as u32 + 1, CALL_TAG)
+            .await
+            .expect_err("a host call past its cap");
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData);
+        let refused = read_declared(MAX_ANSWER_FRAME as u32 + 1, b'{')
+            .await
+            .expect_err("an answer past its cap");
+        assert!(refused.to_string().contains("at most"), "{refused}");
+
+        let (mut ours, mut theirs) = tokio::io::duplex(1 << 16);
+        let answer = b"{\"outcome\":1}".to_vec();
+        let sent = answer.clone();
+        tokio::spawn(async move { theirs.write_all(&frame(&[&sent])).await });
+        assert_eq!(
+            read_worker_frame(&mut ours).await.expect("an answer"),
+            answer
+        );
+    }
 }
