@@ -83,8 +83,100 @@ fn app(dir: Option<&Path>) -> Router {
             HeaderValue::from_static("no-cache"),
         ))
         .service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("200.html"))));
+    let policy = HeaderValue::try_from(content_security_policy(dir))
+        .unwrap_or_else(|_| HeaderValue::from_static(STRICT_FALLBACK));
     Router::new()
         .nest_service("/_app/immutable", immutable)
         .route_service("/_app/{*rest}", ServeDir::new(dir.join("_app")))
         .fallback_service(rest)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            policy,
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("DENY"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ))
+}
+
+/// What the policy is when the shell cannot be read: no inline script at all.
+const STRICT_FALLBACK: &str = "default-src 'self'; script-src 'self'; object-src 'none'; \
+     base-uri 'none'; frame-ancestors 'none'; form-action 'self'";
+
+/// The dashboard's Content-Security-Policy: scripts only from its own origin and the shell's
+/// own inline bootstrap (by its SHA-256, read from `200.html` at start), connections only to
+/// its own origin (the API), no plugins, no `<base>`, and no page may frame it
+/// (`frame-ancestors 'none'`: a tenant's page cannot clickjack the admin). Styles may be inline:
+/// the editor injects its own.
+fn content_security_policy(dir: &Path) -> String {
+    let shell = std::fs::read_to_string(dir.join("200.html")).unwrap_or_default();
+    let hashes: String = inline_scripts(&shell)
+        .map(|script| {
+            use base64::Engine as _;
+            use sha2::Digest as _;
+            let digest = sha2::Sha256::digest(script.as_bytes());
+            format!(
+                " 'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(digest)
+            )
+        })
+        .collect();
+    format!(
+        "default-src 'self'; script-src 'self'{hashes}; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; \
+         base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    )
+}
+
+/// The bodies of the `<script>` elements without a `src` in `html`.
+fn inline_scripts(html: &str) -> impl Iterator<Item = &str> {
+    html.split("<script").skip(1).filter_map(|rest| {
+        let (attributes, after) = rest.split_once('>')?;
+        if attributes.contains("src=") {
+            return None;
+        }
+        let (body, _) = after.split_once("</script>")?;
+        Some(body)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_scripts_are_found_and_external_ones_left() {
+        let html = "<head><script type=\"module\" src=\"/a.js\"></script></head>\
+                    <body><script>boot(1)</script><p>x</p><script nonce=\"\">\n  two\n</script></body>";
+        let found: Vec<&str> = inline_scripts(html).collect();
+        assert_eq!(found, ["boot(1)", "\n  two\n"]);
+    }
+
+    #[test]
+    fn the_policy_hashes_the_shells_bootstrap_and_forbids_framing() {
+        let dir = std::env::temp_dir().join(format!("picloud-csp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("200.html"), "<script>start()</script>").expect("shell");
+        let policy = content_security_policy(&dir);
+        // printf 'start()' | openssl dgst -sha256 -binary | base64
+        assert!(
+            policy.contains("'sha256-DIm7WJS6ZKDYe5qFLPy+h4JFI9Bol5QmYC57mt3Fb00='"),
+            "{policy}"
+        );
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        let scripts = policy
+            .split(';')
+            .find(|d| d.trim().starts_with("script-src"))
+            .expect("a script-src");
+        assert!(!scripts.contains("unsafe"), "{scripts}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

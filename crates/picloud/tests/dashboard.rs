@@ -111,6 +111,31 @@ fn the_server_answers_dashboard_paths_with_the_app_and_api_paths_with_json() {
         );
         assert_eq!(cache, "no-cache", "{path}");
     }
+    // A strict policy (issue 19): scripts from the origin and the shell's own bootstrap by its
+    // hash, never `unsafe-inline`; no page may frame the dashboard.
+    let res = agent
+        .get(&server.url("/"))
+        .call()
+        .expect("the server answers");
+    let header = |name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let policy = header("content-security-policy");
+    assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+    let scripts = policy
+        .split(';')
+        .find(|d| d.trim().starts_with("script-src"))
+        .unwrap_or_else(|| panic!("a script-src: {policy}"));
+    assert!(
+        scripts.contains("'sha256-") && !scripts.contains("unsafe"),
+        "{scripts}"
+    );
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("x-content-type-options"), "nosniff");
     // A hashed asset: cached for a year.
     let (_, _, shell) = get("/");
     let asset = shell
