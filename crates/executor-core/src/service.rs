@@ -96,8 +96,14 @@ pub fn bind(path: &Path) -> io::Result<UnixListener> {
         }
         std::fs::remove_file(path)?;
     }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && !dir.exists()
+    {
+        // Made here, it is traversable by the socket's group (the orchestrator may run as
+        // another user of it), whatever the process's umask.
         std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750))?;
     }
     let listener = UnixListener::bind(path)?;
     use std::os::unix::fs::PermissionsExt;

@@ -233,6 +233,12 @@ impl Parts {
         kv: KvLimits,
         data_dir: &std::path::Path,
     ) -> io::Result<Self> {
+        private_dir(data_dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("the data directory {}: {e}", data_dir.display()),
+            )
+        })?;
         let spool = data_dir.join("records-spool");
         let recorder = Recorder::start(store.clone(), records.config(Some(spool.clone())))
             .map_err(|e| {
@@ -356,6 +362,25 @@ pub fn init_process() {
     init_tracing();
 }
 
+/// Makes every file and folder this process creates from now on its owner's alone (a umask of
+/// `077`): the database and its journal, the record spool, the module cache. Servers call it
+/// first; the command line's other commands (which write a user's own files) do not.
+pub fn private_files() {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+}
+
+/// Creates `dir` if needed and makes it its owner's alone (`0700`), also when an older version
+/// made it readable by others.
+///
+/// # Errors
+///
+/// When it cannot be created or its mode set.
+pub fn private_dir(dir: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
 /// Makes glibc's allocator give large freed blocks back to the kernel. By default it raises
 /// its mmap threshold to the largest block freed so far (up to 32 MiB) and its trim threshold
 /// to twice that, so after the first few large bodies (a tenant's 2 MiB response, a worker's
@@ -391,6 +416,7 @@ where
     E: std::fmt::Display,
 {
     init_process();
+    private_files();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

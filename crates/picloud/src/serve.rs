@@ -126,7 +126,8 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
 /// Opens the store (creating the admin token at first start), starts the executor, the routing
 /// table, the record writer and the scheduler, and assembles the HTTP surface.
 pub async fn build(args: &ServeArgs) -> Result<Server> {
-    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+    picloud_orchestrator_core::node::private_files();
+    picloud_orchestrator_core::node::private_dir(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             args.data_dir.display()

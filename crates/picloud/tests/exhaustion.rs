@@ -582,3 +582,43 @@ fn the_zygote_is_the_running_binary_and_trusts_nothing() {
     }
     assert!(!mark.exists(), "the file now at the binary's path was run");
 }
+
+/// The data directory is its owner's alone, also one an older version left open, and so is
+/// every file the server makes in it, from its creation (before: database and spool 0644,
+/// folders 0755).
+#[test]
+fn files_at_rest_are_the_servers_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir("exhaust-files");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let server = Server::start(&dir, None);
+    let http = Http::new(&server);
+    setup(&http);
+    assert_eq!(http.get("/fn/t1/f", None).0, 200);
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&dir), 0o700, "the data directory");
+    let mut seen = 0;
+    let mut stack = vec![dir.clone()];
+    while let Some(folder) = stack.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                assert_eq!(mode(&path), 0o700, "{}", path.display());
+                stack.push(path);
+            } else {
+                assert_eq!(mode(&path), 0o600, "{}", path.display());
+            }
+            seen += 1;
+        }
+    }
+    assert!(
+        dir.join("picloud.db").exists() && dir.join("records-spool").exists(),
+        "the database and the spool are among the {seen} checked"
+    );
+}
