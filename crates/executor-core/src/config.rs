@@ -55,6 +55,13 @@ pub struct ExecutorConfig {
     /// Meter wasm fuel. Default `true`. Without it only the deadline and Rhai's operation limit
     /// stop a runaway script, and `fuel_used` is 0; it exists to measure what fuel costs.
     pub consume_fuel: bool,
+    /// Invocations running at once on this executor, whoever they are for; past it an
+    /// invocation ends `overloaded` (503) without starting. Default: [`Self::max_total_memory_bytes`]
+    /// over 32 MiB, from 4 to 1,024.
+    pub max_running: usize,
+    /// The memory limits of the invocations running at once, summed; past it as above.
+    /// Default: half the machine's memory (1 GiB when it cannot be read).
+    pub max_total_memory_bytes: u64,
     pub process: ProcessConfig,
     pub instance: InstanceConfig,
 }
@@ -68,10 +75,37 @@ impl ExecutorConfig {
             max_memory_bytes: 256 << 20,
             max_script_bytes: 1 << 20,
             consume_fuel: true,
+            max_running: default_max_running(default_total_memory()),
+            max_total_memory_bytes: default_total_memory(),
             process: ProcessConfig::default(),
             instance: InstanceConfig::default(),
         }
     }
+}
+
+/// Half the machine's memory (`MemTotal`), or 1 GiB when it cannot be read.
+#[must_use]
+pub fn default_total_memory() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(1 << 30, |kib| kib * 1024 / 2)
+}
+
+/// Invocations at once for a memory budget: one per 32 MiB of it, from 4 to 1,024.
+#[must_use]
+pub fn default_max_running(total_memory: u64) -> usize {
+    usize::try_from(total_memory / (32 << 20))
+        .unwrap_or(usize::MAX)
+        .clamp(4, 1024)
 }
 
 /// The pre-warmed worker pool of [`Isolation::Process`].

@@ -34,7 +34,10 @@ use picloud_shared::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use config::{ExecutorConfig, InstanceConfig, Isolation, ProcessConfig};
+pub use config::{
+    ExecutorConfig, InstanceConfig, Isolation, ProcessConfig, default_max_running,
+    default_total_memory,
+};
 pub use error::ExecutorError;
 pub use picloud_shared::host::{HostCall, HostCalls, HostFuture, HostReply};
 pub use process::zygote::{ZYGOTE_ARG, run_zygote_if_requested};
@@ -180,6 +183,54 @@ pub struct Executor {
     config: ExecutorConfig,
     /// Invocations running or waiting now, by tenant.
     tenant_load: Mutex<HashMap<String, u32>>,
+    /// Invocations running now and their memory limits, summed: the machine-wide caps.
+    running: Arc<Mutex<(usize, u64)>>,
+}
+
+/// A running invocation's share of the machine-wide caps, given back when dropped.
+struct Running {
+    counts: Arc<Mutex<(usize, u64)>>,
+    memory: u64,
+}
+
+impl Running {
+    /// A share, or why there is none: the running cap or the memory cap is reached.
+    fn enter(
+        counts: &Arc<Mutex<(usize, u64)>>,
+        memory: u64,
+        config: &ExecutorConfig,
+    ) -> Result<Self, String> {
+        let mut now = counts
+            .lock()
+            .map_err(|_| "the executor's counts are poisoned")?;
+        if now.0 >= config.max_running {
+            return Err(format!(
+                "the server is running its most invocations at once ({}); retry shortly",
+                config.max_running
+            ));
+        }
+        if now.1 + memory > config.max_total_memory_bytes {
+            return Err(format!(
+                "the server's memory for invocations ({} MiB) is taken; retry shortly",
+                config.max_total_memory_bytes >> 20
+            ));
+        }
+        now.0 += 1;
+        now.1 += memory;
+        Ok(Self {
+            counts: Arc::clone(counts),
+            memory,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut now) = self.counts.lock() {
+            now.0 -= 1;
+            now.1 -= self.memory;
+        }
+    }
 }
 
 impl Executor {
@@ -206,6 +257,7 @@ impl Executor {
             mode,
             config,
             tenant_load: Mutex::new(HashMap::new()),
+            running: Arc::new(Mutex::new((0, 0))),
         })
     }
 
@@ -285,6 +337,15 @@ impl Executor {
         let mut limits = limits.clone();
         limits.memory_bytes = limits.memory_bytes.min(self.config.max_memory_bytes);
         limits.script.max_call_levels = limits.script.max_call_levels.min(MAX_CALL_LEVELS_CEILING);
+        let _running = match Running::enter(&self.running, limits.memory_bytes, &self.config) {
+            Ok(share) => share,
+            Err(message) => {
+                return InvocationResult::failed(
+                    Outcome::Overloaded { message },
+                    started.elapsed(),
+                );
+            }
+        };
         let input = guest_input(script, request, &limits, context.env, context.event);
         let host = context.host;
         // Counted from before the wait for a worker: a tenant's waiting invocations count as

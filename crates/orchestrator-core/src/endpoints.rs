@@ -211,7 +211,14 @@ async fn run(
                 other => other.describe(),
             };
             let body = serde_json::json!({ "error": { "kind": result.outcome.kind(), "message": message } });
-            (status, axum::Json(body)).into_response()
+            let mut response = (status, axum::Json(body)).into_response();
+            if matches!(result.outcome, Outcome::Overloaded { .. }) {
+                response.headers_mut().insert(
+                    axum::http::header::RETRY_AFTER,
+                    HeaderValue::from_static("1"),
+                );
+            }
+            response
         }
     })
 }

@@ -35,6 +35,8 @@ struct Args {
     /// How long invocations in progress may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
     grace_seconds: u64,
+    #[command(flatten)]
+    caps: picloud_orchestrator_core::args::ExecutorArgs,
 }
 
 fn main() -> ExitCode {
@@ -46,9 +48,13 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<()> {
     let executor = Arc::new(
-        Executor::start(executor_config(args.isolation, args.cache_dir))
-            .await
-            .context("starting the executor")?,
+        Executor::start({
+            let mut config = executor_config(args.isolation, args.cache_dir);
+            args.caps.apply(&mut config);
+            config
+        })
+        .await
+        .context("starting the executor")?,
     );
     let listener = service::bind(&args.executor_socket)
         .with_context(|| format!("cannot listen on {}", args.executor_socket.display()))?;

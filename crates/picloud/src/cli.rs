@@ -35,7 +35,7 @@ pub struct ClientCommand<C: Subcommand> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server: management API, function endpoints, health checks (the default).
-    Serve(crate::serve::ServeArgs),
+    Serve(Box<crate::serve::ServeArgs>),
     /// Manage functions on a server: deploy, list, versions, rollback, invoke, delete.
     #[command(name = "fn")]
     Fn(ClientCommand<FnCommand>),
@@ -117,7 +117,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => crate::serve::serve(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(args) => invoke(args).await,
         Command::Fmt(args) => blocking(move || crate::fmt::run(&args)).await,
         // The client is blocking (one call at a time); keep it off the async threads.

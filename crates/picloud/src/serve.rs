@@ -17,7 +17,7 @@ use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
 use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore, SqliteStore};
 use picloud_orchestrator_core::args::{
-    HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs,
+    ExecutorArgs, HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs,
 };
 use picloud_orchestrator_core::hosts::tls_ask_router;
 use picloud_orchestrator_core::listen::ListenArgs;
@@ -59,6 +59,8 @@ pub struct ServeArgs {
     pub dashboard_dir: Option<PathBuf>,
     #[command(flatten)]
     pub listen_limits: ListenArgs,
+    #[command(flatten)]
+    pub executor: ExecutorArgs,
     #[command(flatten)]
     pub hosts: HostArgs,
     #[command(flatten)]
@@ -149,8 +151,10 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| args.data_dir.join("cache"));
+    let mut config = executor_config(args.isolation, cache_dir);
+    args.executor.apply(&mut config);
     let executor = Arc::new(
-        Executor::start(executor_config(args.isolation, cache_dir))
+        Executor::start(config)
             .await
             .context("starting the executor")?,
     );

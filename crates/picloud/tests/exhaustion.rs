@@ -622,3 +622,71 @@ fn files_at_rest_are_the_servers_alone() {
         "the database and the spool are among the {seen} checked"
     );
 }
+
+/// Four requests at once to a function that computes for half a second, against an executor
+/// capped at two running invocations, then at memory for one (before: no machine-wide cap;
+/// every tenant's invocations together could take more memory than the machine has).
+#[test]
+fn the_executor_caps_invocations_machine_wide() {
+    for (args, expected_ok) in [
+        (vec!["--max-running-invocations", "2"], 2),
+        // 100 MiB holds one invocation of 64 MiB.
+        (vec!["--max-invocation-memory", "104857600"], 1),
+    ] {
+        let server = Server::start_with_args(&data_dir("exhaust-caps"), &args);
+        let http = Http::new(&server);
+        let (s, b) = http.post("/api/v1/tenants", Some(ADMIN), json!({ "name": "t1" }));
+        assert_eq!(s, 201, "{b}");
+        let (s, b) = http.post(
+            "/api/v1/tenants/t1/functions",
+            Some(ADMIN),
+            json!({
+                "name": "spin",
+                "public": true,
+                "source": "fn handle(req) { let t = timestamp(); while t.elapsed < 0.5 {} \"done\" }",
+                "limits": { "fuel": 10_000_000_000u64 },
+                "deploy": true,
+            }),
+        );
+        assert_eq!(s, 201, "{b}");
+        let barrier = std::sync::Barrier::new(4);
+        let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+            let calls: Vec<_> = (0..4)
+                .map(|_| {
+                    let barrier = &barrier;
+                    let addr = server.addr.clone();
+                    scope.spawn(move || {
+                        barrier.wait();
+                        let mut stream = TcpStream::connect(&addr).expect("connect");
+                        stream
+                            .write_all(
+                                b"GET /fn/t1/spin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                            )
+                            .expect("write");
+                        let answer =
+                            until_closed(&mut stream, Duration::from_secs(20)).expect("an answer");
+                        (status_of(&answer).unwrap_or(0), answer)
+                    })
+                })
+                .collect();
+            calls
+                .into_iter()
+                .map(|c| c.join().expect("a call"))
+                .collect()
+        });
+        let ok = answers.iter().filter(|(s, _)| *s == 200).count();
+        assert_eq!(ok, expected_ok, "{args:?}: {answers:?}");
+        for (status, answer) in answers.iter().filter(|(s, _)| *s != 200) {
+            assert_eq!(*status, 503, "{args:?}: {answer}");
+            assert!(answer.contains("\"overloaded\""), "{answer}");
+            assert!(
+                answer.to_ascii_lowercase().contains("retry-after: 1"),
+                "{answer}"
+            );
+        }
+        // The caps are given back: one at a time, every request is answered.
+        for _ in 0..3 {
+            assert_eq!(http.get("/fn/t1/spin", None).0, 200);
+        }
+    }
+}

@@ -147,11 +147,14 @@ pub enum Outcome {
     /// Its caller went away before the answer (the client disconnected): the invocation was
     /// stopped (its worker killed) and nobody got a response.
     Cancelled { message: String },
+    /// The executor was at its machine-wide cap (invocations running, or their memory): the
+    /// invocation did not start; the client may retry shortly.
+    Overloaded { message: String },
 }
 
 impl Outcome {
     /// Every kind, in a fixed order: for metrics that pre-set each series to 0.
-    pub const KINDS: [&'static str; 9] = [
+    pub const KINDS: [&'static str; 10] = [
         "ok",
         "script_error",
         "timeout",
@@ -161,6 +164,7 @@ impl Outcome {
         "worker_crashed",
         "internal",
         "cancelled",
+        "overloaded",
     ];
 
     pub fn kind(&self) -> &'static str {
@@ -174,6 +178,7 @@ impl Outcome {
             Self::WorkerCrashed { .. } => "worker_crashed",
             Self::Internal { .. } => "internal",
             Self::Cancelled { .. } => "cancelled",
+            Self::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -192,6 +197,7 @@ impl Outcome {
             }
             // Nobody receives it; 499 is what proxies record for a client that closed first.
             Self::Cancelled { .. } => 499,
+            Self::Overloaded { .. } => 503,
         }
     }
 
@@ -211,7 +217,8 @@ impl Outcome {
             | Self::StackOverflow { message }
             | Self::WorkerCrashed { message }
             | Self::Internal { message }
-            | Self::Cancelled { message } => format!("{}: {message}", self.kind()),
+            | Self::Cancelled { message }
+            | Self::Overloaded { message } => format!("{}: {message}", self.kind()),
         }
     }
 }
@@ -370,7 +377,9 @@ impl InvocationResult {
         let contradiction = match (&self.outcome, &self.response) {
             (Outcome::Ok, None) => Some("ok without a response"),
             (outcome, Some(_)) if !outcome.is_ok() => Some("a response with a failed outcome"),
-            (Outcome::Cancelled { .. }, _) => Some("an outcome only the server gives"),
+            (Outcome::Cancelled { .. } | Outcome::Overloaded { .. }, _) => {
+                Some("an outcome only the server gives")
+            }
             _ => None,
         };
         if let Some(what) = contradiction {
