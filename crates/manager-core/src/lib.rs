@@ -24,6 +24,7 @@ pub use names::{InvalidName, validate_name};
 pub use records::{InvocationRecord, RecordConfig, RecordFilter, Recorder, Trigger};
 pub use routes::{Route, RouteEvent, RouteWatch};
 pub use store::{
-    AnyStore, EnvVar, Function, KvQuota, KvUsage, NewFunction, PgStore, Schedule, ScheduleClaim,
-    ScheduleRun, SqliteStore, Store, StoreError, StoredToken, Tenant, Token, Version,
+    AnyStore, EnvVar, Function, KvQuota, KvUsage, NewFunction, PgStore, SavedVersion, Schedule,
+    ScheduleClaim, ScheduleRun, SqliteStore, Store, StoreError, StoredToken, Tenant, Token,
+    Version, VersionQuota,
 };

@@ -410,6 +410,9 @@ pub struct RecordConfig {
     pub retention: Duration,
     /// Records kept per function, newest first. Default 10,000.
     pub per_function: u32,
+    /// Records kept per tenant, all its functions together, newest first: a tenant with many
+    /// functions cannot fill the disk with records. Default 100,000.
+    pub per_tenant: u32,
     /// How often the pruner runs. Default 60 s.
     pub prune_every: Duration,
     /// A directory where queued records are journalled until written, so that none is lost
@@ -423,6 +426,7 @@ impl Default for RecordConfig {
             queue: 10_000,
             retention: Duration::from_secs(7 * 24 * 3600),
             per_function: 10_000,
+            per_tenant: 100_000,
             prune_every: Duration::from_secs(60),
             spool: None,
         }
@@ -827,7 +831,10 @@ async fn prune(store: AnyStore, config: RecordConfig) {
     loop {
         tick.tick().await;
         let older_than = crate::store::now_ms() - config.retention.as_millis() as i64;
-        match store.prune_records(older_than, config.per_function).await {
+        match store
+            .prune_records(older_than, config.per_function, config.per_tenant)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(records = n, "pruned invocation records"),
             Err(e) => tracing::warn!(error = %e, "cannot prune invocation records"),

@@ -29,6 +29,10 @@ pub enum StoreError {
     /// A write would take a tenant past a quota; the message says which.
     #[error("{0}")]
     Quota(String),
+    /// A write that would break a rule of the installation (the last admin token); the message
+    /// says which.
+    #[error("{0}")]
+    Refused(String),
     /// An applied migration was edited, or migrating failed: start-up must stop.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -329,12 +333,13 @@ pub trait Store: Send + Sync {
         function_id: i64,
         since: i64,
     ) -> impl Future<Output = Result<Vec<RecordSample>>> + Send;
-    /// Deletes records older than `older_than` (Unix ms) and all but the newest
-    /// `per_function` of each function; returns how many.
+    /// Deletes records older than `older_than` (Unix ms), all but the newest `per_function`
+    /// of each function and all but the newest `per_tenant` of each tenant; returns how many.
     fn prune_records(
         &self,
         older_than: i64,
         per_function: u32,
+        per_tenant: u32,
     ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Saves `source` as the function's next version (1, 2, …) with its SHA-256.
@@ -344,6 +349,17 @@ pub trait Store: Send + Sync {
         source: &str,
         author: &str,
     ) -> impl Future<Output = Result<Version>> + Send;
+    /// As [`Store::add_version`] within `quota`: the function's oldest versions that are
+    /// neither live nor among its newest `keep_newest` are pruned to make room (in the same
+    /// transaction); when that is not enough, [`StoreError::Quota`] and nothing changes.
+    fn add_version_within(
+        &self,
+        tenant_id: i64,
+        function_id: i64,
+        source: &str,
+        author: &str,
+        quota: &VersionQuota,
+    ) -> impl Future<Output = Result<SavedVersion>> + Send;
     fn versions(&self, function_id: i64) -> impl Future<Output = Result<Vec<Version>>> + Send;
     fn version_source(
         &self,
@@ -457,6 +473,35 @@ pub trait Store: Send + Sync {
     fn kv_usage(&self, tenant_id: i64) -> impl Future<Output = Result<KvUsage>> + Send;
 }
 
+/// What a tenant's versions may hold, and how many one function keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VersionQuota {
+    /// Versions one function keeps; past it its oldest prunable ones go. Default 1,000.
+    pub max_per_function: u32,
+    /// Bytes of source all of a tenant's versions may hold. Default 64 MiB.
+    pub max_tenant_bytes: u64,
+    /// A function's newest versions that are never pruned to make room (its live version never
+    /// is either). Default 10.
+    pub keep_newest: u32,
+}
+
+impl Default for VersionQuota {
+    fn default() -> Self {
+        Self {
+            max_per_function: 1_000,
+            max_tenant_bytes: 64 << 20,
+            keep_newest: 10,
+        }
+    }
+}
+
+/// A version saved within its quota, and the old ones pruned to make room for it.
+#[derive(Debug, Clone)]
+pub struct SavedVersion {
+    pub version: Version,
+    pub pruned: Vec<i32>,
+}
+
 /// A tenant's key-value quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KvQuota {
@@ -501,8 +546,8 @@ const SET_FORWARD_AUTHORIZATION: &str = concat!(
 );
 // The primary key (function_id, version) makes a concurrent save fail rather than share a
 // number; the caller may retry.
-const INSERT_VERSION: &str = "INSERT INTO function_versions (function_id, version, source, sha256, author, created_at) \
-     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5 FROM function_versions WHERE function_id = $1 \
+const INSERT_VERSION: &str = "INSERT INTO function_versions (function_id, version, source, sha256, author, created_at, size) \
+     SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6 FROM function_versions WHERE function_id = $1 \
      RETURNING function_id, version, sha256, author, created_at";
 /// Saves `$source` as the function's next version inside transaction `$tx`; evaluates to the
 /// [`Version`].
@@ -514,11 +559,43 @@ macro_rules! insert_version {
             .bind(sha256_hex($source))
             .bind($author)
             .bind(now_ms())
+            .bind(i64::try_from($source.len()).unwrap_or(i64::MAX))
             .fetch_one(&mut *$tx)
             .await
             .map_err(|e| StoreError::from_sqlx(e, "version"))?;
         version
     }};
+}
+
+/// Locks tenant `$tenant` inside `$tx` (PostgreSQL: its row; SQLite: the write lock is held
+/// already) so that its writers of versions take turns, and evaluates to the bytes of source
+/// its versions hold.
+macro_rules! lock_version_bytes {
+    ($tx:ident, $tenant:expr) => {{
+        sqlx::query("UPDATE tenants SET name = name WHERE id = $1")
+            .bind($tenant)
+            .execute(&mut *$tx)
+            .await
+            .map_err(StoreError::Database)?;
+        let (bytes,): (i64,) = sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(v.size), 0) AS BIGINT) FROM function_versions v \
+             JOIN functions f ON f.id = v.function_id WHERE f.tenant_id = $1",
+        )
+        .bind($tenant)
+        .fetch_one(&mut *$tx)
+        .await
+        .map_err(StoreError::Database)?;
+        bytes
+    }};
+}
+
+/// The refusal of a version that does not fit in its tenant's quota.
+fn version_bytes_refusal(used: i64, size: i64, quota: u64) -> StoreError {
+    StoreError::Quota(format!(
+        "version storage quota: the tenant's versions hold {used} bytes, and this {size}-byte \
+         script would take them past the quota of {quota} bytes (each function's live version \
+         and newest versions are kept): delete functions or versions no longer needed"
+    ))
 }
 const ACTIVATE_VERSION: &str = concat!(
     "UPDATE functions SET active_version = $1 WHERE id = $2 RETURNING ",
@@ -538,6 +615,8 @@ pub struct NewFunction<'a> {
     pub deploy: bool,
     /// See [`Function::forward_authorization`].
     pub forward_authorization: bool,
+    /// The most bytes of source the tenant's versions may hold with the first one.
+    pub max_version_bytes: u64,
 }
 
 macro_rules! route_select {
@@ -777,7 +856,7 @@ macro_rules! impl_store {
                     .map_err(StoreError::Database)?;
                     if left == 0 {
                         // Dropping the transaction rolls it back.
-                        return Err(StoreError::Quota(
+                        return Err(StoreError::Refused(
                             "this is the last admin token: create another before revoking it".into(),
                         ));
                     }
@@ -795,6 +874,7 @@ macro_rules! impl_store {
                     first_version: None,
                     deploy: false,
                     forward_authorization: false,
+                    max_version_bytes: u64::MAX,
                 })
                 .await
             }
@@ -830,6 +910,11 @@ macro_rules! impl_store {
                     .map_err(|e| StoreError::from_sqlx(e, "function"))?;
                 }
                 if let Some((source, author)) = new.first_version {
+                    let used = lock_version_bytes!(tx, new.tenant_id);
+                    let size = i64::try_from(source.len()).unwrap_or(i64::MAX);
+                    if u64::try_from(used.saturating_add(size)).unwrap_or(u64::MAX) > new.max_version_bytes {
+                        return Err(version_bytes_refusal(used, size, new.max_version_bytes));
+                    }
                     let version = insert_version!(tx, function.id, source, author);
                     if new.deploy {
                         function = sqlx::query_as(ACTIVATE_VERSION)
@@ -1006,7 +1091,7 @@ macro_rules! impl_store {
                 Ok(rows.into_iter().map(RecordSample::from).collect())
             }
 
-            async fn prune_records(&self, older_than: i64, per_function: u32) -> Result<u64> {
+            async fn prune_records(&self, older_than: i64, per_function: u32, per_tenant: u32) -> Result<u64> {
                 // Function by function, in batches of PRUNE_BATCH rows, each its own statement:
                 // no statement walks the whole table, and writers (records, API calls) get
                 // their turn between batches.
@@ -1050,6 +1135,41 @@ macro_rules! impl_store {
                              WHERE function_id = $1 AND (at, id) < ($2, $3) LIMIT $4)",
                         )
                         .bind(function_id)
+                        .bind(at)
+                        .bind(id)
+                        .bind(PRUNE_BATCH)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::Database)?
+                        .rows_affected();
+                        pruned += done;
+                        if done < PRUNE_BATCH as u64 {
+                            break;
+                        }
+                    }
+                }
+                // Then each tenant, all its functions together: the oldest go first.
+                let tenants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM tenants")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                for (tenant_id,) in tenants {
+                    let oldest_kept: Option<(i64, i64)> = sqlx::query_as(
+                        "SELECT at, id FROM invocations WHERE tenant_id = $1 \
+                         ORDER BY at DESC, id DESC LIMIT 1 OFFSET $2",
+                    )
+                    .bind(tenant_id)
+                    .bind(i64::from(per_tenant.max(1)) - 1)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                    let Some((at, id)) = oldest_kept else { continue };
+                    loop {
+                        let done = sqlx::query(
+                            "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+                             WHERE tenant_id = $1 AND (at, id) < ($2, $3) LIMIT $4)",
+                        )
+                        .bind(tenant_id)
                         .bind(at)
                         .bind(id)
                         .bind(PRUNE_BATCH)
@@ -1113,6 +1233,74 @@ macro_rules! impl_store {
                 let version = insert_version!(tx, function_id, source, author);
                 tx.commit().await.map_err(StoreError::Database)?;
                 Ok(version)
+            }
+
+            async fn add_version_within(
+                &self,
+                tenant_id: i64,
+                function_id: i64,
+                source: &str,
+                author: &str,
+                quota: &VersionQuota,
+            ) -> Result<SavedVersion> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let mut used = lock_version_bytes!(tx, tenant_id);
+                let (mut count, newest): (i64, Option<i32>) = sqlx::query_as(
+                    "SELECT COUNT(*), MAX(version) FROM function_versions WHERE function_id = $1",
+                )
+                .bind(function_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                let (active,): (Option<i32>,) =
+                    sqlx::query_as("SELECT active_version FROM functions WHERE id = $1")
+                        .bind(function_id)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(|e| StoreError::from_sqlx(e, "function"))?;
+                let keep_from = newest.unwrap_or(0).saturating_sub(i32::try_from(quota.keep_newest).unwrap_or(i32::MAX));
+                let prunable: Vec<(i32, i64)> = sqlx::query_as(
+                    "SELECT version, size FROM function_versions WHERE function_id = $1 AND version <= $2 \
+                     ORDER BY version",
+                )
+                .bind(function_id)
+                .bind(keep_from)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                let size = i64::try_from(source.len()).unwrap_or(i64::MAX);
+                let max_bytes = i64::try_from(quota.max_tenant_bytes).unwrap_or(i64::MAX);
+                let max_count = i64::from(quota.max_per_function);
+                let mut pruned = Vec::new();
+                for (version, bytes) in prunable.into_iter().filter(|(v, _)| Some(*v) != active) {
+                    if count < max_count && used.saturating_add(size) <= max_bytes {
+                        break;
+                    }
+                    pruned.push(version);
+                    count -= 1;
+                    used -= bytes;
+                }
+                if count >= max_count {
+                    return Err(StoreError::Quota(format!(
+                        "version quota: a function keeps at most {max_count} versions, and none \
+                         of this one's is old enough to prune (its live version and newest {} are kept)",
+                        quota.keep_newest
+                    )));
+                }
+                if used.saturating_add(size) > max_bytes {
+                    return Err(version_bytes_refusal(used, size, quota.max_tenant_bytes));
+                }
+                for version in &pruned {
+                    sqlx::query("DELETE FROM function_versions WHERE function_id = $1 AND version = $2")
+                        .bind(function_id)
+                        .bind(version)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(StoreError::Database)?;
+                }
+                let version = insert_version!(tx, function_id, source, author);
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(SavedVersion { version, pruned })
             }
 
             async fn versions(&self, function_id: i64) -> Result<Vec<Version>> {
@@ -1714,8 +1902,13 @@ impl Store for AnyStore {
     async fn record_samples(&self, function_id: i64, since: i64) -> Result<Vec<RecordSample>> {
         delegate!(self, record_samples(function_id, since))
     }
-    async fn prune_records(&self, older_than: i64, per_function: u32) -> Result<u64> {
-        delegate!(self, prune_records(older_than, per_function))
+    async fn prune_records(
+        &self,
+        older_than: i64,
+        per_function: u32,
+        per_tenant: u32,
+    ) -> Result<u64> {
+        delegate!(self, prune_records(older_than, per_function, per_tenant))
     }
     async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
         delegate!(self, function_route(function_id))
@@ -1725,6 +1918,19 @@ impl Store for AnyStore {
     }
     async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
         delegate!(self, add_version(function_id, source, author))
+    }
+    async fn add_version_within(
+        &self,
+        tenant_id: i64,
+        function_id: i64,
+        source: &str,
+        author: &str,
+        quota: &VersionQuota,
+    ) -> Result<SavedVersion> {
+        delegate!(
+            self,
+            add_version_within(tenant_id, function_id, source, author, quota)
+        )
     }
     async fn versions(&self, function_id: i64) -> Result<Vec<Version>> {
         delegate!(self, versions(function_id))

@@ -345,9 +345,12 @@ async fn records_are_written_queried_and_pruned(s: &impl Store) {
     );
 
     // Prune: by age (f's records are at 1,000–1,009 ms), then by count per function.
-    assert_eq!(s.prune_records(1_003, 1_000).await.expect("prune"), 3);
+    assert_eq!(
+        s.prune_records(1_003, 1_000, 100_000).await.expect("prune"),
+        3
+    );
     assert_eq!(s.records(f.id, &all).await.expect("records").len(), 7);
-    assert_eq!(s.prune_records(0, 4).await.expect("prune"), 3);
+    assert_eq!(s.prune_records(0, 4, 100_000).await.expect("prune"), 3);
     let left: Vec<i64> = s
         .records(f.id, &all)
         .await
@@ -356,6 +359,17 @@ async fn records_are_written_queried_and_pruned(s: &impl Store) {
         .map(|r| r.at)
         .collect();
     assert_eq!(left, vec![1_009, 1_008, 1_007, 1_006]);
+    assert_eq!(s.records(g.id, &all).await.expect("records").len(), 1);
+    // Per tenant: its newest two of five, across its functions (g's record is the newest).
+    assert_eq!(s.prune_records(0, 1_000, 2).await.expect("prune"), 3);
+    let left: Vec<i64> = s
+        .records(f.id, &all)
+        .await
+        .expect("records")
+        .iter()
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(left, vec![1_009]);
     assert_eq!(s.records(g.id, &all).await.expect("records").len(), 1);
     // Records go with their function.
     s.delete_function(t.id, "f").await.expect("delete");

@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use clap::Args;
-use picloud_manager_core::RecordConfig;
 use picloud_manager_core::api::ApiConfig;
 use picloud_manager_core::kv::KvLimits;
 use picloud_manager_core::schedules::SchedulerConfig;
+use picloud_manager_core::{RecordConfig, VersionQuota};
 
 use crate::{FunctionHosts, IngressConfig};
 
@@ -20,6 +20,15 @@ pub struct SizeArgs {
     /// Largest request body the API and the function endpoints accept, in bytes (larger: 413).
     #[arg(long, env = "PICLOUD_MAX_BODY_BYTES", default_value_t = ApiConfig::default().max_body_bytes)]
     pub max_body_bytes: usize,
+    /// Bytes of source all of one tenant's versions may hold; past it a save prunes the
+    /// function's oldest versions (never the live one nor its newest ten), or is refused with
+    /// `409 quota_exceeded`.
+    #[arg(long, env = "PICLOUD_TENANT_VERSION_BYTES", default_value_t = VersionQuota::default().max_tenant_bytes)]
+    pub tenant_version_bytes: u64,
+    /// Versions one function keeps; past it a save prunes its oldest ones.
+    #[arg(long, env = "PICLOUD_VERSIONS_PER_FUNCTION", default_value_t = VersionQuota::default().max_per_function,
+          value_parser = clap::value_parser!(u32).range(11..))]
+    pub versions_per_function: u32,
 }
 
 impl SizeArgs {
@@ -27,6 +36,11 @@ impl SizeArgs {
         ApiConfig {
             max_script_bytes: self.max_script_bytes,
             max_body_bytes: self.max_body_bytes,
+            versions: VersionQuota {
+                max_per_function: self.versions_per_function,
+                max_tenant_bytes: self.tenant_version_bytes,
+                ..VersionQuota::default()
+            },
         }
     }
 }
@@ -110,6 +124,9 @@ pub struct RecordArgs {
     /// Invocation records kept per function, newest first.
     #[arg(long, env = "PICLOUD_RECORDS_PER_FUNCTION", default_value_t = RecordConfig::default().per_function)]
     pub records_per_function: u32,
+    /// Invocation records kept per tenant, all its functions together, newest first.
+    #[arg(long, env = "PICLOUD_RECORDS_PER_TENANT", default_value_t = RecordConfig::default().per_tenant)]
+    pub records_per_tenant: u32,
 }
 
 impl RecordArgs {
@@ -120,6 +137,7 @@ impl RecordArgs {
             queue: self.records_queue,
             retention: Duration::from_secs(self.records_retention_hours * 3600),
             per_function: self.records_per_function,
+            per_tenant: self.records_per_tenant,
             spool,
             ..RecordConfig::default()
         }

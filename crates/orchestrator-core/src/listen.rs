@@ -144,19 +144,20 @@ fn connection_room() -> usize {
     }
 }
 
-/// Serves `app` on `listener` until SIGTERM or Ctrl-C, then lets the requests in progress finish
+/// Serves `app` on `listener` until `stop` ([`shutdown_signal`]), then lets the requests in progress finish
 /// for up to `grace`. Answers whether they all finished.
 pub async fn serve_until_signal(
     listener: TcpListener,
     app: Router,
     grace: Duration,
     config: &ListenConfig,
+    stop: impl std::future::Future<Output = ()>,
 ) -> io::Result<bool> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let listener = Listener::new(listener, app, config);
     let open = Arc::clone(&listener.open);
     let serving = tokio::spawn(listener.run(stop_rx.clone()));
-    shutdown_signal().await;
+    stop.await;
     let _ = stop_tx.send(true);
     serving.abort();
     let drained = tokio::time::timeout(grace, open.drained()).await.is_ok();
@@ -242,8 +243,9 @@ impl Listener {
     ) {
         let clock = Arc::new(Clock::new());
         let io = TokioIo::new(Watched {
-            inner: stream,
+            inner: Some(stream),
             clock: Arc::clone(&clock),
+            lingering: Arc::clone(&self.lingering),
         });
         let this = Arc::clone(&self);
         let service_clock = Arc::clone(&clock);
@@ -358,6 +360,14 @@ fn overloaded(why: &str) -> Response<Body> {
 fn refuse_connection(stream: TcpStream, lingering: &Arc<AtomicUsize>) {
     // The socket's buffer is empty: this never blocks, and a short write is not retried.
     let _ = stream.try_write(REFUSAL);
+    linger(stream, lingering);
+}
+
+/// Closes a connection gently: its write side first, then what the client still sends is read
+/// and dropped for up to a second (and [`MAX_LINGER_BYTES`]), so that an answer written before
+/// the client finished sending (a 413, a 401 to a body never read) is not destroyed by the
+/// reset a close with unread bytes sends. At most [`MAX_LINGERING`] at once; past that, closed.
+fn linger(stream: TcpStream, lingering: &Arc<AtomicUsize>) {
     if lingering.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
         lingering.fetch_sub(1, Ordering::AcqRel);
         return;
@@ -367,17 +377,25 @@ fn refuse_connection(stream: TcpStream, lingering: &Arc<AtomicUsize>) {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = stream;
         let _ = stream.shutdown().await;
-        let mut sink = [0u8; 1024];
+        let mut sink = [0u8; 8192];
+        let mut left = MAX_LINGER_BYTES;
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
-            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+            while let Ok(n) = stream.read(&mut sink).await {
+                if n == 0 || n >= left {
+                    break;
+                }
+                left -= n;
+            }
         })
         .await;
         lingering.fetch_sub(1, Ordering::AcqRel);
     });
 }
 
-/// Refused connections being closed gently at once; past this they are closed at once.
+/// Connections being closed gently at once; past this they are closed at once.
 const MAX_LINGERING: usize = 64;
+/// What a connection being closed gently may still send, read and dropped.
+const MAX_LINGER_BYTES: usize = 2 << 20;
 
 /// What a connection past a cap is answered.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
@@ -563,10 +581,46 @@ impl Drop for Busy {
     }
 }
 
-/// The connection's socket, telling its [`Clock`] of each read and blocked write.
+/// The connection's socket, telling its [`Clock`] of each read and blocked write. Closed
+/// gently ([`linger`]) unless the client closed it first.
 struct Watched {
-    inner: TcpStream,
+    inner: Option<TcpStream>,
     clock: Arc<Clock>,
+    lingering: Arc<AtomicUsize>,
+}
+
+impl Watched {
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.inner
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let Some(stream) = self.inner.take() else {
+            return;
+        };
+        // Asked of the socket itself: tokio's `try_read` answers from its cached readiness,
+        // which says nothing of bytes hyper never polled for.
+        let mut probe = [0u8; 1];
+        // SAFETY: a non-blocking peek into a one-byte buffer this function owns, on a socket it
+        // owns.
+        let unread = unsafe {
+            libc::recv(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                probe.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        // 0: the client closed its side, nothing more will come. Otherwise it sent bytes
+        // nobody read, or may still be sending a body nobody will read.
+        if unread != 0 {
+            linger(stream, &self.lingering);
+        }
+    }
 }
 
 impl AsyncRead for Watched {
@@ -576,7 +630,7 @@ impl AsyncRead for Watched {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let polled = Pin::new(self.stream()?).poll_read(cx, buf);
         if polled.is_ready() {
             self.clock.read(buf.filled().len() - before);
         }
@@ -590,7 +644,7 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let polled = Pin::new(self.stream()?).poll_write(cx, buf);
         self.clock.wrote(polled.is_pending());
         polled
     }
@@ -600,21 +654,23 @@ impl AsyncWrite for Watched {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        let polled = Pin::new(self.stream()?).poll_write_vectored(cx, bufs);
         self.clock.wrote(polled.is_pending());
         polled
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        self.inner
+            .as_ref()
+            .is_some_and(TcpStream::is_write_vectored)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        Pin::new(self.stream()?).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        Pin::new(self.stream()?).poll_shutdown(cx)
     }
 }
 
@@ -704,18 +760,25 @@ impl HttpBody for Guarded {
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+///
+/// The handler is installed when this is called, not when the future is first polled: a
+/// server calls it before it says it listens, so that a SIGTERM right after that line stops
+/// it gracefully instead of killing it.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        let term = async {
+            match term {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
             }
-            Err(_) => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            () = term => {},
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        () = term => {},
     }
 }
 

@@ -58,12 +58,12 @@ async fn run(args: Args) -> Result<()> {
     );
     let listener = service::bind(&args.executor_socket)
         .with_context(|| format!("cannot listen on {}", args.executor_socket.display()))?;
+    let stop = picloud_orchestrator_core::node::shutdown_signal();
     println!(
         "PiCloud executor listening on unix:{}",
         args.executor_socket.display()
     );
     let grace = Duration::from_secs(args.grace_seconds);
-    let stop = picloud_orchestrator_core::node::shutdown_signal();
     if !service::serve(listener, executor, stop, grace).await {
         tracing::warn!("the grace period ended with invocations still running");
     }

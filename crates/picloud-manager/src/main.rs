@@ -124,6 +124,7 @@ async fn run(args: Args) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let stop = picloud_orchestrator_core::node::shutdown_signal();
     println!(
         "PiCloud manager listening on http://{}",
         listener.local_addr()?
@@ -135,6 +136,7 @@ async fn run(args: Args) -> Result<()> {
         &args
             .listen_limits
             .config(args.sizes.max_body_bytes.max(args.sizes.max_script_bytes)),
+        stop,
     )
     .await
     .context("serving")?;

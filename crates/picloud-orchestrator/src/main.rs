@@ -126,6 +126,7 @@ async fn run(args: Args) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let stop = picloud_orchestrator_core::node::shutdown_signal();
     println!(
         "PiCloud orchestrator listening on http://{}",
         listener.local_addr()?
@@ -136,6 +137,7 @@ async fn run(args: Args) -> Result<()> {
         app,
         grace,
         &args.listen_limits.config(args.max_body_bytes),
+        stop,
     )
     .await
     .context("serving")?;

@@ -109,6 +109,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let stop = picloud_orchestrator_core::node::shutdown_signal();
     println!("PiCloud listening on http://{}", listener.local_addr()?);
     let grace = Duration::from_secs(args.grace_seconds);
     serve_until_signal(
@@ -118,6 +119,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         &args
             .listen_limits
             .config(args.sizes.max_body_bytes.max(args.sizes.max_script_bytes)),
+        stop,
     )
     .await
     .context("serving")?;

@@ -690,3 +690,81 @@ fn the_executor_caps_invocations_machine_wide() {
         }
     }
 }
+
+/// A script of exactly `bytes` bytes.
+fn script_of(bytes: usize) -> String {
+    let head = "fn handle(r) { 1 }\n// ";
+    format!("{head}{}", "x".repeat(bytes - head.len()))
+}
+
+/// Versions within quotas (before: 100 versions of 256 KiB in a second, about 256 GiB allowed
+/// per tenant): a function keeps at most its count, pruning its oldest versions but never the
+/// live one nor its newest ten; a tenant's versions are held to their bytes, past which a save
+/// is refused `409 quota_exceeded` naming the quota, while another tenant saves as before.
+#[test]
+fn versions_are_held_to_their_quotas() {
+    let server = Server::start_with_args(
+        &data_dir("exhaust-versions"),
+        &[
+            "--tenant-version-bytes",
+            "300000",
+            "--versions-per-function",
+            "20",
+        ],
+    );
+    let http = Http::new(&server);
+    for tenant in ["a", "b"] {
+        let (s, b) = http.post("/api/v1/tenants", Some(ADMIN), json!({ "name": tenant }));
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, b) = http.post(
+        "/api/v1/tenants/a/functions",
+        Some(ADMIN),
+        json!({ "name": "f", "public": true, "source": "fn handle(r) { \"live\" }", "deploy": true }),
+    );
+    assert_eq!(s, 201, "{b}");
+    for _ in 0..60 {
+        let (s, b) = http.post(
+            "/api/v1/tenants/a/functions/f/versions",
+            Some(ADMIN),
+            json!({ "source": script_of(10_000) }),
+        );
+        assert_eq!(s, 201, "{b}");
+    }
+    let (s, list) = http.get("/api/v1/tenants/a/functions/f/versions", Some(ADMIN));
+    assert_eq!(s, 200, "{list}");
+    let kept: Vec<i64> = list
+        .as_array()
+        .expect("versions")
+        .iter()
+        .map(|v| v["version"].as_i64().expect("a number"))
+        .collect();
+    assert_eq!(kept.len(), 20, "{kept:?}");
+    assert_eq!(kept[0], 1, "the live version is kept: {kept:?}");
+    assert_eq!(*kept.last().expect("newest"), 61, "{kept:?}");
+    assert_eq!(http.get("/fn/a/f", None).1, json!("live"));
+
+    // a holds 19 × 10,000 bytes and the live one: 120,000 more pass its 300,000.
+    let big = json!({ "name": "g", "source": script_of(120_000) });
+    let (s, b) = http.post("/api/v1/tenants/a/functions", Some(ADMIN), big.clone());
+    assert_eq!(s, 409, "{b}");
+    assert_eq!(b["error"]["kind"], "quota_exceeded", "{b}");
+    let message = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("version storage quota") && message.contains("300000"),
+        "{message}"
+    );
+    // b is untouched by a's quota.
+    let (s, b) = http.post("/api/v1/tenants/b/functions", Some(ADMIN), big.clone());
+    assert_eq!(s, 201, "{b}");
+    // a makes room by deleting f, and then saves.
+    let (s, b) = http.call(
+        "DELETE",
+        "/api/v1/tenants/a/functions/f",
+        Some(ADMIN),
+        common::Body::None,
+    );
+    assert_eq!(s, 204, "{b}");
+    let (s, b) = http.post("/api/v1/tenants/a/functions", Some(ADMIN), big);
+    assert_eq!(s, 201, "{b}");
+}

@@ -61,6 +61,9 @@ pub enum ApiError {
     /// Over a limit; the client may retry after `retry_after` seconds.
     #[error("{message}")]
     TooManyRequests { message: String, retry_after: u64 },
+    /// A tenant's storage quota (versions, records) would be passed; the message names it.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// The request's body did not arrive in time (the listener's body-read timeout).
     #[error("{0}")]
     RequestTimeout(String),
@@ -87,7 +90,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Invalid(_) | Self::Compile(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::QuotaExceeded(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,6 +111,7 @@ impl ApiError {
             Self::NotFound(_) => "not_found",
             Self::Invalid(_) => "invalid",
             Self::Conflict(_) => "conflict",
+            Self::QuotaExceeded(_) => "quota_exceeded",
             Self::TooLarge(_) => "too_large",
             Self::BadRequest(_) => "bad_request",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -163,7 +167,8 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
-            StoreError::Quota(message) => Self::Conflict(message),
+            StoreError::Quota(message) => Self::QuotaExceeded(message),
+            StoreError::Refused(message) => Self::Conflict(message),
             StoreError::Database(ref inner) if is_unavailable(inner) => {
                 tracing::warn!(error = %e, "the database is unavailable");
                 Self::Unavailable

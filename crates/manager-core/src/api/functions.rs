@@ -22,8 +22,6 @@ use crate::store::{EnvVar, Function, Store, Tenant, Version};
 
 /// Most functions one tenant may have (a soft cap: concurrent creates may pass it by a few).
 pub const MAX_FUNCTIONS: usize = 1_000;
-/// Most versions one function may keep; every save is kept, so this bounds a tenant's storage.
-pub const MAX_VERSIONS: usize = 1_000;
 /// Most variables one function may have.
 pub const MAX_ENV_VARS: usize = 100;
 /// Longest value of one variable, in bytes.
@@ -298,6 +296,7 @@ pub async fn create_function(
                 .as_deref()
                 .map(|source| (source, principal.token_name.as_str())),
             deploy: body.deploy,
+            max_version_bytes: state.config.versions.max_tenant_bytes,
             forward_authorization: body.forward_authorization,
         })
         .await?;
@@ -406,15 +405,21 @@ pub async fn create_version(
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     checked(&state, &body.source).await?;
-    if state.store.versions(function.id).await?.len() >= MAX_VERSIONS {
-        return Err(ApiError::Conflict(format!(
-            "a function may keep at most {MAX_VERSIONS} versions: create a new function"
-        )));
-    }
-    let version = state
+    // Within the tenant's quota, old versions pruned to make room (see `VersionQuota`).
+    let saved = state
         .store
-        .add_version(function.id, &body.source, &principal.token_name)
+        .add_version_within(
+            function.tenant_id,
+            function.id,
+            &body.source,
+            &principal.token_name,
+            &state.config.versions,
+        )
         .await?;
+    if !saved.pruned.is_empty() {
+        tracing::info!(function = function.id, pruned = ?saved.pruned, "old versions pruned");
+    }
+    let version = saved.version;
     let mut active = function.active_version;
     if body.deploy {
         active = state

@@ -89,6 +89,8 @@ pub struct ApiConfig {
     pub max_script_bytes: usize,
     /// Largest request body, in bytes; larger is answered 413. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// What each tenant's versions may hold (see [`crate::VersionQuota`]).
+    pub versions: crate::VersionQuota,
 }
 
 impl Default for ApiConfig {
@@ -96,6 +98,7 @@ impl Default for ApiConfig {
         Self {
             max_script_bytes: 256 << 10,
             max_body_bytes: 1 << 20,
+            versions: crate::VersionQuota::default(),
         }
     }
 }
