@@ -127,6 +127,10 @@ pub struct RecordArgs {
     /// Invocation records kept per tenant, all its functions together, newest first.
     #[arg(long, env = "PICLOUD_RECORDS_PER_TENANT", default_value_t = RecordConfig::default().per_tenant)]
     pub records_per_tenant: u32,
+    /// Free bytes on the data directory's file system below which `/readyz` fails (the free
+    /// space is also the metric `picloud_disk_free_bytes`).
+    #[arg(long, env = "PICLOUD_MIN_FREE_DISK", default_value_t = 256 << 20)]
+    pub min_free_disk: u64,
 }
 
 impl RecordArgs {

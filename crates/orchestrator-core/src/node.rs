@@ -195,6 +195,27 @@ pub struct NodeMetrics {
     pub metrics: Arc<Metrics>,
     pub runner: Arc<Runner>,
     pub recorder: Arc<Recorder>,
+    /// The data directory, whose file system's free space is a metric (for the operator only).
+    pub disk: DiskWatch,
+}
+
+/// The file system of a data directory: its free space, a metric and a readiness condition
+/// (records, the spool and SQLite all write there; a tenant's flood must not fill it unseen).
+#[derive(Debug, Clone)]
+pub struct DiskWatch {
+    pub dir: std::path::PathBuf,
+    /// Below this many free bytes the server is not ready. Default 256 MiB.
+    pub min_free: u64,
+}
+
+impl DiskWatch {
+    /// Bytes free to an unprivileged writer, if the file system answers.
+    // The field types are 32-bit on some targets (an armv7 Pi), 64-bit here.
+    #[allow(clippy::useless_conversion)]
+    pub fn free(&self) -> Option<u64> {
+        let stat = nix::sys::statvfs::statvfs(&self.dir).ok()?;
+        Some(u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size())))
+    }
 }
 
 impl MetricsSource for NodeMetrics {
@@ -208,7 +229,17 @@ impl MetricsSource for NodeMetrics {
             records_dropped_total: self.recorder.dropped(),
             records_rejected_total: self.recorder.rejected(),
         };
-        self.metrics.render(pool, tenant)
+        let mut text = self.metrics.render(pool, tenant);
+        if tenant.is_none()
+            && let Some(free) = self.disk.free()
+        {
+            text.push_str(&format!(
+                "# HELP picloud_disk_free_bytes Bytes free on the file system of the data directory.\n\
+                 # TYPE picloud_disk_free_bytes gauge\n\
+                 picloud_disk_free_bytes {free}\n"
+            ));
+        }
+        text
     }
 }
 
@@ -251,6 +282,10 @@ impl Parts {
             metrics,
             runner: Arc::clone(&runner),
             recorder: Arc::clone(&recorder),
+            disk: DiskWatch {
+                dir: data_dir.to_path_buf(),
+                min_free: records.min_free_disk,
+            },
         });
         let invoker = Arc::new(ExecutorInvoker {
             runner,
@@ -302,6 +337,7 @@ pub fn executor_config(
 struct Ops {
     store: AnyStore,
     runner: Option<Arc<Runner>>,
+    disk: Option<DiskWatch>,
 }
 
 /// `/healthz` (the process answers), `/readyz` (the database answers and, where given, the
@@ -311,11 +347,16 @@ pub fn ops_router(
     store: AnyStore,
     metrics: Arc<dyn MetricsSource>,
     runner: Option<Arc<Runner>>,
+    disk: Option<DiskWatch>,
 ) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(Ops { store, runner })
+        .with_state(Ops {
+            store,
+            runner,
+            disk,
+        })
         .route(
             "/metrics",
             get(move || {
@@ -334,6 +375,11 @@ pub fn ops_router(
 }
 
 async fn ready(State(ops): State<Ops>) -> Response {
+    if let Some(disk) = &ops.disk
+        && disk.free().is_some_and(|free| free < disk.min_free)
+    {
+        return not_ready("the data directory's disk is nearly full");
+    }
     if let Some(runner) = &ops.runner
         && !runner.healthy()
     {

@@ -115,7 +115,12 @@ async fn run(args: Args) -> Result<()> {
     }
     // The manager's readiness is the database's: an executor away only fails test invocations.
     let app = picloud_manager_core::api::router(state)
-        .merge(ops_router(store.clone(), metrics_source, None))
+        .merge(ops_router(
+            store.clone(),
+            Arc::clone(&metrics_source) as Arc<dyn MetricsSource>,
+            None,
+            Some(metrics_source.disk.clone()),
+        ))
         // Caddy's on-demand TLS asks the manager before a certificate for a tenant's host.
         .merge(tls_ask_router(store, args.hosts.functions_domain.clone()))
         .fallback_service(picloud_manager_core::dashboard::router(

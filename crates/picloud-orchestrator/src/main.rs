@@ -119,9 +119,12 @@ async fn run(args: Args) -> Result<()> {
     };
     // A node serves functions only: on a tenant's own host, and in the path form elsewhere.
     let functions = picloud_orchestrator_core::router(endpoints);
-    let main = functions
-        .clone()
-        .merge(ops_router(store, metrics_source, Some(runner)));
+    let main = functions.clone().merge(ops_router(
+        store,
+        Arc::clone(&metrics_source) as Arc<dyn picloud_manager_core::api::MetricsSource>,
+        Some(runner),
+        Some(metrics_source.disk.clone()),
+    ));
     let app = route_by_host(args.hosts.functions_domain.clone(), functions, main);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

@@ -243,7 +243,8 @@ fn app(
     dashboard: Option<&std::path::Path>,
     hosts: FunctionHosts,
 ) -> Router {
-    let ops = ops_router(state.store.clone(), metrics, None)
+    let disk = Some(metrics.disk.clone());
+    let ops = ops_router(state.store.clone(), metrics, None, disk)
         .merge(tls_ask_router(state.store.clone(), hosts.clone()));
     let functions = picloud_orchestrator_core::router(endpoints);
     let main = picloud_manager_core::api::router(state)

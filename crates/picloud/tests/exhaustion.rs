@@ -768,3 +768,45 @@ fn versions_are_held_to_their_quotas() {
     let (s, b) = http.post("/api/v1/tenants/a/functions", Some(ADMIN), big);
     assert_eq!(s, 201, "{b}");
 }
+
+/// The data directory's free space is a metric for the operator (not for tenants) and a
+/// readiness condition: below `--min-free-disk`, `/readyz` fails and says why.
+#[test]
+fn free_disk_space_is_a_metric_and_a_readiness_condition() {
+    let server = Server::start(&data_dir("exhaust-disk"), None);
+    let http = Http::new(&server);
+    assert_eq!(http.get("/readyz", None).0, 200);
+    let (s, text) = http.get("/metrics", None);
+    assert_eq!(s, 200);
+    let free: u64 = text
+        .as_str()
+        .expect("text")
+        .lines()
+        .find_map(|l| l.strip_prefix("picloud_disk_free_bytes "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no picloud_disk_free_bytes in {text}"));
+    assert!(free > 0);
+    setup(&http);
+    let (s, made) = http.post(
+        "/api/v1/tenants/t1/tokens",
+        Some(ADMIN),
+        json!({ "name": "t" }),
+    );
+    assert_eq!(s, 201, "{made}");
+    let tenant_token = made["token"].as_str().expect("a secret").to_string();
+    let (s, mine) = http.get("/api/v1/metrics", Some(&tenant_token));
+    assert_eq!(s, 200, "{mine}");
+    assert!(
+        !mine.to_string().contains("picloud_disk_free_bytes"),
+        "tenants do not see the disk"
+    );
+    drop(server);
+
+    let wanting = Server::start_with_args(
+        &data_dir("exhaust-disk-full"),
+        &["--min-free-disk", &(u64::MAX / 2).to_string()],
+    );
+    let (s, b) = Http::new(&wanting).get("/readyz", None);
+    assert_eq!(s, 503, "{b}");
+    assert!(b.to_string().contains("disk is nearly full"), "{b}");
+}
