@@ -447,7 +447,10 @@ pub struct Recorder {
     flushing: AtomicBool,
     flush_now: tokio::sync::Notify,
     tails: Tails,
-    spool: Option<Spool>,
+    spool: Option<Arc<Spool>>,
+    /// To the spool's writer thread: a record's line and the record, appended to the spool and
+    /// then queued there, so that no disk write happens on the request path.
+    spooler: Option<std::sync::mpsc::SyncSender<(Vec<u8>, InvocationRecord)>>,
 }
 
 /// Records a live tail keeps that its reader has not taken yet; past this, its newest records
@@ -556,12 +559,19 @@ impl Recorder {
         let (spool, left) = match &config.spool {
             Some(dir) => {
                 let (spool, left) = Spool::open(dir)?;
-                (Some(spool), left)
+                (Some(Arc::new(spool)), left)
             }
             None => (None, Vec::new()),
         };
         let capacity = config.queue.max(1);
         let (queue, rx) = mpsc::channel(capacity);
+        let (spooler, spooled) = match &spool {
+            Some(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(capacity);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
         let recorder = Arc::new(Self {
             queue,
             capacity,
@@ -573,7 +583,14 @@ impl Recorder {
             flush_now: tokio::sync::Notify::new(),
             tails: Tails::default(),
             spool,
+            spooler,
         });
+        if let Some(spooled) = spooled {
+            let weak = Arc::downgrade(&recorder);
+            std::thread::Builder::new()
+                .name("picloud-spool".into())
+                .spawn(move || spool_lines(&weak, &spooled))?;
+        }
         tokio::spawn(write_batches(
             Arc::clone(&recorder),
             store.clone(),
@@ -589,17 +606,19 @@ impl Recorder {
         make_storable(&mut record);
         self.tails.publish(&record);
         self.outstanding.fetch_add(1, Ordering::AcqRel);
-        let queued = match &self.spool {
-            Some(spool) => {
-                let line = Spool::line(&record);
-                spool.append_if(&line, || self.queue.try_send(record).is_ok())
-            }
+        let queued = match &self.spooler {
+            // The spool's thread appends it and then queues it (see `spool_lines`).
+            Some(spooler) => spooler.try_send((Spool::line(&record), record)).is_ok(),
             None => self.queue.try_send(record).is_ok(),
         };
         if !queued {
-            self.outstanding.fetch_sub(1, Ordering::AcqRel);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.not_queued();
         }
+    }
+
+    fn not_queued(&self) {
+        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.dropped.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Writes what is queued now, without lingering, waiting at most `within`; true if nothing
@@ -645,6 +664,25 @@ impl Recorder {
     /// [`TooManyTails`] when the tenant already has [`MAX_TAILS_PER_TENANT`] open.
     pub fn subscribe(&self, tenant_id: i64, function_id: i64) -> Result<Tail, TooManyTails> {
         self.tails.subscribe(tenant_id, function_id)
+    }
+}
+
+/// The spool's writer thread: appends each record's line to the spool and queues the record,
+/// both under the spool's lock (what sealing relies on). A slow disk (an SD card) slows this
+/// thread, never a request: past its queue, records are dropped and counted as a full record
+/// queue drops them. It ends with the recorder.
+fn spool_lines(
+    recorder: &std::sync::Weak<Recorder>,
+    lines: &std::sync::mpsc::Receiver<(Vec<u8>, InvocationRecord)>,
+) {
+    while let Ok((line, record)) = lines.recv() {
+        let Some(recorder) = recorder.upgrade() else {
+            return;
+        };
+        let Some(spool) = &recorder.spool else { return };
+        if !spool.append_if(&line, || recorder.queue.try_send(record).is_ok()) {
+            recorder.not_queued();
+        }
     }
 }
 
@@ -703,7 +741,9 @@ async fn write_batches(
             .outstanding
             .fetch_sub(batch.len() as u64, Ordering::AcqRel);
         if written && let (Some(spool), Some(sealed)) = (&recorder.spool, sealed) {
-            spool.remove_through(sealed);
+            // Off the runtime's threads: a slow disk delays only this.
+            let spool = Arc::clone(spool);
+            let _ = tokio::task::spawn_blocking(move || spool.remove_through(sealed)).await;
         }
         batch.clear();
     }
@@ -845,6 +885,87 @@ async fn prune(store: AnyStore, config: RecordConfig) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A spool whose disk writes stall (its lock held, as a write to a dying SD card would hold
+    /// it) stalls no caller of `record`: the records wait for the spool's thread, and are all
+    /// written once the disk answers again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_spool_does_not_stall_the_request_path() {
+        let dir = std::env::temp_dir().join(format!("picloud-stall-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = AnyStore::Sqlite(
+            crate::SqliteStore::open(&dir.join("db.sqlite"))
+                .await
+                .expect("store"),
+        );
+        let tenant = store.create_tenant("t").await.expect("tenant").id;
+        let function = store
+            .create_function(tenant, "f", true)
+            .await
+            .expect("function")
+            .id;
+        let recorder = Recorder::start(
+            store.clone(),
+            RecordConfig {
+                spool: Some(dir.join("spool")),
+                ..RecordConfig::default()
+            },
+        )
+        .expect("recorder");
+        let spool = Arc::clone(recorder.spool.as_ref().expect("a spool"));
+        let (stalled_tx, stalled_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let staller = std::thread::spawn(move || {
+            let _held = spool.current.lock().expect("the spool's lock");
+            stalled_tx.send(()).expect("stalled");
+            let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        });
+        stalled_rx.recv().expect("the disk stalls");
+        let result =
+            InvocationResult::failed(picloud_shared::Outcome::Ok, Duration::from_millis(1));
+        // On a thread of its own, so that a `record` that blocked would be seen, not hang the
+        // test: 100 records, each returning at once.
+        let caller = {
+            let recorder = Arc::clone(&recorder);
+            std::thread::spawn(move || {
+                for _ in 0..100 {
+                    recorder.record(InvocationRecord::new(
+                        tenant,
+                        function,
+                        1,
+                        Trigger::Http,
+                        &result,
+                    ));
+                }
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !caller.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "record() blocked behind the stalled spool"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(recorder.dropped(), 0);
+        release_tx.send(()).expect("release");
+        staller.join().expect("staller");
+        assert!(recorder.flush(Duration::from_secs(20)).await, "all written");
+        let filter = RecordFilter {
+            limit: 1_000,
+            ..RecordFilter::default()
+        };
+        assert_eq!(
+            store
+                .records(function, &filter)
+                .await
+                .expect("records")
+                .len(),
+            100
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     fn sample(at: i64, outcome: &str, ms: u64) -> RecordSample {
         RecordSample {

@@ -30,7 +30,7 @@ struct Line {
 }
 
 #[derive(Debug)]
-struct Segment {
+pub(crate) struct Segment {
     seq: u64,
     file: File,
 }
@@ -38,7 +38,7 @@ struct Segment {
 #[derive(Debug)]
 pub(crate) struct Spool {
     dir: PathBuf,
-    current: Mutex<Segment>,
+    pub(crate) current: Mutex<Segment>,
     /// The last append failed (a full disk): warn once, not once per record, and say when
     /// appends work again.
     failing: std::sync::atomic::AtomicBool,
