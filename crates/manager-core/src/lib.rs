@@ -13,6 +13,7 @@ pub mod records;
 pub mod routes;
 pub mod schedules;
 pub mod script;
+pub mod secrets;
 mod spool;
 mod store;
 #[doc(hidden)]

@@ -5,8 +5,10 @@
 use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::secrets::{KeySource, SecretKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -469,6 +471,10 @@ pub trait Store: Send + Sync {
         after: Option<&str>,
         limit: u32,
     ) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Seals every secret variable stored in the clear (written before sealing, or by a server
+    /// without the key) and checks that every sealed one opens with this store's key; returns
+    /// how many it sealed. Without a key, nothing.
+    fn seal_secrets(&self) -> impl Future<Output = Result<u64>> + Send;
     /// How much of its key-value quota the tenant uses.
     fn kv_usage(&self, tenant_id: i64) -> impl Future<Output = Result<KvUsage>> + Send;
 }
@@ -1195,7 +1201,7 @@ macro_rules! impl_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(StoreError::Database)?;
-                Ok(with_env(rows, env))
+                Ok(with_env(rows, self.opened(env)))
             }
 
             async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
@@ -1210,7 +1216,7 @@ macro_rules! impl_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(StoreError::Database)?;
-                Ok(with_env(vec![row], env).pop())
+                Ok(with_env(vec![row], self.opened(env)).pop())
             }
 
             async fn tenant_routes(&self, tenant_id: i64) -> Result<Vec<Route>> {
@@ -1224,7 +1230,7 @@ macro_rules! impl_store {
                     .fetch_all(&self.pool)
                     .await
                     .map_err(StoreError::Database)?;
-                Ok(with_env(rows, env))
+                Ok(with_env(rows, self.opened(env)))
             }
 
             async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
@@ -1347,6 +1353,14 @@ macro_rules! impl_store {
             }
 
             async fn set_env(&self, function_id: i64, name: &str, value: &str, secret: bool) -> Result<()> {
+                // A secret is sealed when this server has the key (see `secrets`).
+                let stored = match (self.secrets.as_deref().and_then(KeySource::key), secret) {
+                    (Some(key), true) => key
+                        .seal(function_id, name, value)
+                        .map_err(|e| StoreError::Refused(e.to_string()))?,
+                    _ => value.to_string(),
+                };
+                let value = stored.as_str();
                 // Announced: the variables travel with the function's route.
                 let mut tx = self.begin().await.map_err(StoreError::Database)?;
                 sqlx::query(
@@ -1396,11 +1410,58 @@ macro_rules! impl_store {
             }
 
             async fn env_values(&self, function_id: i64) -> Result<Vec<(String, String)>> {
-                sqlx::query_as("SELECT name, value FROM env_vars WHERE function_id = $1 ORDER BY name")
-                    .bind(function_id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT name, value FROM env_vars WHERE function_id = $1 ORDER BY name")
+                        .bind(function_id)
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(StoreError::Database)?;
+                let key = self.secrets.as_deref().and_then(KeySource::key);
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|(name, value)| {
+                        crate::secrets::opened(key, function_id, &name, value).map(|v| (name, v))
+                    })
+                    .collect())
+            }
+
+            async fn seal_secrets(&self) -> Result<u64> {
+                let Some(key) = self.secrets.as_deref().and_then(KeySource::key) else {
+                    return Ok(0);
+                };
+                let rows: Vec<(i64, String, String)> =
+                    sqlx::query_as("SELECT function_id, name, value FROM env_vars WHERE secret")
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(StoreError::Database)?;
+                let mut sealed = 0;
+                for (function_id, name, value) in rows {
+                    if value.starts_with(crate::secrets::SEALED_PREFIX) {
+                        if key.open(function_id, &name, &value).is_err() {
+                            return Err(StoreError::Refused(format!(
+                                "the secret key {} does not open the secrets in the database \
+                                 (variable {name} of function {function_id}): start with the key \
+                                 they were sealed with (PICLOUD_SECRET_KEY_FILE; see \
+                                 docs/operations.md, \"Secrets at rest\")",
+                                key.path().display()
+                            )));
+                        }
+                        continue;
+                    }
+                    let stored = key
+                        .seal(function_id, &name, &value)
+                        .map_err(|e| StoreError::Refused(e.to_string()))?;
+                    sqlx::query("UPDATE env_vars SET value = $1 WHERE function_id = $2 AND name = $3 AND value = $4")
+                        .bind(stored)
+                        .bind(function_id)
+                        .bind(&name)
+                        .bind(&value)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(StoreError::Database)?;
+                    sealed += 1;
+                }
+                Ok(sealed)
             }
 
             async fn create_schedule(
@@ -1682,6 +1743,8 @@ macro_rules! impl_store {
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// Seals secret variables; without it they are stored in the clear (tests of the store).
+    secrets: Option<Arc<KeySource>>,
 }
 
 impl PgStore {
@@ -1700,7 +1763,10 @@ impl PgStore {
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            secrets: None,
+        })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -1713,6 +1779,8 @@ impl PgStore {
 pub struct SqliteStore {
     pool: SqlitePool,
     events: broadcast::Sender<RouteEvent>,
+    /// As [`PgStore`]'s.
+    secrets: Option<Arc<KeySource>>,
 }
 
 impl SqliteStore {
@@ -1737,7 +1805,11 @@ impl SqliteStore {
             .map_err(StoreError::Database)?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
         let (events, _) = broadcast::channel(1024);
-        Ok(Self { pool, events })
+        Ok(Self {
+            pool,
+            events,
+            secrets: None,
+        })
     }
 }
 
@@ -1805,6 +1877,45 @@ impl_store!(SqliteStore);
 pub enum AnyStore {
     Postgres(PgStore),
     Sqlite(SqliteStore),
+}
+
+impl AnyStore {
+    /// This store, sealing secret variables with `key` from now on (and opening them).
+    #[must_use]
+    pub fn with_secret_key(self, key: Option<Arc<KeySource>>) -> Self {
+        match self {
+            Self::Postgres(mut s) => {
+                s.secrets = key;
+                Self::Postgres(s)
+            }
+            Self::Sqlite(mut s) => {
+                s.secrets = key;
+                Self::Sqlite(s)
+            }
+        }
+    }
+}
+
+/// Opens the sealed values of `env` (see [`crate::secrets`]); one that does not open is left
+/// out.
+fn open_env(key: Option<&SecretKey>, env: Vec<EnvRow>) -> Vec<EnvRow> {
+    env.into_iter()
+        .filter_map(|(function_id, name, value)| {
+            crate::secrets::opened(key, function_id, &name, value).map(|v| (function_id, name, v))
+        })
+        .collect()
+}
+
+impl PgStore {
+    fn opened(&self, env: Vec<EnvRow>) -> Vec<EnvRow> {
+        open_env(self.secrets.as_deref().and_then(KeySource::key), env)
+    }
+}
+
+impl SqliteStore {
+    fn opened(&self, env: Vec<EnvRow>) -> Vec<EnvRow> {
+        open_env(self.secrets.as_deref().and_then(KeySource::key), env)
+    }
 }
 
 macro_rules! delegate {
@@ -1940,6 +2051,9 @@ impl Store for AnyStore {
     }
     async fn deploy(&self, function_id: i64, version: i32) -> Result<Function> {
         delegate!(self, deploy(function_id, version))
+    }
+    async fn seal_secrets(&self) -> Result<u64> {
+        delegate!(self, seal_secrets())
     }
     async fn set_env(&self, function_id: i64, name: &str, value: &str, secret: bool) -> Result<()> {
         delegate!(self, set_env(function_id, name, value, secret))

@@ -353,10 +353,7 @@ fn overloaded(why: &str) -> Response<Body> {
     response
 }
 
-/// Answers a connection past a cap without reading it, and closes it. Closing a socket with
-/// unread bytes sends a reset, which can destroy the answer before the client reads it: so the
-/// write side is shut first and what the client sent is read and dropped for up to a second
-/// (bounded in number, [`MAX_LINGERING`]; past it the connection is simply closed).
+/// Answers a connection past a cap without reading it, and closes it gently ([`linger`]).
 fn refuse_connection(stream: TcpStream, lingering: &Arc<AtomicUsize>) {
     // The socket's buffer is empty: this never blocks, and a short write is not retried.
     let _ = stream.try_write(REFUSAL);
@@ -364,9 +361,10 @@ fn refuse_connection(stream: TcpStream, lingering: &Arc<AtomicUsize>) {
 }
 
 /// Closes a connection gently: its write side first, then what the client still sends is read
-/// and dropped for up to a second (and [`MAX_LINGER_BYTES`]), so that an answer written before
+/// and dropped (at most [`MAX_LINGER_BYTES`]), so that an answer written before
 /// the client finished sending (a 413, a 401 to a body never read) is not destroyed by the
-/// reset a close with unread bytes sends. At most [`MAX_LINGERING`] at once; past that, closed.
+/// reset a close with unread bytes sends. At most [`MAX_LINGERING`] at once, each for at most
+/// [`LINGER`]; past that, closed.
 fn linger(stream: TcpStream, lingering: &Arc<AtomicUsize>) {
     if lingering.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
         lingering.fetch_sub(1, Ordering::AcqRel);
@@ -379,7 +377,7 @@ fn linger(stream: TcpStream, lingering: &Arc<AtomicUsize>) {
         let _ = stream.shutdown().await;
         let mut sink = [0u8; 8192];
         let mut left = MAX_LINGER_BYTES;
-        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = tokio::time::timeout(LINGER, async {
             while let Ok(n) = stream.read(&mut sink).await {
                 if n == 0 || n >= left {
                     break;
@@ -395,7 +393,9 @@ fn linger(stream: TcpStream, lingering: &Arc<AtomicUsize>) {
 /// Connections being closed gently at once; past this they are closed at once.
 const MAX_LINGERING: usize = 64;
 /// What a connection being closed gently may still send, read and dropped.
-const MAX_LINGER_BYTES: usize = 2 << 20;
+const MAX_LINGER_BYTES: usize = 4 << 20;
+/// How long it may take to send it (a loaded machine's client uploading a refused body).
+const LINGER: Duration = Duration::from_secs(5);
 
 /// What a connection past a cap is answered.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\

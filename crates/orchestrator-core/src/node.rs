@@ -301,6 +301,43 @@ impl Parts {
     }
 }
 
+/// Why the secret key could not be put to use.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    #[error(transparent)]
+    Key(#[from] picloud_manager_core::secrets::SecretError),
+    #[error(transparent)]
+    Store(#[from] picloud_manager_core::StoreError),
+}
+
+/// `store`, sealing and opening secret variables with the key at `path` (made there at first
+/// start when `create` is set, as the all-in-one server and the manager do; a cluster's nodes
+/// are given the manager's). Secrets stored in the clear are sealed now, and every sealed one
+/// must open with this key: a start with the wrong key stops here, saying so.
+///
+/// # Errors
+///
+/// When the key cannot be read or made, or does not open the secrets in the database.
+pub async fn with_secret_key(
+    store: AnyStore,
+    path: &std::path::Path,
+    create: bool,
+) -> Result<AnyStore, SealError> {
+    let key = picloud_manager_core::secrets::KeySource::new(path, create)?;
+    if key.key().is_none() {
+        tracing::warn!(
+            path = %path.display(),
+            "no secret key file yet: functions' secret variables open once it is there (the manager's, copied)"
+        );
+    }
+    let store = store.with_secret_key(Some(Arc::new(key)));
+    let sealed = store.seal_secrets().await?;
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed secret variables stored in the clear");
+    }
+    Ok(store)
+}
+
 /// Creates the admin token at first start and prints it, once: the operator's only chance to
 /// see it (only its hash is stored).
 ///

@@ -50,6 +50,11 @@ struct Args {
     /// Where the manager keeps its record spool (test invocations' records).
     #[arg(long, env = "PICLOUD_DATA_DIR", default_value = "./picloud-manager")]
     data_dir: PathBuf,
+    /// The key that seals functions' secret variables in the database (made at first start,
+    /// mode 0600; back it up, and give each node a copy). Default: `secret.key` in the data
+    /// directory.
+    #[arg(long, env = "PICLOUD_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     /// The built dashboard (`200.html` and `_app/`). Default: `dashboard/build` in the working
     /// directory or in the repository the binary was built from.
     #[arg(long, env = "PICLOUD_DASHBOARD_DIR")]
@@ -80,6 +85,15 @@ async fn run(args: Args) -> Result<()> {
             .await
             .context("opening PostgreSQL")?,
     );
+    picloud_orchestrator_core::node::private_dir(&args.data_dir)
+        .with_context(|| format!("the data directory {}", args.data_dir.display()))?;
+    let key_file = args
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("secret.key"));
+    let store = picloud_orchestrator_core::node::with_secret_key(store, &key_file, true)
+        .await
+        .context("sealing secrets")?;
     announce_admin(&store, args.admin_token.as_deref()).await?;
     // No endpoint runs here: its metrics are its test executor's pool and its record queue.
     let Parts {

@@ -45,6 +45,10 @@ struct Args {
     /// Where the node keeps its record spool (records not yet written survive a crash here).
     #[arg(long, env = "PICLOUD_DATA_DIR", default_value = "./picloud-node")]
     data_dir: PathBuf,
+    /// The manager's key that seals functions' secret variables (a copy on every node; see
+    /// docs/operations.md). Default: `secret.key` in the data directory.
+    #[arg(long, env = "PICLOUD_SECRET_KEY_FILE")]
+    secret_key_file: Option<PathBuf>,
     /// How long in-flight requests may take to finish after SIGTERM, in seconds.
     #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
     grace_seconds: u64,
@@ -76,6 +80,14 @@ async fn run(args: Args) -> Result<()> {
             .await
             .context("opening PostgreSQL")?,
     );
+    let key_file = args
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("secret.key"));
+    // A node never makes a key of its own: one that differs from the manager's opens nothing.
+    let store = picloud_orchestrator_core::node::with_secret_key(store, &key_file, false)
+        .await
+        .context("opening sealed secrets")?;
     let runner = Runner::remote(ExecutorClient::new(&args.executor_socket));
     let metrics = Arc::new(Metrics::new());
     let table = start_routing(store.clone(), Arc::clone(&metrics))

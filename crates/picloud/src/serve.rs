@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Where the compiled guest is cached. Default: `cache` in the data directory.
     #[arg(long, env = "PICLOUD_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// The key that seals functions' secret variables in the database (made at first start,
+    /// mode 0600; back it up). Default: `secret.key` in the data directory.
+    #[arg(long, env = "PICLOUD_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
     /// PostgreSQL URL; without it PiCloud uses an SQLite file in the data directory.
     #[arg(long, env = "PICLOUD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -148,6 +152,13 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
             )
         }
     };
+    let key_file = args
+        .secret_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("secret.key"));
+    let store = picloud_orchestrator_core::node::with_secret_key(store, &key_file, true)
+        .await
+        .context("sealing secrets")?;
     announce_admin(&store, args.admin_token.as_deref()).await?;
     let cache_dir = args
         .cache_dir

@@ -810,3 +810,110 @@ fn free_disk_space_is_a_metric_and_a_readiness_condition() {
     assert_eq!(s, 503, "{b}");
     assert!(b.to_string().contains("disk is nearly full"), "{b}");
 }
+
+/// The values of secret variables in the database, by name.
+fn stored_env(dir: &std::path::Path) -> std::collections::BTreeMap<String, String> {
+    common::block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.join("picloud.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        sqlx::query_as::<_, (String, String)>("SELECT name, value FROM env_vars")
+            .fetch_all(&mut db)
+            .await
+            .expect("read")
+            .into_iter()
+            .collect()
+    })
+}
+
+/// Secrets at rest (before: in the clear in the database): sealed with a key kept in a file
+/// of the server's alone, beside the database but not in it; one stored in the clear by an
+/// older version is sealed at the next start; a start with another key stops and says why.
+#[test]
+fn secrets_are_sealed_at_rest_with_a_key_outside_the_database() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = data_dir("exhaust-secrets");
+    let mut server = Server::start(&dir, None);
+    let http = Http::new(&server);
+    let (s, b) = http.post("/api/v1/tenants", Some(ADMIN), json!({ "name": "t1" }));
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = http.post(
+        "/api/v1/tenants/t1/functions",
+        Some(ADMIN),
+        json!({
+            "name": "f",
+            "public": true,
+            "source": "fn handle(req) { `${env(\"API_KEY\")}/${env(\"OLD\")}` }",
+            "deploy": true,
+        }),
+    );
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = http.call(
+        "PUT",
+        "/api/v1/tenants/t1/functions/f/env/API_KEY",
+        Some(ADMIN),
+        common::Body::Json(json!({ "value": "hunter2", "secret": true })),
+    );
+    assert!(s == 200 || s == 204, "{s} {b}");
+    assert_eq!(http.get("/fn/t1/f", None).1, json!("hunter2/"));
+
+    let key = dir.join("secret.key");
+    assert_eq!(
+        std::fs::metadata(&key)
+            .expect("the key file")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let stored = stored_env(&dir);
+    assert!(
+        stored["API_KEY"].starts_with("sealed1:") && !stored["API_KEY"].contains("hunter2"),
+        "{stored:?}"
+    );
+
+    // A secret an older version stored in the clear.
+    server.stop();
+    common::block_on(async {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", dir.join("picloud.db").display());
+        let mut db = sqlx::SqliteConnection::connect(&url).await.expect("open");
+        sqlx::query(
+            "INSERT INTO env_vars (function_id, name, value, secret) \
+             SELECT id, 'OLD', 'plain-old', 1 FROM functions WHERE name = 'f'",
+        )
+        .execute(&mut db)
+        .await
+        .expect("insert");
+    });
+    let mut server = server.restart_stopped();
+    let stored = stored_env(&dir);
+    assert!(
+        stored["OLD"].starts_with("sealed1:") && !stored["OLD"].contains("plain-old"),
+        "sealed at start: {stored:?}"
+    );
+    assert_eq!(
+        Http::new(&server).get("/fn/t1/f", None).1,
+        json!("hunter2/plain-old")
+    );
+    server.stop();
+
+    // Another key: the start stops, saying which key and what to do.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .arg("--cache-dir")
+        .arg(common::shared_cache())
+        .arg("--secret-key-file")
+        .arg(dir.join("another.key"))
+        .env("PICLOUD_ADMIN_TOKEN", ADMIN)
+        .env_remove("PICLOUD_DATABASE_URL")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not open the secrets in the database"),
+        "{stderr}"
+    );
+}
