@@ -47,6 +47,8 @@ const MAX_SHIFT_SECONDS: i64 = 3 * 3600;
 /// Naive candidates examined for one tick before giving up (the cron crate itself skips
 /// impossible dates; this only bounds the work near transitions).
 const MAX_CANDIDATES: usize = 100_000;
+/// Ticks [`CronSpec::ticks_between`] counts one by one; past these it estimates.
+pub const MAX_COUNTED: u64 = 10_000;
 
 impl CronSpec {
     /// Reads `expr` in the time zone `tz`.
@@ -140,28 +142,72 @@ impl CronSpec {
         best.map(|(t, _, _)| t)
     }
 
+    /// The last tick strictly before `before` (Unix ms); `None` when there is none. The mirror
+    /// of [`Self::next_after`], walking the schedule's local times backwards.
+    pub fn prev_before(&self, before: i64) -> Option<i64> {
+        let local = self.local(before)?;
+        // Local times up to the largest shift after `before_local` can stand for earlier
+        // instants (a repeated hour): start the search that much later.
+        let start = local + Duration::seconds(MAX_SHIFT_SECONDS) + Duration::seconds(1);
+        let mut best: Option<(i64, NaiveDateTime)> = None;
+        for (n, candidate) in self.schedule.after(&start.and_utc()).rev().enumerate() {
+            if n >= MAX_CANDIDATES {
+                break;
+            }
+            let naive = candidate.naive_utc();
+            if let Some((_, best_naive)) = best
+                && naive < best_naive - Duration::seconds(2 * MAX_SHIFT_SECONDS)
+            {
+                break;
+            }
+            for t in self.instants(naive) {
+                if t < before && best.is_none_or(|(b, _)| t > b) {
+                    best = Some((t, naive));
+                }
+            }
+        }
+        best.map(|(t, _)| t)
+    }
+
     /// The ticks in `[from, until]`: how many, and the last `keep` of them (oldest first).
+    ///
+    /// The last ones are found walking back from `until`, never through the whole range; the
+    /// count walks at most [`MAX_COUNTED`] ticks and past that is estimated from their rate
+    /// (a schedule every second, down for a month, is 2.6 million ticks: counting them one by
+    /// one would hold the scheduler for minutes).
     pub fn ticks_between(&self, from: i64, until: i64, keep: usize) -> (u64, Vec<i64>) {
+        let mut last = Vec::with_capacity(keep);
+        let mut cursor = until.saturating_add(1);
+        while last.len() < keep {
+            match self.prev_before(cursor) {
+                Some(t) if t >= from => {
+                    last.push(t);
+                    cursor = t;
+                }
+                _ => break,
+            }
+        }
+        last.reverse();
         let mut count = 0u64;
-        let mut last = std::collections::VecDeque::with_capacity(keep + 1);
-        let mut t = match self.next_after(from - 1) {
-            Some(t) => t,
-            None => return (0, Vec::new()),
+        let Some(mut t) = self.next_after(from - 1) else {
+            return (0, last);
         };
+        let first = t;
         while t <= until {
             count += 1;
-            if keep > 0 {
-                if last.len() == keep {
-                    last.pop_front();
-                }
-                last.push_back(t);
+            if count >= MAX_COUNTED {
+                // The rate of the ticks counted, over the rest of the range.
+                let span = (t - first).max(1) as f64;
+                let rest = (until - t) as f64;
+                let estimate = (rest * (count - 1) as f64 / span) as u64;
+                return (count + estimate, last);
             }
             match self.next_after(t) {
                 Some(next) => t = next,
                 None => break,
             }
         }
-        (count, last.into_iter().collect())
+        (count.max(last.len() as u64), last)
     }
 
     /// The instants a matching local time stands for, by the module's rule.
@@ -249,6 +295,69 @@ mod tests {
             out.push(local.format("%m-%d %H:%M:%S %Z").to_string());
         }
         out
+    }
+
+    /// Walking back gives the same ticks as walking forward, across daylight saving changes in
+    /// both directions.
+    #[test]
+    fn prev_before_mirrors_next_after() {
+        for (expr, tz, from) in [
+            (
+                "0 30 2 * * *",
+                "Europe/Berlin",
+                utc_ms(2026, 3, 25, 0, 0, 0),
+            ),
+            (
+                "0 30 2 * * *",
+                "Europe/Berlin",
+                utc_ms(2026, 10, 20, 0, 0, 0),
+            ),
+            (
+                "0 */20 * * * *",
+                "America/New_York",
+                utc_ms(2026, 3, 7, 0, 0, 0),
+            ),
+            (
+                "0 */20 * * * *",
+                "America/New_York",
+                utc_ms(2026, 10, 31, 0, 0, 0),
+            ),
+            ("*/7 * * * * *", "UTC", utc_ms(2026, 1, 1, 0, 0, 0)),
+        ] {
+            let s = spec(expr, tz);
+            let mut forward = vec![s.next_after(from).expect("a tick")];
+            for _ in 0..200 {
+                let last = *forward.last().expect("one");
+                forward.push(s.next_after(last).expect("a tick"));
+            }
+            for pair in forward.windows(2) {
+                assert_eq!(
+                    s.prev_before(pair[1]),
+                    Some(pair[0]),
+                    "{expr} in {tz}: before {}",
+                    pair[1]
+                );
+            }
+        }
+    }
+
+    /// A month of an every-second schedule: the last ticks exact, the count estimated within
+    /// a hundredth, without walking 2.6 million ticks.
+    #[test]
+    fn a_long_downtime_is_counted_without_walking_it() {
+        let s = spec("* * * * * *", "UTC");
+        let from = utc_ms(2026, 1, 1, 0, 0, 0);
+        let until = utc_ms(2026, 1, 31, 0, 0, 0);
+        let (count, last) = s.ticks_between(from, until, 3);
+        assert_eq!(last, vec![until - 2000, until - 1000, until]);
+        let exact = (until - from) / 1000 + 1;
+        assert!(
+            (count as i64 - exact).abs() <= exact / 100,
+            "{count} of {exact}"
+        );
+        // Below the walking limit the count is exact.
+        let (count, last) = s.ticks_between(from, from + 60_000, 2);
+        assert_eq!((count, last), (61, vec![from + 59_000, from + 60_000]));
     }
 
     fn spec(expr: &str, tz: &str) -> CronSpec {
