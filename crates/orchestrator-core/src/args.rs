@@ -88,8 +88,11 @@ pub struct HostArgs {
 #[derive(Debug, Clone, Args)]
 pub struct IngressArgs {
     /// Invocations of one tenant's functions running at once (more wait, then 429).
-    #[arg(long, env = "PICLOUD_TENANT_CONCURRENCY", default_value_t = IngressConfig::default().tenant_concurrency)]
-    pub tenant_concurrency: u64,
+    /// Default: 32, or fewer on a small machine: no more than the machine's memory for
+    /// invocations (`--max-invocation-memory`) holds at the default 64 MiB each, so that one
+    /// tenant alone cannot take it all.
+    #[arg(long, env = "PICLOUD_TENANT_CONCURRENCY")]
+    pub tenant_concurrency: Option<u64>,
     /// Requests per second to one function (more: 429); 0 = no limit.
     #[arg(long, env = "PICLOUD_FUNCTION_RATE", default_value_t = IngressConfig::default().function_rate)]
     pub function_rate: u32,
@@ -102,9 +105,14 @@ pub struct IngressArgs {
 }
 
 impl IngressArgs {
-    pub fn config(&self) -> IngressConfig {
+    /// The configuration on a machine whose invocations may have `invocation_memory` bytes
+    /// together.
+    pub fn config(&self, invocation_memory: u64) -> IngressConfig {
+        let fits = invocation_memory / picloud_manager_core::FunctionLimits::DEFAULT.memory_bytes;
         IngressConfig {
-            tenant_concurrency: self.tenant_concurrency,
+            tenant_concurrency: self
+                .tenant_concurrency
+                .unwrap_or_else(|| IngressConfig::default().tenant_concurrency.min(fits.max(1))),
             function_rate: self.function_rate,
             tenant_rate: self.tenant_rate,
             queue_wait: Duration::from_millis(self.queue_wait_ms),
@@ -201,5 +209,29 @@ impl ScheduleArgs {
             grace: Duration::from_secs(self.schedule_grace_seconds),
             lease_margin: Duration::from_secs(self.schedule_lease_margin_seconds),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ingress(tenant_concurrency: Option<u64>) -> IngressArgs {
+        IngressArgs {
+            tenant_concurrency,
+            function_rate: 0,
+            tenant_rate: 0,
+            queue_wait_ms: 100,
+        }
+    }
+
+    /// One tenant's default concurrency at the default memory fits in the machine's memory
+    /// for invocations; a chosen one is kept as chosen.
+    #[test]
+    fn the_default_tenant_concurrency_fits_the_machine() {
+        assert_eq!(ingress(None).config(256 << 20).tenant_concurrency, 4);
+        assert_eq!(ingress(None).config(32 << 20).tenant_concurrency, 1);
+        assert_eq!(ingress(None).config(64 << 30).tenant_concurrency, 32);
+        assert_eq!(ingress(Some(50)).config(256 << 20).tenant_concurrency, 50);
     }
 }

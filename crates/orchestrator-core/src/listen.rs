@@ -399,7 +399,7 @@ const LINGER: Duration = Duration::from_secs(5);
 
 /// What a connection past a cap is answered.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n\
-content-type: application/json\r\nconnection: close\r\ncontent-length: 81\r\n\r\n\
+content-type: application/json\r\nconnection: close\r\ncontent-length: 83\r\n\r\n\
 {\"error\":{\"kind\":\"overloaded\",\"message\":\"too many connections; retry in a second\"}}";
 
 /// A client as the caps count it: its address, an IPv6 one by its /64 (one host has many).
@@ -832,16 +832,25 @@ mod tests {
     fn a_clock_reckons_from_what_the_connection_is_doing() {
         let config = ListenConfig::default();
         let clock = Arc::new(Clock::new());
-        let idle = clock.deadline(&config).expect("idle at first");
-        clock.read(1);
-        let head = clock.deadline(&config).expect("reading a head");
-        assert!(head < idle, "a head has less time than an idle connection");
+        let first = clock
+            .deadline(&config)
+            .expect("a new connection's first head is due");
         let busy = Busy::new(Arc::clone(&clock));
         assert_eq!(clock.deadline(&config), None, "a request in the app");
         clock.wrote(true);
         assert!(clock.deadline(&config).is_some(), "an answer nobody reads");
         clock.wrote(false);
         drop(busy);
-        assert!(clock.deadline(&config).is_some(), "idle again");
+        let idle = clock.deadline(&config).expect("idle after the answer");
+        assert!(
+            idle > first + (config.idle_timeout - config.header_read_timeout) / 2,
+            "an idle connection has the idle timeout, longer than a head's"
+        );
+        clock.read(1);
+        let head = clock.deadline(&config).expect("reading a head");
+        assert!(
+            head < idle,
+            "a head started has less time than an idle connection"
+        );
     }
 }

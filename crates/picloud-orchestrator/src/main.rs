@@ -123,7 +123,9 @@ async fn run(args: Args) -> Result<()> {
         tokens,
         invoker,
         ingress: Arc::new(Ingress::new(
-            args.ingress.config(),
+            // The node's executor runs on this machine, with its default budget.
+            args.ingress
+                .config(picloud_executor_core::default_total_memory()),
             Arc::new(InFlight::default()),
         )),
         recorder: Arc::clone(&recorder),

@@ -166,6 +166,7 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         .unwrap_or_else(|| args.data_dir.join("cache"));
     let mut config = executor_config(args.isolation, cache_dir);
     args.executor.apply(&mut config);
+    let invocation_memory = config.max_total_memory_bytes;
     let executor = Arc::new(
         Executor::start(config)
             .await
@@ -205,7 +206,10 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         table: Arc::clone(&table),
         tokens: Arc::clone(&tokens),
         invoker: Arc::clone(&invoker),
-        ingress: Arc::new(Ingress::new(args.ingress.config(), Arc::clone(&in_flight))),
+        ingress: Arc::new(Ingress::new(
+            args.ingress.config(invocation_memory),
+            Arc::clone(&in_flight),
+        )),
         recorder: Arc::clone(&recorder),
         max_body_bytes: args.sizes.max_body_bytes,
     };
