@@ -629,9 +629,26 @@ fn files_at_rest_are_the_servers_alone() {
 #[test]
 fn the_executor_caps_invocations_machine_wide() {
     for (args, expected_ok) in [
-        (vec!["--max-running-invocations", "2"], 2),
+        // The tenant's own concurrency chosen above the caps, so that the executor's is hit.
+        (
+            vec![
+                "--max-running-invocations",
+                "2",
+                "--tenant-concurrency",
+                "8",
+            ],
+            2,
+        ),
         // 100 MiB holds one invocation of 64 MiB.
-        (vec!["--max-invocation-memory", "104857600"], 1),
+        (
+            vec![
+                "--max-invocation-memory",
+                "104857600",
+                "--tenant-concurrency",
+                "8",
+            ],
+            1,
+        ),
     ] {
         let server = Server::start_with_args(&data_dir("exhaust-caps"), &args);
         let http = Http::new(&server);
