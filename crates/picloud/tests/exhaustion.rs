@@ -532,22 +532,24 @@ fn the_zygote_is_the_running_binary_and_trusts_nothing() {
         owner, 0,
         "a process that is not dumpable has its /proc files owned by root (its uid is {uid})"
     );
-    let workers = children(first);
-    assert!(!workers.is_empty(), "warm workers");
-    let mut limited = 0;
-    for worker in &workers {
-        // A worker may have just served and exited.
-        let Ok(limits) = std::fs::read_to_string(format!("/proc/{worker}/limits")) else {
-            continue;
-        };
-        let line = limits
-            .lines()
-            .find(|l| l.starts_with("Max data size"))
-            .expect("a data size line");
-        assert!(!line.contains("unlimited"), "worker {worker}: {line}");
-        limited += 1;
+    // Warm workers come and go (each serves once): wait for one to read.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let read: Vec<String> = children(first)
+            .into_iter()
+            .filter_map(|worker| std::fs::read_to_string(format!("/proc/{worker}/limits")).ok())
+            .collect();
+        if let Some(limits) = read.first() {
+            let line = limits
+                .lines()
+                .find(|l| l.starts_with("Max data size"))
+                .expect("a data size line");
+            assert!(!line.contains("unlimited"), "a worker's {line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no warm worker under the zygote");
+        std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(limited > 0, "no worker's limits read of {workers:?}");
 
     // Replace the binary on disk with a script that leaves a mark, and kill the zygote.
     let mark = dir.join("the-new-file-ran");
