@@ -573,6 +573,28 @@ macro_rules! insert_version {
     }};
 }
 
+/// Runs `$sql` (a `DELETE` of at most its last parameter's rows, bound to [`PRUNE_BATCH`]
+/// after `$bind`s) on `$pool` until it deletes fewer than a batch; evaluates to how many it
+/// deleted. Each batch is its own statement, so writers get their turn between them.
+macro_rules! delete_in_batches {
+    ($pool:expr, $sql:expr, $($bind:expr),+) => {{
+        let mut deleted = 0u64;
+        loop {
+            let done = sqlx::query($sql)
+                $(.bind($bind))+
+                .bind(PRUNE_BATCH)
+                .execute($pool)
+                .await
+                .map_err(StoreError::Database)?
+                .rows_affected();
+            deleted += done;
+            if done < PRUNE_BATCH as u64 {
+                break deleted;
+            }
+        }
+    }};
+}
+
 /// Locks tenant `$tenant` inside `$tx` (PostgreSQL: its row; SQLite: the write lock is held
 /// already) so that its writers of versions take turns, and evaluates to the bytes of source
 /// its versions hold.
@@ -1107,23 +1129,13 @@ macro_rules! impl_store {
                     .map_err(StoreError::Database)?;
                 let mut pruned = 0;
                 for (function_id,) in functions {
-                    loop {
-                        let done = sqlx::query(
-                            "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
-                             WHERE function_id = $1 AND at < $2 LIMIT $3)",
-                        )
-                        .bind(function_id)
-                        .bind(older_than)
-                        .bind(PRUNE_BATCH)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(StoreError::Database)?
-                        .rows_affected();
-                        pruned += done;
-                        if done < PRUNE_BATCH as u64 {
-                            break;
-                        }
-                    }
+                    pruned += delete_in_batches!(
+                        &self.pool,
+                        "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+                         WHERE function_id = $1 AND at < $2 LIMIT $3)",
+                        function_id,
+                        older_than
+                    );
                     // The oldest record kept; older ones go.
                     let oldest_kept: Option<(i64, i64)> = sqlx::query_as(
                         "SELECT at, id FROM invocations WHERE function_id = $1 \
@@ -1135,24 +1147,14 @@ macro_rules! impl_store {
                     .await
                     .map_err(StoreError::Database)?;
                     let Some((at, id)) = oldest_kept else { continue };
-                    loop {
-                        let done = sqlx::query(
-                            "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
-                             WHERE function_id = $1 AND (at, id) < ($2, $3) LIMIT $4)",
-                        )
-                        .bind(function_id)
-                        .bind(at)
-                        .bind(id)
-                        .bind(PRUNE_BATCH)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(StoreError::Database)?
-                        .rows_affected();
-                        pruned += done;
-                        if done < PRUNE_BATCH as u64 {
-                            break;
-                        }
-                    }
+                    pruned += delete_in_batches!(
+                        &self.pool,
+                        "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+                         WHERE function_id = $1 AND (at, id) < ($2, $3) LIMIT $4)",
+                        function_id,
+                        at,
+                        id
+                    );
                 }
                 // Then each tenant, all its functions together: the oldest go first.
                 let tenants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM tenants")
@@ -1170,24 +1172,14 @@ macro_rules! impl_store {
                     .await
                     .map_err(StoreError::Database)?;
                     let Some((at, id)) = oldest_kept else { continue };
-                    loop {
-                        let done = sqlx::query(
-                            "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
-                             WHERE tenant_id = $1 AND (at, id) < ($2, $3) LIMIT $4)",
-                        )
-                        .bind(tenant_id)
-                        .bind(at)
-                        .bind(id)
-                        .bind(PRUNE_BATCH)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(StoreError::Database)?
-                        .rows_affected();
-                        pruned += done;
-                        if done < PRUNE_BATCH as u64 {
-                            break;
-                        }
-                    }
+                    pruned += delete_in_batches!(
+                        &self.pool,
+                        "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+                         WHERE tenant_id = $1 AND (at, id) < ($2, $3) LIMIT $4)",
+                        tenant_id,
+                        at,
+                        id
+                    );
                 }
                 Ok(pruned)
             }

@@ -263,12 +263,22 @@ impl Listener {
         let conn = builder.serve_connection(io, service);
         tokio::pin!(conn);
         let mut stopping = false;
+        // The watchdog wakes at the connection's deadline, and at least every `step`: nothing a
+        // request does moves a deadline earlier than that (a head starts at most `step` after
+        // the watchdog last slept; a blocked write's deadline is `idle_timeout` away), so no
+        // request has to wake it.
+        let step = self
+            .config
+            .header_read_timeout
+            .min(self.config.idle_timeout);
         loop {
-            let deadline = clock.deadline(&self.config);
+            let now = Instant::now();
+            let wake = clock
+                .deadline(&self.config)
+                .map_or(now + step, |d| d.min(now + step));
             tokio::select! {
                 _ = conn.as_mut() => return,
-                () = clock.changed.notified() => {}
-                () = sleep_until(deadline) => {
+                () = sleep_until(Some(wake)) => {
                     if clock.deadline(&self.config).is_some_and(|d| d <= Instant::now()) {
                         // Dropping the connection closes it.
                         return;
@@ -298,11 +308,16 @@ impl Listener {
         };
         let deadline = tokio::time::Instant::now() + self.config.body_read_timeout;
         let request = request.map(|body| {
-            Body::new(DeadlineBody::new(
-                body,
-                deadline,
-                self.config.body_read_timeout,
-            ))
+            if body.is_end_stream() {
+                // No body (a GET): nothing to time.
+                Body::new(body)
+            } else {
+                Body::new(DeadlineBody::new(
+                    body,
+                    deadline,
+                    self.config.body_read_timeout,
+                ))
+            }
         });
         let response = match self.app.clone().oneshot(request).await {
             Ok(response) => response,
@@ -489,7 +504,6 @@ struct Clock {
     write_blocked_since: AtomicU64,
     /// Requests in the app, or whose answer is being written.
     busy: AtomicUsize,
-    changed: Notify,
 }
 
 impl Clock {
@@ -501,7 +515,6 @@ impl Clock {
             head_since: AtomicU64::new(1),
             write_blocked_since: AtomicU64::new(0),
             busy: AtomicUsize::new(0),
-            changed: Notify::new(),
         }
     }
 
@@ -534,14 +547,13 @@ impl Clock {
     }
 
     fn read(&self, bytes: usize) {
-        if bytes > 0
-            && self.busy.load(Ordering::Acquire) == 0
-            && self
-                .head_since
-                .compare_exchange(0, self.now(), Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
-            self.changed.notify_one();
+        if bytes > 0 && self.busy.load(Ordering::Acquire) == 0 {
+            let _ = self.head_since.compare_exchange(
+                0,
+                self.now(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
@@ -550,7 +562,6 @@ impl Clock {
         if blocked && was == 0 {
             self.write_blocked_since
                 .store(self.now(), Ordering::Release);
-            self.changed.notify_one();
         } else if !blocked && was != 0 {
             self.write_blocked_since.store(0, Ordering::Release);
         }
@@ -567,7 +578,6 @@ impl Busy {
         clock.busy.fetch_add(1, Ordering::AcqRel);
         clock.head_since.store(0, Ordering::Release);
         clock.idle_since.store(0, Ordering::Release);
-        clock.changed.notify_one();
         Self(clock)
     }
 }
@@ -576,7 +586,6 @@ impl Drop for Busy {
     fn drop(&mut self) {
         if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle_since.store(self.0.now(), Ordering::Release);
-            self.0.changed.notify_one();
         }
     }
 }
@@ -678,7 +687,10 @@ impl AsyncWrite for Watched {
 /// [`BodyTimedOut`] (the endpoints answer `408`).
 struct DeadlineBody {
     inner: Incoming,
-    deadline: Pin<Box<tokio::time::Sleep>>,
+    deadline: tokio::time::Instant,
+    /// Made the first time the body is not there yet: a body that arrives at once arms no
+    /// timer.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     timeout: Duration,
     done: bool,
 }
@@ -688,7 +700,8 @@ impl DeadlineBody {
         Self {
             done: inner.is_end_stream(),
             inner,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            deadline,
+            sleep: None,
             timeout,
         }
     }
@@ -713,7 +726,11 @@ impl HttpBody for DeadlineBody {
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => {
-                if self.deadline.as_mut().poll(cx).is_ready() {
+                let deadline = self.deadline;
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if sleep.as_mut().poll(cx).is_ready() {
                     self.done = true;
                     return Poll::Ready(Some(Err(BodyTimedOut(self.timeout.as_secs()).into())));
                 }

@@ -310,7 +310,8 @@ pub enum SealError {
     Store(#[from] picloud_manager_core::StoreError),
 }
 
-/// `store`, sealing and opening secret variables with the key at `path` (made there at first
+/// `store`, sealing and opening secret variables with the key at `path` (default:
+/// `secret.key` in `data_dir`; made there at first
 /// start when `create` is set, as the all-in-one server and the manager do; a cluster's nodes
 /// are given the manager's). Secrets stored in the clear are sealed now, and every sealed one
 /// must open with this key: a start with the wrong key stops here, saying so.
@@ -320,9 +321,12 @@ pub enum SealError {
 /// When the key cannot be read or made, or does not open the secrets in the database.
 pub async fn with_secret_key(
     store: AnyStore,
-    path: &std::path::Path,
+    path: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
     create: bool,
 ) -> Result<AnyStore, SealError> {
+    let default = data_dir.join("secret.key");
+    let path = path.unwrap_or(&default);
     let key = picloud_manager_core::secrets::KeySource::new(path, create)?;
     if key.key().is_none() {
         tracing::warn!(

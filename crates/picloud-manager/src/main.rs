@@ -87,13 +87,14 @@ async fn run(args: Args) -> Result<()> {
     );
     picloud_orchestrator_core::node::private_dir(&args.data_dir)
         .with_context(|| format!("the data directory {}", args.data_dir.display()))?;
-    let key_file = args
-        .secret_key_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("secret.key"));
-    let store = picloud_orchestrator_core::node::with_secret_key(store, &key_file, true)
-        .await
-        .context("sealing secrets")?;
+    let store = picloud_orchestrator_core::node::with_secret_key(
+        store,
+        args.secret_key_file.as_deref(),
+        &args.data_dir,
+        true,
+    )
+    .await
+    .context("sealing secrets")?;
     announce_admin(&store, args.admin_token.as_deref()).await?;
     // No endpoint runs here: its metrics are its test executor's pool and its record queue.
     let Parts {

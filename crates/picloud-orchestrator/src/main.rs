@@ -80,14 +80,15 @@ async fn run(args: Args) -> Result<()> {
             .await
             .context("opening PostgreSQL")?,
     );
-    let key_file = args
-        .secret_key_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("secret.key"));
     // A node never makes a key of its own: one that differs from the manager's opens nothing.
-    let store = picloud_orchestrator_core::node::with_secret_key(store, &key_file, false)
-        .await
-        .context("opening sealed secrets")?;
+    let store = picloud_orchestrator_core::node::with_secret_key(
+        store,
+        args.secret_key_file.as_deref(),
+        &args.data_dir,
+        false,
+    )
+    .await
+    .context("opening sealed secrets")?;
     let runner = Runner::remote(ExecutorClient::new(&args.executor_socket));
     let metrics = Arc::new(Metrics::new());
     let table = start_routing(store.clone(), Arc::clone(&metrics))

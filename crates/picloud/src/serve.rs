@@ -152,13 +152,14 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
             )
         }
     };
-    let key_file = args
-        .secret_key_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("secret.key"));
-    let store = picloud_orchestrator_core::node::with_secret_key(store, &key_file, true)
-        .await
-        .context("sealing secrets")?;
+    let store = picloud_orchestrator_core::node::with_secret_key(
+        store,
+        args.secret_key_file.as_deref(),
+        &args.data_dir,
+        true,
+    )
+    .await
+    .context("sealing secrets")?;
     announce_admin(&store, args.admin_token.as_deref()).await?;
     let cache_dir = args
         .cache_dir

@@ -1210,3 +1210,40 @@ async fn the_executor_service_stops_an_invocation_whose_orchestrator_went_away()
     let _ = stop_tx.send(());
     assert!(serving.await.expect("served"), "exchanges finished");
 }
+
+/// Waiting for a worker counts against the invocation's deadline (before: the deadline started
+/// when a worker was found, so an invocation could wait without bound and then run its whole
+/// timeout). With no warm worker and the zygote stopped, none can come: the invocation ends
+/// `timeout` at its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_a_worker_counts_against_the_deadline() {
+    let mut config = config(Isolation::Process);
+    config.process.min_warm = 0;
+    let ex = Executor::start(config).await.expect("the executor starts");
+    let zygote = ex.zygote_pid().expect("a zygote");
+    // SAFETY: kill(2) on the zygote this test started; it is continued below.
+    assert_eq!(unsafe { libc::kill(zygote, libc::SIGSTOP) }, 0);
+    let limits = Limits {
+        timeout_ms: 300,
+        ..Limits::default()
+    };
+    let ended = tokio::time::timeout(
+        Duration::from_secs(10),
+        ex.invoke(
+            r#"fn handle(req) { "ran" }"#,
+            &InvocationRequest::get("/"),
+            &limits,
+        ),
+    )
+    .await;
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(zygote, libc::SIGCONT) }, 0);
+    let result = ended.expect("the invocation ends at its deadline, not when a worker comes");
+    assert_eq!(result.outcome.kind(), "timeout", "{result:?}");
+    assert_eq!(result.fuel_used, 0, "it never ran");
+    // The pool recovers once the zygote runs again.
+    assert_eq!(
+        body(&run(&ex, r#"fn handle(req) { "after" }"#).await),
+        "after"
+    );
+}
