@@ -451,6 +451,18 @@ pub struct Recorder {
     /// To the spool's writer thread: a record's line and the record, appended to the spool and
     /// then queued there, so that no disk write happens on the request path.
     spooler: Option<std::sync::mpsc::SyncSender<(Vec<u8>, InvocationRecord)>>,
+    /// Joined when the recorder is dropped: what it was handed is in the spool by then.
+    spool_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once it has appended everything sent.
+        drop(self.spooler.take());
+        if let Some(thread) = self.spool_thread.get_mut().ok().and_then(Option::take) {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// Records a live tail keeps that its reader has not taken yet; past this, its newest records
@@ -584,12 +596,18 @@ impl Recorder {
             tails: Tails::default(),
             spool,
             spooler,
+            spool_thread: std::sync::Mutex::new(None),
         });
-        if let Some(spooled) = spooled {
+        if let (Some(spooled), Some(spool)) = (spooled, &recorder.spool) {
             let weak = Arc::downgrade(&recorder);
-            std::thread::Builder::new()
+            let spool = Arc::clone(spool);
+            let queue = recorder.queue.clone();
+            let thread = std::thread::Builder::new()
                 .name("picloud-spool".into())
-                .spawn(move || spool_lines(&weak, &spooled))?;
+                .spawn(move || spool_lines(&spool, &queue, &weak, &spooled))?;
+            if let Ok(mut slot) = recorder.spool_thread.lock() {
+                *slot = Some(thread);
+            }
         }
         tokio::spawn(write_batches(
             Arc::clone(&recorder),
@@ -670,17 +688,22 @@ impl Recorder {
 /// The spool's writer thread: appends each record's line to the spool and queues the record,
 /// both under the spool's lock (what sealing relies on). A slow disk (an SD card) slows this
 /// thread, never a request: past its queue, records are dropped and counted as a full record
-/// queue drops them. It ends with the recorder.
+/// queue drops them. It ends with the recorder, after appending everything it was sent (so a
+/// recorder dropped with records still on their way leaves them in the spool).
 fn spool_lines(
+    spool: &Spool,
+    queue: &mpsc::Sender<InvocationRecord>,
     recorder: &std::sync::Weak<Recorder>,
     lines: &std::sync::mpsc::Receiver<(Vec<u8>, InvocationRecord)>,
 ) {
     while let Ok((line, record)) = lines.recv() {
-        let Some(recorder) = recorder.upgrade() else {
-            return;
-        };
-        let Some(spool) = &recorder.spool else { return };
-        if !spool.append_if(&line, || recorder.queue.try_send(record).is_ok()) {
+        let appended = spool.append_if(&line, || match queue.try_send(record) {
+            Ok(()) => true,
+            // The writer is gone (the process is ending): the line is kept for the next start.
+            Err(mpsc::error::TrySendError::Closed(_)) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => false,
+        });
+        if !appended && let Some(recorder) = recorder.upgrade() {
             recorder.not_queued();
         }
     }
