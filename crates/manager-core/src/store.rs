@@ -595,6 +595,38 @@ macro_rules! delete_in_batches {
     }};
 }
 
+/// Deletes, in batches, the records of `$column = $owner` past its newest `$keep` (by time, then
+/// id); evaluates to how many.
+macro_rules! keep_newest {
+    ($pool:expr, $column:literal, $owner:expr, $keep:expr) => {{
+        let oldest_kept: Option<(i64, i64)> = sqlx::query_as(concat!(
+            "SELECT at, id FROM invocations WHERE ",
+            $column,
+            " = $1 \
+             ORDER BY at DESC, id DESC LIMIT 1 OFFSET $2"
+        ))
+        .bind($owner)
+        .bind(i64::from($keep.max(1)) - 1)
+        .fetch_optional($pool)
+        .await
+        .map_err(StoreError::Database)?;
+        match oldest_kept {
+            Some((at, id)) => delete_in_batches!(
+                $pool,
+                concat!(
+                    "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations WHERE ",
+                    $column,
+                    " = $1 AND (at, id) < ($2, $3) LIMIT $4)"
+                ),
+                $owner,
+                at,
+                id
+            ),
+            None => 0,
+        }
+    }};
+}
+
 /// Locks tenant `$tenant` inside `$tx` (PostgreSQL: its row; SQLite: the write lock is held
 /// already) so that its writers of versions take turns, and evaluates to the bytes of source
 /// its versions hold.
@@ -1136,25 +1168,7 @@ macro_rules! impl_store {
                         function_id,
                         older_than
                     );
-                    // The oldest record kept; older ones go.
-                    let oldest_kept: Option<(i64, i64)> = sqlx::query_as(
-                        "SELECT at, id FROM invocations WHERE function_id = $1 \
-                         ORDER BY at DESC, id DESC LIMIT 1 OFFSET $2",
-                    )
-                    .bind(function_id)
-                    .bind(i64::from(per_function.max(1)) - 1)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                    let Some((at, id)) = oldest_kept else { continue };
-                    pruned += delete_in_batches!(
-                        &self.pool,
-                        "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
-                         WHERE function_id = $1 AND (at, id) < ($2, $3) LIMIT $4)",
-                        function_id,
-                        at,
-                        id
-                    );
+                    pruned += keep_newest!(&self.pool, "function_id", function_id, per_function);
                 }
                 // Then each tenant, all its functions together: the oldest go first.
                 let tenants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM tenants")
@@ -1162,24 +1176,7 @@ macro_rules! impl_store {
                     .await
                     .map_err(StoreError::Database)?;
                 for (tenant_id,) in tenants {
-                    let oldest_kept: Option<(i64, i64)> = sqlx::query_as(
-                        "SELECT at, id FROM invocations WHERE tenant_id = $1 \
-                         ORDER BY at DESC, id DESC LIMIT 1 OFFSET $2",
-                    )
-                    .bind(tenant_id)
-                    .bind(i64::from(per_tenant.max(1)) - 1)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                    let Some((at, id)) = oldest_kept else { continue };
-                    pruned += delete_in_batches!(
-                        &self.pool,
-                        "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
-                         WHERE tenant_id = $1 AND (at, id) < ($2, $3) LIMIT $4)",
-                        tenant_id,
-                        at,
-                        id
-                    );
+                    pruned += keep_newest!(&self.pool, "tenant_id", tenant_id, per_tenant);
                 }
                 Ok(pruned)
             }
