@@ -247,6 +247,29 @@ fn bodies_are_bounded_and_wait_for_the_token() {
         assert!(answer.contains("request_timeout"), "{answer}");
     }
 
+    // Clients that vanish mid-body (with a NUL, invalid UTF-8 and control bytes sent first)
+    // give their share of the budget back: three more stalled bodies fit again afterwards.
+    for _ in 0..3 {
+        let mut gone = TcpStream::connect(&server.addr).expect("connect");
+        gone.write_all(stalled_head("/fn/t1/f").as_bytes())
+            .expect("write");
+        gone.write_all(b"\0\xff\xfe\x01\r\n").expect("write");
+        drop(gone);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let refilled: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(&server.addr).expect("connect");
+            s.write_all(stalled_head("/fn/t1/f").as_bytes())
+                .expect("write");
+            s
+        })
+        .collect();
+    for mut s in refilled {
+        let answer = until_closed(&mut s, Duration::from_secs(10)).unwrap_or_default();
+        assert_eq!(status_of(&answer), Some(408), "a refilled place: {answer}");
+    }
+
     // The budget is back: a whole body goes through.
     let body = "x".repeat(100_000);
     let (s, b) = http.call(
