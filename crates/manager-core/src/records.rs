@@ -66,7 +66,8 @@ impl Trigger {
 /// A record as kept and listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct InvocationRecord {
-    /// Increasing; 0 in the live tail (not written yet).
+    /// Random (below 2^53), chosen when the invocation ends: the same in the live tail, in an
+    /// endpoint's error answer (`invocation`) and once written.
     pub id: i64,
     #[serde(skip)]
     pub tenant_id: i64,
@@ -119,7 +120,7 @@ impl InvocationRecord {
             .map_or(result.outcome.http_status(), |r| r.status);
         let at = crate::store::now_ms() - (result.duration_us / 1000) as i64;
         Self {
-            id: 0,
+            id: crate::store::random_id(),
             tenant_id,
             function_id,
             version,
@@ -450,7 +451,11 @@ pub struct Recorder {
     spool: Option<Arc<Spool>>,
     /// To the spool's writer thread: a record's line and the record, appended to the spool and
     /// then queued there, so that no disk write happens on the request path.
-    spooler: Option<std::sync::mpsc::SyncSender<(Vec<u8>, InvocationRecord)>>,
+    spooler: Option<std::sync::mpsc::SyncSender<ToSpool>>,
+    /// Set when a [`Recorder::record_spooled`] gave up waiting for the spool's thread (a
+    /// stalled disk); cleared by the thread once it has caught up. While set, callers do not
+    /// wait at all, so that a dying SD card costs each request nothing, not [`SPOOL_WAIT`].
+    spool_behind: Arc<AtomicBool>,
     /// Joined when the recorder is dropped: what it was handed is in the spool by then.
     spool_thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -464,6 +469,22 @@ impl Drop for Recorder {
         }
     }
 }
+
+/// A record on its way to the spool's thread: its spool line, the record, and whom to tell once
+/// the line is appended (or the record dropped).
+struct ToSpool {
+    line: Vec<u8>,
+    record: InvocationRecord,
+    appended: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// The longest [`Recorder::record_spooled`] waits for its record to reach the spool. The
+/// append itself takes microseconds (a write to the page cache); the bound is for a disk that
+/// stalls, so that it delays an answer by at most this, once.
+pub const SPOOL_WAIT: Duration = Duration::from_millis(100);
+
+/// Most records the spool's thread appends in one write.
+const SPOOL_BATCH: usize = 256;
 
 /// Records a live tail keeps that its reader has not taken yet; past this, its newest records
 /// are dropped and counted for that tail alone.
@@ -596,15 +617,17 @@ impl Recorder {
             tails: Tails::default(),
             spool,
             spooler,
+            spool_behind: Arc::new(AtomicBool::new(false)),
             spool_thread: std::sync::Mutex::new(None),
         });
         if let (Some(spooled), Some(spool)) = (spooled, &recorder.spool) {
             let weak = Arc::downgrade(&recorder);
             let spool = Arc::clone(spool);
             let queue = recorder.queue.clone();
+            let behind = Arc::clone(&recorder.spool_behind);
             let thread = std::thread::Builder::new()
                 .name("picloud-spool".into())
-                .spawn(move || spool_lines(&spool, &queue, &weak, &spooled))?;
+                .spawn(move || spool_lines(&spool, &queue, &weak, &spooled, &behind))?;
             if let Ok(mut slot) = recorder.spool_thread.lock() {
                 *slot = Some(thread);
             }
@@ -620,13 +643,47 @@ impl Recorder {
     }
 
     /// Queues a record without waiting; a full queue drops it and counts it.
-    pub fn record(&self, mut record: InvocationRecord) {
+    pub fn record(&self, record: InvocationRecord) {
+        self.enqueue(record, None);
+    }
+
+    /// Queues a record and waits (at most [`SPOOL_WAIT`], without blocking a thread) until it
+    /// is in the spool, so that a caller who answers afterwards answers only what survives the
+    /// process being killed. A spool known to be behind is not waited for.
+    pub async fn record_spooled(&self, record: InvocationRecord) {
+        if self.spooler.is_none() || self.spool_behind.load(Ordering::Acquire) {
+            self.enqueue(record, None);
+            return;
+        }
+        let (appended, spooled) = tokio::sync::oneshot::channel();
+        self.enqueue(record, Some(appended));
+        // A dropped sender (the record was dropped, the process is ending) ends the wait too.
+        if tokio::time::timeout(SPOOL_WAIT, spooled).await.is_err() {
+            self.spool_behind.store(true, Ordering::Release);
+            tracing::warn!(
+                wait_ms = SPOOL_WAIT.as_millis() as u64,
+                "the record spool is behind (a slow disk?): answering without waiting for it"
+            );
+        }
+    }
+
+    fn enqueue(
+        &self,
+        mut record: InvocationRecord,
+        appended: Option<tokio::sync::oneshot::Sender<()>>,
+    ) {
         make_storable(&mut record);
         self.tails.publish(&record);
         self.outstanding.fetch_add(1, Ordering::AcqRel);
         let queued = match &self.spooler {
             // The spool's thread appends it and then queues it (see `spool_lines`).
-            Some(spooler) => spooler.try_send((Spool::line(&record), record)).is_ok(),
+            Some(spooler) => spooler
+                .try_send(ToSpool {
+                    line: Spool::line(&record),
+                    record,
+                    appended,
+                })
+                .is_ok(),
             None => self.queue.try_send(record).is_ok(),
         };
         if !queued {
@@ -685,26 +742,61 @@ impl Recorder {
     }
 }
 
-/// The spool's writer thread: appends each record's line to the spool and queues the record,
-/// both under the spool's lock (what sealing relies on). A slow disk (an SD card) slows this
-/// thread, never a request: past its queue, records are dropped and counted as a full record
-/// queue drops them. It ends with the recorder, after appending everything it was sent (so a
-/// recorder dropped with records still on their way leaves them in the spool).
+/// The spool's writer thread: appends records' lines to the spool and queues the records, both
+/// under the spool's lock (what sealing relies on), as many as are waiting in one write, then
+/// tells those waiting for it. A slow disk (an SD card) slows this thread, never a request:
+/// past its queue, records are dropped and counted as a full record queue drops them. It ends
+/// with the recorder, after appending everything it was sent (so a recorder dropped with
+/// records still on their way leaves them in the spool).
 fn spool_lines(
     spool: &Spool,
     queue: &mpsc::Sender<InvocationRecord>,
     recorder: &std::sync::Weak<Recorder>,
-    lines: &std::sync::mpsc::Receiver<(Vec<u8>, InvocationRecord)>,
+    lines: &std::sync::mpsc::Receiver<ToSpool>,
+    behind: &AtomicBool,
 ) {
-    while let Ok((line, record)) = lines.recv() {
-        let appended = spool.append_if(&line, || match queue.try_send(record) {
-            Ok(()) => true,
-            // The writer is gone (the process is ending): the line is kept for the next start.
-            Err(mpsc::error::TrySendError::Closed(_)) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => false,
-        });
-        if !appended && let Some(recorder) = recorder.upgrade() {
-            recorder.not_queued();
+    let mut batch = Vec::with_capacity(SPOOL_BATCH);
+    while let Ok(first) = lines.recv() {
+        batch.push(first);
+        // Whether the channel was found empty: the thread has caught up with its callers.
+        let mut drained = false;
+        while batch.len() < SPOOL_BATCH {
+            match lines.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => {
+                    drained = true;
+                    break;
+                }
+            }
+        }
+        let mut waiting = Vec::with_capacity(batch.len());
+        let taken = spool.append_queued(
+            batch.drain(..).map(|m| {
+                waiting.push(m.appended);
+                (m.line, m.record)
+            }),
+            |record| match queue.try_send(record) {
+                Ok(()) => true,
+                // The writer is gone (the process is ending): the line is kept for the next
+                // start.
+                Err(mpsc::error::TrySendError::Closed(_)) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => false,
+            },
+        );
+        let dropped = taken.iter().filter(|took| !**took).count();
+        if dropped > 0
+            && let Some(recorder) = recorder.upgrade()
+        {
+            for _ in 0..dropped {
+                recorder.not_queued();
+            }
+        }
+        for appended in waiting.into_iter().flatten() {
+            let _ = appended.send(());
+        }
+        if drained && behind.load(Ordering::Relaxed) {
+            behind.store(false, Ordering::Release);
+            tracing::info!("the record spool has caught up");
         }
     }
 }
@@ -951,6 +1043,7 @@ mod tests {
         // test: 100 records, each returning at once.
         let caller = {
             let recorder = Arc::clone(&recorder);
+            let result = result.clone();
             std::thread::spawn(move || {
                 for _ in 0..100 {
                     recorder.record(InvocationRecord::new(
@@ -972,8 +1065,52 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(recorder.dropped(), 0);
+        // A caller that waits for the spool gives up after a bound, and the callers after it,
+        // the spool known to be behind, do not wait at all: 50 of them within one bound.
+        let waited = std::time::Instant::now();
+        recorder
+            .record_spooled(InvocationRecord::new(
+                tenant,
+                function,
+                1,
+                Trigger::Http,
+                &result,
+            ))
+            .await;
+        assert!(waited.elapsed() >= SPOOL_WAIT, "it waited for the spool");
+        assert!(recorder.spool_behind.load(Ordering::Acquire));
+        let skipped = tokio::time::timeout(SPOOL_WAIT, async {
+            for _ in 0..50 {
+                recorder
+                    .record_spooled(InvocationRecord::new(
+                        tenant,
+                        function,
+                        1,
+                        Trigger::Http,
+                        &result,
+                    ))
+                    .await;
+            }
+        })
+        .await;
+        assert!(
+            skipped.is_ok(),
+            "callers waited for a spool known to be behind"
+        );
         release_tx.send(()).expect("release");
         staller.join().expect("staller");
+        assert!(recorder.flush(Duration::from_secs(20)).await, "all written");
+        // Caught up, the next caller waits for its record again.
+        recorder
+            .record_spooled(InvocationRecord::new(
+                tenant,
+                function,
+                1,
+                Trigger::Http,
+                &result,
+            ))
+            .await;
+        assert!(!recorder.spool_behind.load(Ordering::Acquire), "caught up");
         assert!(recorder.flush(Duration::from_secs(20)).await, "all written");
         let filter = RecordFilter {
             limit: 1_000,
@@ -985,8 +1122,70 @@ mod tests {
                 .await
                 .expect("records")
                 .len(),
-            100
+            152
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// When `record_spooled` returns, the record is in a spool file: a process killed right
+    /// after it answered writes the record when it starts again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_spooled_record_is_on_file_when_the_caller_goes_on() {
+        let dir = std::env::temp_dir().join(format!("picloud-spooled-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let store = AnyStore::Sqlite(
+            crate::SqliteStore::open(&dir.join("db.sqlite"))
+                .await
+                .expect("store"),
+        );
+        let tenant = store.create_tenant("t").await.expect("tenant").id;
+        let function = store
+            .create_function(tenant, "f", true)
+            .await
+            .expect("function")
+            .id;
+        let recorder = Recorder::start(
+            store.clone(),
+            RecordConfig {
+                spool: Some(dir.join("spool")),
+                ..RecordConfig::default()
+            },
+        )
+        .expect("recorder");
+        let result =
+            InvocationResult::failed(picloud_shared::Outcome::Ok, Duration::from_millis(1));
+        let all = RecordFilter {
+            limit: 1_000,
+            ..RecordFilter::default()
+        };
+        for n in 0..20 {
+            // The database does not give a record's key back: each is told by its duration.
+            let mut record = InvocationRecord::new(tenant, function, 1, Trigger::Http, &result);
+            let mark = 1_000 + n;
+            record.duration_us = mark;
+            recorder.record_spooled(record).await;
+            let spooled: Vec<u64> = std::fs::read_dir(dir.join("spool"))
+                .expect("spool dir")
+                .filter_map(Result::ok)
+                .filter_map(|e| spool::read_segment(&e.path()).ok())
+                .flatten()
+                .map(|r| r.duration_us)
+                .collect();
+            // A segment is removed only once its records are written: a record not found in
+            // the spool must then be in the database.
+            let found = spooled.contains(&mark)
+                || store
+                    .records(function, &all)
+                    .await
+                    .expect("records")
+                    .iter()
+                    .any(|r| r.duration_us == mark);
+            assert!(
+                found,
+                "record {n} is neither spooled nor written when record_spooled returned"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -2,7 +2,8 @@
 //! queue may lose it, so that a process killed with records still queued (SIGKILL, a crash,
 //! the OOM killer) writes them when it starts again. A write to the file reaches the kernel,
 //! which keeps it past the process's death; a machine that loses power can still lose the last
-//! few records (there is no fsync on the request path).
+//! few records (there is no fsync). The appends are made by a thread of their own, in batches,
+//! and an endpoint's answer waits (boundedly) for its record's (`Recorder::record_spooled`).
 //!
 //! Records go to numbered segment files. The writer *seals* the current segment before taking
 //! a batch (all of whose records are then in sealed segments, since appending and queueing
@@ -129,16 +130,31 @@ impl Spool {
         bytes
     }
 
-    /// Runs `queue` and, if it took the record, appends its `line`, both under the spool's
-    /// lock. Returns what `queue` returned.
-    pub(crate) fn append_if(&self, line: &[u8], queue: impl FnOnce() -> bool) -> bool {
+    /// Runs `queue` on each of `lines`' records and appends the lines of those it took, in one
+    /// write, all under the spool's lock. Returns, per record, what `queue` returned.
+    pub(crate) fn append_queued<T>(
+        &self,
+        lines: impl IntoIterator<Item = (Vec<u8>, T)>,
+        mut queue: impl FnMut(T) -> bool,
+    ) -> Vec<bool> {
         let mut segment = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if !queue() {
-            return false;
+        let mut buffer = Vec::new();
+        let taken: Vec<bool> = lines
+            .into_iter()
+            .map(|(line, record)| {
+                let took = queue(record);
+                if took {
+                    buffer.extend_from_slice(&line);
+                }
+                took
+            })
+            .collect();
+        if buffer.is_empty() {
+            return taken;
         }
         // One write: a line is never interleaved with another.
         use std::sync::atomic::Ordering;
-        match segment.file.write_all(line) {
+        match segment.file.write_all(&buffer) {
             Err(e) if !self.failing.swap(true, Ordering::Relaxed) => tracing::warn!(
                 error = %e,
                 dir = %self.dir.display(),
@@ -149,7 +165,7 @@ impl Spool {
             }
             _ => {}
         }
-        true
+        taken
     }
 
     /// Starts a new segment and returns the number of the last sealed one. `then` runs under
