@@ -1094,7 +1094,9 @@ macro_rules! impl_store {
                     );
                     insert.push_values(chunk, |mut row, r| {
                         let logs = serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into());
-                        row.push_bind(random_id())
+                        // Chosen at the record's making; 0 only in a spool line of an earlier
+                        // version.
+                        row.push_bind(if r.id > 0 { r.id } else { random_id() })
                             .push_bind(r.tenant_id)
                             .push_bind(r.function_id)
                             .push_bind(r.version)
@@ -1728,6 +1730,44 @@ macro_rules! impl_store {
     };
 }
 
+/// Migration 10's second half, on either database: each schedule it marked gets the
+/// `next_run_at` of cron(5)'s days of week ([`crate::schedules::recheck_weekdays`]), then loses
+/// the mark. A compare-and-set on the old `next_run_at`: a server starting beside a running
+/// scheduler changes nothing that scheduler has claimed since.
+macro_rules! recheck_weekdays {
+    ($pool:expr) => {{
+        let marked: Vec<(i64, String, String, i64)> = sqlx::query_as(
+            "SELECT id, cron, time_zone, next_run_at FROM schedules WHERE weekdays_recheck",
+        )
+        .fetch_all($pool)
+        .await
+        .map_err(StoreError::Database)?;
+        let now = now_ms();
+        for (id, cron, time_zone, next_run_at) in marked {
+            let next = crate::schedules::recheck_weekdays(&cron, &time_zone, next_run_at, now);
+            if let Some(next) = next {
+                tracing::info!(
+                    schedule = id,
+                    %cron,
+                    from = next_run_at,
+                    to = next,
+                    "schedule's next run recomputed for cron(5) weekdays"
+                );
+            }
+            sqlx::query(
+                "UPDATE schedules SET next_run_at = $1, weekdays_recheck = FALSE \
+                 WHERE id = $2 AND next_run_at = $3 AND weekdays_recheck",
+            )
+            .bind(next.unwrap_or(next_run_at))
+            .bind(id)
+            .bind(next_run_at)
+            .execute($pool)
+            .await
+            .map_err(StoreError::Database)?;
+        }
+    }};
+}
+
 /// The store on PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -1752,6 +1792,7 @@ impl PgStore {
         sqlx::migrate!("../../migrations/postgres")
             .run(&pool)
             .await?;
+        recheck_weekdays!(&pool);
         Ok(Self {
             pool,
             secrets: None,
@@ -1793,6 +1834,7 @@ impl SqliteStore {
             .await
             .map_err(StoreError::Database)?;
         sqlx::migrate!("../../migrations/sqlite").run(&pool).await?;
+        recheck_weekdays!(&pool);
         let (events, _) = broadcast::channel(1024);
         Ok(Self {
             pool,

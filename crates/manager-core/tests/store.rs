@@ -995,3 +995,98 @@ async fn schedules_are_claimed_once_and_leased(s: &impl Store) {
     assert_eq!(s.schedule(sc.id).await.expect("get"), None);
     assert!(s.schedule_runs(sc.id, 10).await.expect("runs").is_empty());
 }
+
+/// Migration 10: schedules stored under the old day-of-week reading get the `next_run_at` of
+/// cron(5)'s when a server starts, once; those whose days did not change keep theirs.
+mod weekdays_are_rechecked_at_start {
+    use super::*;
+    use chrono::{Datelike, TimeZone, Weekday};
+
+    const FUTURE: i64 = 1_893_920_400_000; // 2030-01-06 09:00 UTC, a Sunday
+
+    async fn stored(s: &impl Store) -> [i64; 3] {
+        let t = s.create_tenant("t").await.expect("tenant");
+        let f = s.create_function(t.id, "f", true).await.expect("function");
+        let mut ids = [0; 3];
+        for (i, cron) in ["0 9 * * 1-5", "0 9 * * *", "0 9 * * mon-fri"]
+            .into_iter()
+            .enumerate()
+        {
+            ids[i] = s
+                .create_schedule(f.id, cron, "UTC", true, None, FUTURE)
+                .await
+                .expect("schedule")
+                .id;
+        }
+        ids
+    }
+
+    async fn check(s: &impl Store, ids: [i64; 3]) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        let weekdays = s.schedule(ids[0]).await.expect("read").expect("there");
+        let at = chrono::Utc
+            .timestamp_millis_opt(weekdays.next_run_at)
+            .single()
+            .expect("a time");
+        assert!(weekdays.next_run_at >= now - 1_000, "{at}");
+        assert!(
+            !matches!(at.weekday(), Weekday::Sat | Weekday::Sun),
+            "1-5 is Monday to Friday: {at}"
+        );
+        for id in &ids[1..] {
+            let kept = s.schedule(*id).await.expect("read").expect("there");
+            assert_eq!(kept.next_run_at, FUTURE, "{}", kept.cron);
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite() {
+        let path = sqlite_path();
+        let ids = {
+            let s = SqliteStore::open(&path).await.expect("open");
+            let ids = stored(&s).await;
+            // As migration 10 leaves a schedule stored before it.
+            let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+                .await
+                .expect("pool");
+            sqlx::query("UPDATE schedules SET weekdays_recheck = TRUE")
+                .execute(&pool)
+                .await
+                .expect("mark");
+            ids
+        };
+        let s = SqliteStore::open(&path).await.expect("reopen");
+        check(&s, ids).await;
+        // Once: a schedule edited after the start keeps its edit through the next.
+        let again = SqliteStore::open(&path).await.expect("reopen again");
+        assert_eq!(
+            again
+                .schedule(ids[0])
+                .await
+                .expect("read")
+                .expect("there")
+                .next_run_at,
+            s.schedule(ids[0])
+                .await
+                .expect("read")
+                .expect("there")
+                .next_run_at
+        );
+    }
+
+    #[tokio::test]
+    async fn postgres() {
+        let url = fresh_pg_database().await;
+        let s = PgStore::connect(&url).await.expect("connect");
+        let ids = stored(&s).await;
+        sqlx::query("UPDATE schedules SET weekdays_recheck = TRUE")
+            .execute(s.pool())
+            .await
+            .expect("mark");
+        let s = PgStore::connect(&url).await.expect("reconnect");
+        check(&s, ids).await;
+    }
+}

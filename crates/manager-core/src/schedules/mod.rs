@@ -40,7 +40,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-pub use spec::{CronSpec, SpecError, utc_ms};
+pub use spec::{CronSpec, SpecError, recheck_weekdays, utc_ms};
 
 use crate::api::{Invocation, Invoker};
 use crate::records::{InvocationRecord, Recorder, Trigger};

@@ -36,9 +36,168 @@ pub enum SpecError {
 /// A parsed schedule: what to run when.
 #[derive(Debug, Clone)]
 pub struct CronSpec {
-    schedule: cron::Schedule,
+    /// One schedule, or two when both the day of month and the day of week are restricted:
+    /// cron(5) then runs on a day matching *either* (the `cron` crate would need both), so
+    /// each is a schedule of its own and the ticks are their union.
+    schedules: Vec<cron::Schedule>,
     tz: Tz,
     interval: bool,
+}
+
+/// One field of a cron expression: its name in messages, its range and its names.
+struct Field {
+    name: &'static str,
+    min: u32,
+    max: u32,
+    /// Names standing for `min`, `min + 1`, … (three letters, any case).
+    names: &'static [&'static str],
+}
+
+const SECOND: Field = Field {
+    name: "second",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const MINUTE: Field = Field {
+    name: "minute",
+    min: 0,
+    max: 59,
+    names: &[],
+};
+const HOUR: Field = Field {
+    name: "hour",
+    min: 0,
+    max: 23,
+    names: &[],
+};
+const DAY_OF_MONTH: Field = Field {
+    name: "day of month",
+    min: 1,
+    max: 31,
+    names: &[],
+};
+const MONTH: Field = Field {
+    name: "month",
+    min: 1,
+    max: 12,
+    names: &[
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ],
+};
+/// cron(5)'s day of week: 0 and 7 are Sunday, 1 Monday, … 6 Saturday.
+const DAY_OF_WEEK: Field = Field {
+    name: "day of week",
+    min: 0,
+    max: 7,
+    names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+};
+
+/// The aliases cron(5) knows, as the five fields they stand for.
+const ALIASES: [(&str, &str); 7] = [
+    ("yearly", "0 0 1 1 *"),
+    ("annually", "0 0 1 1 *"),
+    ("monthly", "0 0 1 * *"),
+    ("weekly", "0 0 * * 0"),
+    ("daily", "0 0 * * *"),
+    ("midnight", "0 0 * * *"),
+    ("hourly", "0 * * * *"),
+];
+
+impl Field {
+    /// The values `text` names, sorted, or why it names none: a comma-separated list of `*`,
+    /// `N`, `A-B`, each optionally `/STEP` (cron(5)'s grammar; `?` is `*`).
+    fn values(&self, text: &str) -> Result<Vec<u32>, String> {
+        let mut values = Vec::new();
+        for part in text.split(',') {
+            let (base, step) = match part.split_once('/') {
+                Some((base, step)) => {
+                    let step: u32 = step.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                        format!(
+                            "{} {part:?}: the step after '/' must be a whole number from 1",
+                            self.name
+                        )
+                    })?;
+                    (base, Some(step))
+                }
+                None => (part, None),
+            };
+            let (from, to) = match base {
+                "*" | "?" => (self.min, self.max),
+                _ => match base.split_once('-') {
+                    Some((a, b)) => {
+                        let (a, b) = (self.value(a)?, self.value(b)?);
+                        if a > b {
+                            return Err(format!(
+                                "{} range {base:?} runs backwards: write the smaller end first",
+                                self.name
+                            ));
+                        }
+                        (a, b)
+                    }
+                    // `N/STEP` runs from N to the end of the range.
+                    None => {
+                        let a = self.value(base)?;
+                        (a, if step.is_some() { self.max } else { a })
+                    }
+                },
+            };
+            values.extend((from..=to).step_by(step.unwrap_or(1) as usize));
+        }
+        values.sort_unstable();
+        values.dedup();
+        Ok(values)
+    }
+
+    fn value(&self, text: &str) -> Result<u32, String> {
+        if let Some(i) = self.names.iter().position(|n| n.eq_ignore_ascii_case(text)) {
+            return Ok(self.min + i as u32);
+        }
+        let range = format!("{}–{}", self.min, self.max);
+        let names = match self.names {
+            [] => String::new(),
+            names => format!(" or a name ({}–{})", names[0], names[names.len() - 1]),
+        };
+        match text.parse::<u32>() {
+            Ok(v) if (self.min..=self.max).contains(&v) => Ok(v),
+            Ok(v) => Err(format!(
+                "{} {v} is out of range: use {range}{names}",
+                self.name
+            )),
+            Err(_) if text.is_empty() => Err(format!(
+                "{} has an empty value: use {range}{names}",
+                self.name
+            )),
+            Err(_) => Err(format!(
+                "{} {text:?} is not a number: use {range}{names}",
+                self.name
+            )),
+        }
+    }
+
+    /// `text` in the `cron` crate's terms: `*` kept, anything else its values listed (days of
+    /// week renumbered: the crate counts Sunday as 1 … Saturday as 7).
+    fn for_crate(&self, text: &str) -> Result<String, String> {
+        if text == "*" || text == "?" {
+            return Ok("*".to_string());
+        }
+        let mut values = self.values(text)?;
+        if self.name == DAY_OF_WEEK.name {
+            values = values.into_iter().map(|v| v % 7 + 1).collect();
+            values.sort_unstable();
+            values.dedup();
+        }
+        Ok(values
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","))
+    }
+}
+
+/// Whether a day field restricts the days (cron(5): it does not start with `*`).
+fn restricted(text: &str) -> bool {
+    !(text.starts_with('*') || text == "?")
 }
 
 /// The largest shift of a UTC offset at one transition we allow for (real ones are at most
@@ -51,48 +210,86 @@ const MAX_CANDIDATES: usize = 100_000;
 pub const MAX_COUNTED: u64 = 10_000;
 
 impl CronSpec {
-    /// Reads `expr` in the time zone `tz`.
+    /// Reads `expr` in the time zone `tz`, as cron(5) does.
     ///
     /// `expr` has five fields (minute hour day-of-month month day-of-week, as in crontab), six
-    /// (seconds first) or seven (a year last); `@yearly`, `@monthly`, `@weekly`, `@daily` and
-    /// `@hourly` are accepted too.
+    /// (seconds first) or seven (and a year last), or is one of cron(5)'s aliases (`@yearly`,
+    /// `@annually`, `@monthly`, `@weekly`, `@daily`, `@midnight`, `@hourly`). A day of week is
+    /// 0–7 (0 and 7 Sunday) or a name (`mon`); months are 1–12 or names (`jan`); each field
+    /// takes lists, ranges and steps (`1-5`, `*/15`, `mon,wed,fri`). When both day fields are
+    /// restricted, a day matching either runs.
     ///
     /// # Errors
     ///
-    /// When the expression does not parse, names no possible time, or the zone is unknown.
+    /// When the expression does not parse, names no possible time, or the zone is unknown;
+    /// the message names the field and the range it takes.
     pub fn parse(expr: &str, tz: &str) -> Result<Self, SpecError> {
         let tz = Tz::from_str(tz).map_err(|_| SpecError::TimeZone(tz.to_string()))?;
-        let trimmed = expr.trim();
-        let fields: Vec<&str> = trimmed.split_whitespace().collect();
-        let (text, interval) = if let Some(name) = trimmed.strip_prefix('@') {
-            (
-                trimmed.to_string(),
-                matches!(name, "hourly" | "minutely" | "secondly"),
-            )
-        } else {
-            let full = match fields.len() {
-                5 => format!("0 {}", fields.join(" ")),
-                6 | 7 => fields.join(" "),
-                n => {
-                    return Err(SpecError::Cron {
-                        expr: expr.to_string(),
-                        reason: format!(
-                            "{n} fields; expected 5 (minute hour day month weekday), 6 (seconds \
-                             first) or 7 (and a year)"
-                        ),
-                    });
-                }
-            };
-            let offset = if fields.len() == 5 { 0 } else { 1 };
-            let interval = fields[offset].starts_with('*') || fields[offset + 1].starts_with('*');
-            (full, interval)
-        };
-        let schedule = cron::Schedule::from_str(&text).map_err(|e| SpecError::Cron {
+        let refuse = |reason: String| SpecError::Cron {
             expr: expr.to_string(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let trimmed = expr.trim();
+        let expanded;
+        let text = match trimmed.strip_prefix('@') {
+            Some("reboot") => {
+                return Err(refuse(
+                    "@reboot runs when a machine starts, which a schedule has no notion of: \
+                     give a time (for example @daily)"
+                        .to_string(),
+                ));
+            }
+            Some(name) => {
+                let Some((_, fields)) = ALIASES
+                    .iter()
+                    .find(|(alias, _)| alias.eq_ignore_ascii_case(name))
+                else {
+                    return Err(refuse(format!(
+                        "unknown alias @{name}: use one of {}",
+                        ALIASES
+                            .iter()
+                            .map(|(a, _)| format!("@{a}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                expanded = (*fields).to_string();
+                expanded.as_str()
+            }
+            None => trimmed,
+        };
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let (second, rest) = match fields.len() {
+            5 => ("0", &fields[..]),
+            6 | 7 => (fields[0], &fields[1..]),
+            n => {
+                return Err(refuse(format!(
+                    "{n} fields; expected 5 (minute hour day-of-month month day-of-week), 6 \
+                     (seconds first) or 7 (and a year last)"
+                )));
+            }
+        };
+        let interval = rest[0].starts_with('*') || rest[1].starts_with('*');
+        let minute = MINUTE.for_crate(rest[0]).map_err(&refuse)?;
+        let hour = HOUR.for_crate(rest[1]).map_err(&refuse)?;
+        let day = DAY_OF_MONTH.for_crate(rest[2]).map_err(&refuse)?;
+        let month = MONTH.for_crate(rest[3]).map_err(&refuse)?;
+        let weekday = DAY_OF_WEEK.for_crate(rest[4]).map_err(&refuse)?;
+        let second = SECOND.for_crate(second).map_err(&refuse)?;
+        let year = rest.get(5).copied().unwrap_or("*");
+        let build = |day: &str, weekday: &str| {
+            cron::Schedule::from_str(&format!(
+                "{second} {minute} {hour} {day} {month} {weekday} {year}"
+            ))
+            .map_err(|e| refuse(format!("{e} (in the year field {year:?}?)")))
+        };
+        let schedules = if restricted(rest[2]) && restricted(rest[4]) {
+            vec![build(&day, "*")?, build("*", &weekday)?]
+        } else {
+            vec![build(&day, &weekday)?]
+        };
         let spec = Self {
-            schedule,
+            schedules,
             tz,
             interval,
         };
@@ -117,13 +314,29 @@ impl CronSpec {
 
     /// The first tick strictly after `now` (Unix ms); `None` when there is none.
     pub fn next_after(&self, now: i64) -> Option<i64> {
+        self.schedules
+            .iter()
+            .filter_map(|s| self.next_in(s, now))
+            .min()
+    }
+
+    /// The last tick strictly before `before` (Unix ms); `None` when there is none. The mirror
+    /// of [`Self::next_after`], walking the schedule's local times backwards.
+    pub fn prev_before(&self, before: i64) -> Option<i64> {
+        self.schedules
+            .iter()
+            .filter_map(|s| self.prev_in(s, before))
+            .max()
+    }
+
+    fn next_in(&self, schedule: &cron::Schedule, now: i64) -> Option<i64> {
         let now_local = self.local(now)?;
         // If the offset drops soon (a repeated hour ahead), local times just before `now_local`
         // come again after `now`: start the search that much earlier.
         let drop = (self.offset(now)? - self.offset(now + MAX_SHIFT_SECONDS * 1000)?).max(0);
         let start = now_local - Duration::seconds(drop) - Duration::seconds(1);
         let mut best: Option<(i64, NaiveDateTime, i64)> = None;
-        for (n, candidate) in self.schedule.after(&start.and_utc()).enumerate() {
+        for (n, candidate) in schedule.after(&start.and_utc()).enumerate() {
             if n >= MAX_CANDIDATES {
                 break;
             }
@@ -142,15 +355,13 @@ impl CronSpec {
         best.map(|(t, _, _)| t)
     }
 
-    /// The last tick strictly before `before` (Unix ms); `None` when there is none. The mirror
-    /// of [`Self::next_after`], walking the schedule's local times backwards.
-    pub fn prev_before(&self, before: i64) -> Option<i64> {
+    fn prev_in(&self, schedule: &cron::Schedule, before: i64) -> Option<i64> {
         let local = self.local(before)?;
         // Local times up to the largest shift after `before_local` can stand for earlier
         // instants (a repeated hour): start the search that much later.
         let start = local + Duration::seconds(MAX_SHIFT_SECONDS) + Duration::seconds(1);
         let mut best: Option<(i64, NaiveDateTime)> = None;
-        for (n, candidate) in self.schedule.after(&start.and_utc()).rev().enumerate() {
+        for (n, candidate) in schedule.after(&start.and_utc()).rev().enumerate() {
             if n >= MAX_CANDIDATES {
                 break;
             }
@@ -275,6 +486,26 @@ impl CronSpec {
     }
 }
 
+/// The `next_run_at` a schedule stored before days of week were cron(5)'s (migration 10)
+/// takes now: `None` when it keeps its own (its day of week is not restricted by a number,
+/// or it no longer parses, which the scheduler then reports). The first tick from the earlier
+/// of its old `next_run_at` and `now`, so that a tick already due stays due.
+pub fn recheck_weekdays(cron: &str, time_zone: &str, next_run_at: i64, now: i64) -> Option<i64> {
+    let fields: Vec<&str> = cron.split_whitespace().collect();
+    let weekday = match fields.len() {
+        5 => fields[4],
+        6 | 7 => fields[5],
+        _ => return None, // an alias: @weekly was Sunday under both readings
+    };
+    if !restricted(weekday) || !weekday.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let spec = CronSpec::parse(cron, time_zone).ok()?;
+    spec.next_after(next_run_at.min(now) - 1)
+        .or(Some(i64::MAX))
+        .filter(|next| *next != next_run_at)
+}
+
 /// Unix ms of a UTC date, for tests and docs.
 pub fn utc_ms(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
@@ -378,6 +609,128 @@ mod tests {
         assert!(e.to_string().contains("unknown time zone"), "{e}");
         let e = CronSpec::parse("0 0 0 30 2 *", "UTC").expect_err("30 February");
         assert!(e.to_string().contains("never fires"), "{e}");
+    }
+
+    /// cron(5)'s days of week: 0 and 7 Sunday, 1 Monday … 6 Saturday, and their names; from
+    /// Saturday 3 January 2026, noon UTC, each names the next such day.
+    #[test]
+    fn each_weekday_is_crons() {
+        let saturday = utc_ms(2026, 1, 3, 12, 0, 0);
+        let days = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
+        for n in 0..=7u32 {
+            let day = (n % 7) as usize;
+            // Sunday the 4th is day 0; Saturday is the 10th (the 3rd's noon has passed).
+            let expected = utc_ms(2026, 1, 4 + day as u32, 0, 0, 0);
+            for expr in [format!("0 0 * * {n}"), format!("0 0 * * {}", days[day])] {
+                assert_eq!(
+                    spec(&expr, "UTC").next_after(saturday),
+                    Some(expected),
+                    "{expr}"
+                );
+            }
+            let upper = format!("0 0 * * {}", days[day].to_uppercase());
+            assert_eq!(spec(&upper, "UTC").next_after(saturday), Some(expected));
+        }
+        // Weekdays are Monday to Friday, and a range may end on 7 (Sunday).
+        let weekdays = spec("0 9 * * 1-5", "UTC");
+        let mut t = saturday;
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            t = weekdays.next_after(t).expect("a tick");
+            seen.push(t);
+        }
+        let at_nine = |d| utc_ms(2026, 1, d, 9, 0, 0);
+        assert_eq!(seen, [5, 6, 7, 8, 9, 12].map(at_nine));
+        let weekend = spec("0 9 * * 6-7", "UTC");
+        assert_eq!(weekend.next_after(at_nine(4)), Some(at_nine(10)));
+        assert_eq!(weekend.next_after(at_nine(10)), Some(at_nine(11)));
+        let named = spec("0 9 * * Mon-Fri", "UTC");
+        assert_eq!(named.next_after(saturday), Some(at_nine(5)));
+        // Steps count from Sunday: `*/2` is Sunday, Tuesday, Thursday, Saturday.
+        let every_other = spec("0 9 * * */2", "UTC");
+        assert_eq!(every_other.next_after(saturday), Some(at_nine(4)));
+        assert_eq!(every_other.next_after(at_nine(4)), Some(at_nine(6)));
+        // Both day fields restricted: a day matching either runs (the 13th, or a Friday).
+        let either = spec("0 0 13 * 5", "UTC");
+        let mut t = saturday;
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            t = either.next_after(t).expect("a tick");
+            seen.push(t);
+        }
+        let midnight = |d| utc_ms(2026, 1, d, 0, 0, 0);
+        assert_eq!(seen, [9, 13, 16, 23].map(midnight));
+        assert_eq!(either.prev_before(midnight(16)), Some(midnight(13)));
+    }
+
+    /// Each alias is the five fields cron(5) gives it, across a daylight saving change too.
+    #[test]
+    fn each_alias_is_crons() {
+        let from = utc_ms(2026, 3, 28, 12, 0, 0); // a Saturday, the eve of Berlin's spring
+        for (alias, next) in [
+            ("@yearly", "01-01 00:00:00 CET"),
+            ("@annually", "01-01 00:00:00 CET"),
+            ("@monthly", "04-01 00:00:00 CEST"),
+            ("@weekly", "03-29 00:00:00 CET"),
+            ("@daily", "03-29 00:00:00 CET"),
+            ("@midnight", "03-29 00:00:00 CET"),
+            ("@hourly", "03-28 14:00:00 CET"),
+            ("@DAILY", "03-29 00:00:00 CET"),
+        ] {
+            assert_eq!(
+                ticks(&spec(alias, "Europe/Berlin"), from, 1),
+                [next],
+                "{alias}"
+            );
+        }
+        // @hourly keeps real-time pace through the skipped hour.
+        let hourly = spec("@hourly", "Europe/Berlin");
+        assert_eq!(
+            ticks(&hourly, utc_ms(2026, 3, 29, 0, 30, 0), 2),
+            ["03-29 03:00:00 CEST", "03-29 04:00:00 CEST"]
+        );
+    }
+
+    /// A refused expression says which field is wrong and what it takes, in the user's terms.
+    #[test]
+    fn errors_name_the_field_and_its_range() {
+        for (expr, says) in [
+            ("61 * * * *", "minute 61 is out of range: use 0–59"),
+            ("0 24 * * *", "hour 24 is out of range: use 0–23"),
+            ("0 0 0 * *", "day of month 0 is out of range: use 1–31"),
+            (
+                "0 0 * 13 *",
+                "month 13 is out of range: use 1–12 or a name (jan–dec)",
+            ),
+            (
+                "0 0 * * 8",
+                "day of week 8 is out of range: use 0–7 or a name (sun–sat)",
+            ),
+            ("0 0 * * fr", "day of week \"fr\" is not a number"),
+            ("0 0 * * 5-1", "runs backwards"),
+            (
+                "*/0 * * * *",
+                "the step after '/' must be a whole number from 1",
+            ),
+            ("@reboot", "@reboot runs when a machine starts"),
+            (
+                "@fortnightly",
+                "unknown alias @fortnightly: use one of @yearly",
+            ),
+            ("* * *", "3 fields; expected 5"),
+        ] {
+            let e = CronSpec::parse(expr, "UTC").expect_err(expr).to_string();
+            assert!(e.contains(says), "{expr}: {e}");
+        }
+        // 59 and 23 are valid, and the message shows only what the user wrote.
+        assert!(CronSpec::parse("59 23 * * *", "UTC").is_ok());
+        let e = CronSpec::parse("61 * * * *", "UTC")
+            .expect_err("61")
+            .to_string();
+        assert!(
+            e.starts_with("invalid cron expression \"61 * * * *\""),
+            "{e}"
+        );
     }
 
     #[test]
