@@ -447,15 +447,26 @@ fn to_response(value: Dynamic) -> Result<InvocationResponse, GuestError> {
 
 fn full_response(mut map: Map) -> Result<InvocationResponse, GuestError> {
     let status = map.remove("status").unwrap_or(Dynamic::UNIT);
-    let status = status
-        .as_int()
-        .ok()
-        .filter(|s| (200..=599).contains(s))
-        .ok_or_else(|| {
-            script_error(format!(
-                "`status` must be an integer from 200 to 599, not {status}"
-            ))
-        })? as u16;
+    let status = match status.as_int() {
+        Ok(s) if (200..=599).contains(&s) => s as u16,
+        Ok(s) => {
+            return Err(script_error(format!(
+                "`status` must be an integer from 200 to 599, not {s}"
+            )));
+        }
+        Err(_) if status.is_string() => {
+            return Err(script_error(format!(
+                "`status` must be an integer from 200 to 599, not the string {:?}: write it \
+                 without quotes",
+                status.to_string()
+            )));
+        }
+        Err(kind) => {
+            return Err(script_error(format!(
+                "`status` must be an integer from 200 to 599, not a value of type {kind}"
+            )));
+        }
+    };
     let mut headers = std::collections::BTreeMap::new();
     match map.remove("headers") {
         None => {}

@@ -117,16 +117,18 @@ async fn run(
             .rejected(&route.tenant, &route.function, why);
         error
     };
-    // Rates first: a flood of any kind (forged tokens too) costs a GCRA step and nothing else.
-    state.ingress.within_rates(&route).map_err(refused)?;
     if !route.public {
-        // From the token cache, without a query. A token of another tenant is answered as if
-        // the function did not exist.
-        let principal = authenticate(&state.tokens, &headers)?;
-        if !(principal.admin || principal.tenant_id == Some(route.tenant_id)) {
+        // From the token cache, without a query (a hash and a lookup: a flood of forged tokens
+        // costs that). No token, a bad one or another tenant's is answered exactly as a
+        // function that does not exist: a private function does not reveal itself, not even
+        // through its rate limit's 429.
+        let allowed = authenticate(&state.tokens, &headers)
+            .is_ok_and(|p| p.admin || p.tenant_id == Some(route.tenant_id));
+        if !allowed {
             return Err(ApiError::NotFound("function"));
         }
     }
+    state.ingress.within_rates(&route).map_err(refused)?;
     // Only now, the caller known and within its rates, is its body read.
     let body = read_body(body, state.max_body_bytes)
         .await
@@ -178,20 +180,28 @@ async fn run(
         .table
         .metrics()
         .observe(&route.tenant, &route.function, &result);
-    state.recorder.record(InvocationRecord::new(
+    let record = InvocationRecord::new(
         route.tenant_id,
         route.function_id,
         route.version,
         Trigger::Http,
         &result,
-    ));
+    );
+    let invocation = record.id;
+    // In the spool before the answer leaves: an answered request's record survives this
+    // process being killed the moment after.
+    state.recorder.record_spooled(record).await;
     Ok(match result.response {
         Some(r) => {
-            let mut response = (
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
-                r.body,
-            )
-                .into_response();
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+            // 204 and 304 have no body (RFC 9110, 15.3.5 and 15.4.5), so no content length
+            // either: whatever body the script gave is not sent.
+            let body = if matches!(status, StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED) {
+                Body::empty()
+            } else {
+                Body::from(r.body)
+            };
+            let mut response = (status, body).into_response();
             for (k, v) in r.headers {
                 if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
                     response.headers_mut().insert(k, v);
@@ -202,15 +212,26 @@ async fn run(
         None => {
             let status = StatusCode::from_u16(result.outcome.http_status())
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            // Internal failures are logged, not shown to the client.
+            // Internal failures are logged, not shown to the client. A public function's caller
+            // may be anyone: it gets the kind in words and the invocation's id, never the
+            // script's error text nor its position (the tenant reads them in the record); a
+            // private function's caller holds its tenant's token and gets the details.
             let message = match &result.outcome {
                 Outcome::Internal { message } => {
                     tracing::error!(%tenant, %function, %message, "invocation failed internally");
                     "internal error".to_string()
                 }
+                other if route.public => format!(
+                    "{}: its tenant finds the details in invocation {invocation}'s record",
+                    other.describe_publicly()
+                ),
                 other => other.describe(),
             };
-            let body = serde_json::json!({ "error": { "kind": result.outcome.kind(), "message": message } });
+            let body = serde_json::json!({ "error": {
+                "kind": result.outcome.kind(),
+                "message": message,
+                "invocation": invocation,
+            } });
             let mut response = (status, axum::Json(body)).into_response();
             if matches!(result.outcome, Outcome::Overloaded { .. }) {
                 response.headers_mut().insert(

@@ -236,7 +236,8 @@ fn lifecycle(server: Server) {
     );
     assert_eq!(f["chosen_limits"]["timeout_ms"], 1000, "{f}");
 
-    // Token-protected: anonymous 401, own token 200.
+    // Token-protected: anonymous, a bad token or a lower-case scheme with a bad token get what
+    // a missing function gets (404, the same body); own token 200, whatever the scheme's case.
     let (s, f) = http.call(
         "PATCH",
         &format!("{base}/hello"),
@@ -245,10 +246,19 @@ fn lifecycle(server: Server) {
     );
     assert_eq!((s, f["public"].as_bool()), (200, Some(false)));
     let (s, e) = http.get("/fn/acme/hello", None);
-    assert_error(s, &e, 401, "unauthorized");
+    assert_error(s, &e, 404, "not_found");
+    let missing = http.get("/fn/acme/no-such-function", None);
+    assert_eq!((s, e.clone()), missing, "a private function looks missing");
+    assert_eq!(http.get("/fn/acme/hello", Some("pc_forged")), missing);
     assert_eq!(
         http.get("/fn/acme/hello/q", Some(&a)),
         (200, json!("v2 /q"))
+    );
+    let lower = http.get_authorized("/fn/acme/hello/q", &format!("bearer {a}"));
+    assert_eq!(
+        lower,
+        (200, json!("v2 /q")),
+        "the scheme is case-insensitive"
     );
 
     // Env: plain value listed, secret write-only.
@@ -314,6 +324,19 @@ fn lifecycle(server: Server) {
     assert_eq!(s, 201);
     let ci = t["token"].as_str().expect("token").to_string();
     assert_eq!(http.get(base, Some(&ci)).0, 200);
+    // A second live token of the same name is refused, naming the first.
+    let (s, e) = http.post(
+        "/api/v1/tenants/acme/tokens",
+        Some(&a),
+        json!({ "name": "ci" }),
+    );
+    assert_error(s, &e, 409, "conflict");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("(id {})", t["id"]))),
+        "{e}"
+    );
     let (_, list) = http.get("/api/v1/tenants/acme/tokens", Some(&a));
     assert_eq!(list.as_array().map(Vec::len), Some(2));
     assert!(

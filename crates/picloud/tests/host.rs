@@ -64,14 +64,17 @@ fn set(http: &Http, tenant: &str, key: &str, value: Value) {
     assert_eq!((s, b), (200, Value::String("ok".into())));
 }
 
+/// A public function's script error: its kind in the answer, its message from the record.
 fn script_error(http: &Http, path: &str) -> String {
     let (s, b) = call(http, path);
     assert_eq!(s, 500, "{b}");
     assert_eq!(b["error"]["kind"], "script_error", "{b}");
-    let message = b["error"]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let mut names = path.trim_start_matches("/fn/").split(['/', '?']);
+    let (tenant, function) = (
+        names.next().unwrap_or_default(),
+        names.next().unwrap_or_default(),
+    );
+    let message = http.record_message(tenant, function, &b);
     assert!(
         message.contains(" at line "),
         "the error has the call's position: {b}"
@@ -218,7 +221,7 @@ fn kv_quota_is_a_clear_script_error() {
         Body::Json(json!(1)),
     );
     assert_eq!(s, 500, "{b}");
-    let m = b["error"]["message"].as_str().unwrap_or_default();
+    let m = http.record_message("small", "kv", &b);
     assert!(
         m.contains("kv_set: the tenant's key-value store is full: it may hold 3 keys"),
         "{m}"
@@ -233,9 +236,7 @@ fn kv_quota_is_a_clear_script_error() {
     );
     assert_eq!(s, 500, "{b}");
     assert!(
-        b["error"]["message"]
-            .as_str()
-            .unwrap_or_default()
+        http.record_message("small", "kv", &b)
             .contains("1000 bytes"),
         "{b}"
     );

@@ -133,6 +133,38 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
     );
     let (s, e) = http.get(&format!("{FNS}/f/invocations?colour=red"), Some(ADMIN));
     assert_eq!(s, 400, "{e}");
+    // Out of range is refused with the range, not clamped without a word.
+    for (query, says) in [
+        (
+            "invocations?limit=0",
+            "`limit` is 0; it must be from 1 to 1000",
+        ),
+        (
+            "invocations?limit=5000",
+            "`limit` is 5000; it must be from 1 to 1000",
+        ),
+        (
+            "invocations?outcome=bogus",
+            "it must be one of ok, script_error",
+        ),
+        (
+            "stats?minutes=0",
+            "`minutes` is 0; it must be from 1 to 10080",
+        ),
+        (
+            "stats?buckets=1000",
+            "`buckets` is 1000; it must be from 1 to 240",
+        ),
+    ] {
+        let (s, e) = http.get(&format!("{FNS}/f/{query}"), Some(ADMIN));
+        assert_eq!(
+            (s, e["error"]["kind"].as_str()),
+            (400, Some("bad_request")),
+            "{query}: {e}"
+        );
+        let message = e["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{query}: {message}");
+    }
 
     // The tail saw the three, in order, as they happened.
     let events = tail.join().expect("tail thread");

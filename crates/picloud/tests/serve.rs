@@ -88,11 +88,18 @@ fn function_outcomes_are_http_answers() {
         (500, &json!("script_error")),
         "{b}"
     );
+    // Anyone may call a public function: the answer names the kind and the invocation, the
+    // record (which only the tenant reads) has the script's words and position.
+    let shown = b["error"]["message"].as_str().unwrap_or_default();
     assert!(
-        b["error"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("nope")),
+        shown.starts_with("the script failed") && !shown.contains("nope"),
         "{b}"
+    );
+    assert!(!shown.contains("line"), "{b}");
+    let message = http.record_message("acme", "throws", &b);
+    assert!(
+        message.contains("nope") && message.contains("line"),
+        "{message}"
     );
     let (s, b) = http.post("/fn/acme/echo/a/b", None, json!({ "x": 1 }));
     assert_eq!((s, b), (201, json!({ "x": 1 })));
@@ -171,4 +178,97 @@ fn sigterm_lets_an_invocation_in_flight_finish_then_exits() {
         "the in-flight invocation's record: {records}"
     );
     assert_eq!(records[0]["outcome"], "ok", "{records}");
+}
+
+/// Logs to a file or a pipe carry no colour codes (they are escape sequences there).
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir("no-colour"))
+        .env("PICLOUD_LOG", "info")
+        .env_remove("PICLOUD_DATABASE_URL")
+        .env_remove("NO_COLOR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let listening = std::io::BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|l| l.contains("listening"));
+    assert!(listening, "the server never said it was listening");
+    let _ = child.kill();
+    let out = child.wait_with_output().expect("ends");
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert!(logs.contains("INFO"), "info logs were written: {logs}");
+    assert!(!logs.contains('\u{1b}'), "colour codes in {logs:?}");
+}
+
+/// The one-time admin token is never spent on a start that fails (the port is taken), a chosen
+/// one is not printed, and a lost one is recovered offline with `picloud admin create-token`.
+#[test]
+fn the_admin_token_is_shown_once_to_a_start_that_works_and_can_be_recovered() {
+    let dir = data_dir("admin-once");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a port");
+    let port = taken.local_addr().expect("addr").to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["serve", "--listen", &port, "--data-dir"])
+        .arg(&dir)
+        .env_remove("PICLOUD_ADMIN_TOKEN")
+        .env_remove("PICLOUD_DATABASE_URL")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("pc_"),
+        "a failed start printed the token"
+    );
+    drop(taken);
+    let server = Server::start_with(&dir, None, None);
+    let printed = server.stdout.join("\n");
+    assert!(printed.contains("Created the admin token"), "{printed}");
+    assert!(printed.contains("picloud admin create-token"), "{printed}");
+    let mut server = server;
+    server.stop();
+
+    // Lost: made offline on the data directory, then used after a restart.
+    let missing = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["admin", "create-token", "--data-dir"])
+        .arg(dir.join("nowhere"))
+        .env_remove("PICLOUD_DATABASE_URL")
+        .output()
+        .expect("runs");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no database at"));
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["admin", "create-token", "--name", "rescue", "--data-dir"])
+        .arg(&dir)
+        .env_remove("PICLOUD_DATABASE_URL")
+        .output()
+        .expect("runs");
+    let said = String::from_utf8_lossy(&made.stdout).into_owned();
+    assert!(
+        made.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let token = said
+        .split_whitespace()
+        .find(|w| w.starts_with("pc_"))
+        .unwrap_or_else(|| panic!("no token in {said}"))
+        .to_string();
+    let server = Server::start_with(&dir, None, None);
+    let (s, me) = Http::new(&server).get("/api/v1/whoami", Some(&token));
+    assert_eq!((s, me["admin"].as_bool()), (200, Some(true)), "{me}");
+
+    // A chosen token is the operator's already: not printed.
+    let chosen = "pc_chosen_by_the_operator_0123456789";
+    let server = Server::start_with(&data_dir("admin-chosen"), None, Some(chosen));
+    let printed = server.stdout.join("\n");
+    assert!(printed.contains("you chose"), "{printed}");
+    assert!(!printed.contains(chosen), "{printed}");
 }

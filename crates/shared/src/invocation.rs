@@ -72,9 +72,10 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    /// Parses the level a script passes to `log(level, msg)`; `None` for anything else.
+    /// Parses the level a script passes to `log(level, msg)`, in any case (`"INFO"` is
+    /// `"info"`); `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
+        Some(match s.to_ascii_lowercase().as_str() {
             "trace" => Self::Trace,
             "debug" => Self::Debug,
             "info" => Self::Info,
@@ -198,6 +199,26 @@ impl Outcome {
             // Nobody receives it; 499 is what proxies record for a client that closed first.
             Self::Cancelled { .. } => 499,
             Self::Overloaded { .. } => 503,
+        }
+    }
+
+    /// A one-line description for a caller who may not see the script's own text: the kind in
+    /// words, never the script's error message nor its line and column (an anonymous caller
+    /// of a public function; the tenant reads those in the invocation's record).
+    pub fn describe_publicly(&self) -> String {
+        match self {
+            Self::Ok => "ok".into(),
+            Self::ScriptError { .. } => "the script failed".into(),
+            Self::Timeout { limit_ms } => format!("timed out after {limit_ms} ms"),
+            Self::FuelExhausted { .. } => {
+                "the script ran out of fuel (its computation budget)".into()
+            }
+            Self::MemoryLimit { .. } => "the script went past its memory limit".into(),
+            Self::StackOverflow { .. } => "the script nested calls too deeply".into(),
+            Self::WorkerCrashed { .. } => "the process running the script crashed".into(),
+            Self::Internal { .. } => "internal error".into(),
+            Self::Cancelled { .. } => "cancelled: the client went away".into(),
+            Self::Overloaded { message } => format!("overloaded: {message}"),
         }
     }
 
@@ -434,6 +455,20 @@ impl InvocationResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_levels_are_read_in_any_case() {
+        for (given, level) in [
+            ("info", LogLevel::Info),
+            ("INFO", LogLevel::Info),
+            ("Warning", LogLevel::Warn),
+            ("ERROR", LogLevel::Error),
+            ("Debug", LogLevel::Debug),
+        ] {
+            assert_eq!(LogLevel::parse(given), Some(level), "{given}");
+        }
+        assert_eq!(LogLevel::parse("loud"), None);
+    }
 
     fn answered(status: u16, headers: &[(&str, &str)]) -> InvocationResult {
         InvocationResult {

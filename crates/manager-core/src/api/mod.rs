@@ -285,17 +285,40 @@ impl Principal {
 /// # Errors
 ///
 /// 401 when the header is missing or malformed, or names no unrevoked token.
+/// A query parameter's value, or its default, refused (400, naming the parameter and its range)
+/// when outside `range`: a value clamped without a word (`limit=0` answering one record) hides
+/// the caller's mistake.
+pub(crate) fn within<T: PartialOrd + std::fmt::Display + Copy>(
+    name: &str,
+    value: Option<T>,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ApiError> {
+    let v = value.unwrap_or(default);
+    if range.contains(&v) {
+        Ok(v)
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`{name}` is {v}; it must be from {} to {}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
 pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, ApiError> {
     let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
         return Err(ApiError::Unauthorized(
             "missing token: send `Authorization: Bearer <token>`",
         ));
     };
+    // The scheme is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are `Bearer`.
     let token = value
         .to_str()
         .ok()
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or(ApiError::Unauthorized(
             "malformed Authorization header: use `Bearer <token>`",

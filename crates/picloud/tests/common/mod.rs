@@ -345,6 +345,49 @@ impl Http {
         self.call("GET", path, token, Body::None)
     }
 
+    /// The message of the record of an endpoint's failed answer `error` (its `invocation` id),
+    /// as the tenant reads it, waiting for the record to be written; the answer itself must
+    /// not hold it (a public function's caller sees no script text).
+    pub fn record_message(&self, tenant: &str, function: &str, error: &Value) -> String {
+        let id = error["error"]["invocation"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no invocation id in {error}"));
+        let path = format!("/api/v1/tenants/{tenant}/functions/{function}/invocations?limit=1000");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let (s, list) = self.get(&path, Some(ADMIN));
+            assert_eq!(s, 200, "{list}");
+            let found = list
+                .as_array()
+                .and_then(|l| l.iter().find(|r| r["id"].as_i64() == Some(id)));
+            if let Some(record) = found {
+                let message = record["message"].as_str().unwrap_or_default().to_string();
+                let shown = error["error"]["message"].as_str().unwrap_or_default();
+                assert!(
+                    message.is_empty() || !shown.contains(&message),
+                    "the answer shows the record's message: {error}"
+                );
+                return message;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no record {id} of {tenant}/{function}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `GET path` with an `Authorization` header exactly as given.
+    pub fn get_authorized(&self, path: &str, authorization: &str) -> (u16, Value) {
+        let url = format!("{}{path}", self.base);
+        read(
+            self.agent
+                .get(&url)
+                .header("Authorization", authorization)
+                .call(),
+        )
+    }
+
     pub fn post(&self, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
         self.call("POST", path, token, Body::Json(body))
     }
