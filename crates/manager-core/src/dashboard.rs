@@ -71,18 +71,46 @@ fn app(dir: Option<&Path>) -> Router {
                 .into_response()
         });
     };
+    // Only an asset that exists is cached for a year: a 404 cached that long would outlive the
+    // deploy that adds the file.
     let immutable = tower::ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
+            |r: &axum::http::Response<_>| {
+                Some(HeaderValue::from_static(if r.status().is_success() {
+                    "public, max-age=31536000, immutable"
+                } else {
+                    "no-store"
+                }))
+            },
         ))
         .service(ServeDir::new(dir.join("_app/immutable")));
+    // A path that names a file (`/favicon.ico`, `/robots.txt`) and is missing is a 404; only
+    // the app's own routes (no extension) get the shell.
+    let files = ServeDir::new(dir);
+    let shell = ServeDir::new(dir).fallback(ServeFile::new(dir.join("200.html")));
     let rest = tower::ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::overriding(
             header::CACHE_CONTROL,
             HeaderValue::from_static("no-cache"),
         ))
-        .service(ServeDir::new(dir).fallback(ServeFile::new(dir.join("200.html"))));
+        .service(tower::service_fn(move |req: Request| {
+            let names_a_file = req
+                .uri()
+                .path()
+                .rsplit('/')
+                .next()
+                .is_some_and(|last| last.contains('.'));
+            let (files, shell) = (files.clone(), shell.clone());
+            async move {
+                let response = if names_a_file {
+                    files.oneshot(req).await
+                } else {
+                    shell.oneshot(req).await
+                };
+                response.map(IntoResponse::into_response)
+            }
+        }));
     let policy = HeaderValue::try_from(content_security_policy(dir))
         .unwrap_or_else(|_| HeaderValue::from_static(STRICT_FALLBACK));
     Router::new()
@@ -177,6 +205,58 @@ mod tests {
             .find(|d| d.trim().starts_with("script-src"))
             .expect("a script-src");
         assert!(!scripts.contains("unsafe"), "{scripts}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An app route gets the shell; an asset that exists is cached for a year; a missing asset
+    /// or a missing file such as `/favicon.ico` is a 404 that no cache keeps.
+    #[tokio::test]
+    async fn missing_files_are_404s_that_are_not_cached() {
+        let dir = std::env::temp_dir().join(format!("picloud-assets-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("_app/immutable")).expect("dir");
+        std::fs::write(dir.join("200.html"), "<p>shell</p>").expect("shell");
+        std::fs::write(dir.join("_app/immutable/a.js"), "a()").expect("asset");
+        let app = router(Some(&dir));
+        let get = |path: &'static str| {
+            let app = app.clone();
+            async move {
+                let request = Request::builder()
+                    .uri(path)
+                    .body(axum::body::Body::empty())
+                    .expect("request");
+                let response = app.oneshot(request).await.expect("infallible");
+                let status = response.status().as_u16();
+                let cache = response
+                    .headers()
+                    .get(header::CACHE_CONTROL)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_string();
+                let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+                    .await
+                    .expect("body");
+                (status, cache, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        let (status, cache, body) = get("/_app/immutable/a.js").await;
+        assert_eq!(
+            (status, cache.as_str(), body.as_str()),
+            (200, "public, max-age=31536000, immutable", "a()")
+        );
+        let (status, cache, body) = get("/tenants/acme").await;
+        assert_eq!(
+            (status, cache.as_str(), body.as_str()),
+            (200, "no-cache", "<p>shell</p>")
+        );
+        for missing in ["/_app/immutable/gone.js", "/favicon.ico", "/robots.txt"] {
+            let (status, cache, body) = get(missing).await;
+            assert_eq!(status, 404, "{missing}");
+            assert!(
+                cache == "no-store" || cache == "no-cache",
+                "{missing}: {cache}"
+            );
+            assert!(!body.contains("shell"), "{missing}: {body}");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,6 +17,34 @@ pub struct ScriptError {
     pub column: Option<u32>,
 }
 
+/// A script as sent, without a leading UTF-8 byte order mark: editors on Windows put one at
+/// the start of a file, and Rhai would refuse it as an invisible `'\u{FEFF}'`. For
+/// `#[serde(deserialize_with)]` on every `source` the API takes.
+///
+/// # Errors
+///
+/// What reading a string gives.
+pub fn without_bom<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let mut source = <String as serde::Deserialize>::deserialize(d)?;
+    if source.starts_with('\u{FEFF}') {
+        source.drain(..'\u{FEFF}'.len_utf8());
+    }
+    Ok(source)
+}
+
+/// [`without_bom`] for an optional source.
+///
+/// # Errors
+///
+/// What reading an optional string gives.
+pub fn optional_without_bom<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Source(#[serde(deserialize_with = "without_bom")] String);
+    Ok(<Option<Source> as serde::Deserialize>::deserialize(d)?.map(|s| s.0))
+}
+
 /// Compiles `source` as the guest would and checks that it defines `fn handle(req)`.
 ///
 /// # Errors
@@ -98,6 +126,28 @@ fn compile(source: &str) -> Result<rhai::AST, ScriptError> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A file saved with a byte order mark is the script without it: it checks and runs as if
+    /// the mark were not there.
+    #[test]
+    fn a_leading_byte_order_mark_is_dropped() {
+        #[derive(serde::Deserialize)]
+        struct Sent {
+            #[serde(deserialize_with = "without_bom")]
+            source: String,
+            #[serde(default, deserialize_with = "optional_without_bom")]
+            maybe: Option<String>,
+        }
+        let sent: Sent =
+            serde_json::from_str(r#"{"source": "\ufefffn handle(req) { 1 }", "maybe": "\ufeff1"}"#)
+                .expect("parses");
+        assert_eq!(sent.source, "fn handle(req) { 1 }");
+        assert_eq!(sent.maybe.as_deref(), Some("1"));
+        assert_eq!(check_script(&sent.source), Ok(()));
+        let absent: Sent = serde_json::from_str(r#"{"source": "x\ufeff"}"#).expect("parses");
+        assert_eq!((absent.source.as_str(), absent.maybe), ("x\u{feff}", None));
+    }
+
     use super::*;
 
     #[test]

@@ -11,6 +11,7 @@ use crate::script::ScriptError;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FormatRequest {
+    #[serde(deserialize_with = "crate::script::without_bom")]
     pub source: String,
 }
 

@@ -107,7 +107,9 @@ pub struct CreateFunction {
     /// Default `true`.
     #[serde(default = "default_true")]
     pub public: bool,
-    /// A first version to save (checked as any version is).
+    /// A first version to save (checked as any version is; a leading byte order mark is
+    /// dropped).
+    #[serde(default, deserialize_with = "crate::script::optional_without_bom")]
     pub source: Option<String>,
     /// Deploy that first version at once. Default `false`.
     #[serde(default)]
@@ -166,7 +168,9 @@ pub struct VersionSource {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVersion {
-    /// The Rhai script; it must compile and define `fn handle(req)`.
+    /// The Rhai script; it must compile and define `fn handle(req)` (a leading byte order mark
+    /// is dropped).
+    #[serde(deserialize_with = "crate::script::without_bom")]
     pub source: String,
     /// Deploy it at once. Default `false`.
     #[serde(default)]
@@ -212,6 +216,7 @@ pub struct TestRequest {
 #[serde(default, deny_unknown_fields)]
 pub struct TestInvoke {
     /// A script to run instead of a saved version (not saved).
+    #[serde(deserialize_with = "crate::script::optional_without_bom")]
     pub source: Option<String>,
     /// A saved version to run; with neither, the active version.
     pub version: Option<i32>,
@@ -395,6 +400,7 @@ pub async fn list_versions(
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/functions/{function}/versions", tag = "versions",
     params(FunctionPath), request_body = CreateVersion,
     responses((status = 201, body = VersionView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "`quota_exceeded`: the tenant's version storage or the function's version count is full even after pruning its versions that are neither live nor among the newest"),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_version(
     State(state): State<ApiState>,
@@ -693,13 +699,15 @@ pub async fn test_invoke(
         .await;
     unanswered.answered();
     if let Some(recorder) = &state.recorder {
-        recorder.record(InvocationRecord::new(
-            tenant.id,
-            function.id,
-            version,
-            Trigger::Test,
-            &result,
-        ));
+        recorder
+            .record_spooled(InvocationRecord::new(
+                tenant.id,
+                function.id,
+                version,
+                Trigger::Test,
+                &result,
+            ))
+            .await;
     }
     Ok(Json(result))
 }

@@ -15,6 +15,7 @@ use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_func
 use crate::records::{FunctionStats, InvocationRecord, RecordFilter, stats};
 use crate::store::Store;
 use crate::tokens::Tokens;
+use picloud_shared::Outcome;
 
 /// Most records one query returns.
 pub const MAX_LIMIT: u32 = 1_000;
@@ -48,12 +49,20 @@ pub async fn list_invocations(
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
+    if let Some(outcome) = &q.outcome
+        && !Outcome::KINDS.contains(&outcome.as_str())
+    {
+        return Err(ApiError::BadRequest(format!(
+            "`outcome` is {outcome:?}; it must be one of {}",
+            Outcome::KINDS.join(", ")
+        )));
+    }
     let filter = RecordFilter {
         outcome: q.outcome,
         since: q.since,
         until: q.until,
         before_id: q.before,
-        limit: q.limit.unwrap_or(100).clamp(1, MAX_LIMIT),
+        limit: super::within("limit", q.limit, 100, 1..=MAX_LIMIT)?,
     };
     Ok(Json(state.store.records(function.id, &filter).await?))
 }
@@ -82,8 +91,8 @@ pub async fn function_stats(
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
-    let minutes = q.minutes.unwrap_or(60).clamp(1, 10_080);
-    let buckets = q.buckets.unwrap_or(60).clamp(1, 240);
+    let minutes = super::within("minutes", q.minutes, 60, 1..=10_080)?;
+    let buckets = super::within("buckets", q.buckets, 60, 1..=240)?;
     let until = crate::store::now_ms() + 1;
     let since = until - i64::from(minutes) * 60_000;
     let samples = state.store.record_samples(function.id, since).await?;

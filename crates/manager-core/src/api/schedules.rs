@@ -276,6 +276,6 @@ pub async fn list_runs(
 ) -> Result<Json<Vec<ScheduleRun>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let (_, schedule) = reachable_schedule(&state, &principal, &path).await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, MAX_RUNS);
+    let limit = super::within("limit", q.limit, 100, 1..=MAX_RUNS)?;
     Ok(Json(state.store.schedule_runs(schedule.id, limit).await?))
 }

@@ -202,6 +202,19 @@ async fn new_token(
     name: &str,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
     validate_name(name)?;
+    // Two live tokens of one name could not be told apart in a list, nor revoked by name.
+    let same = state
+        .store
+        .list_tokens(tenant_id)
+        .await?
+        .into_iter()
+        .find(|t| t.name == name && t.revoked_at.is_none());
+    if let Some(same) = same {
+        return Err(ApiError::Conflict(format!(
+            "a live token is already named {name:?} (id {}): choose another name, or revoke it first",
+            same.id
+        )));
+    }
     let secret = generate_token().map_err(|e| {
         tracing::error!(error = %e, "no randomness for a token");
         ApiError::Internal
@@ -225,7 +238,9 @@ async fn new_token(
 /// Creates a token for the tenant. Its secret is in the answer only.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/tokens", tag = "tokens", params(TenantPath),
     request_body = CreateToken,
-    responses((status = 201, body = CreatedToken), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CreatedToken), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "a live token of the tenant has that name"),
+              (status = 422, body = ErrorBody)))]
 pub async fn create_token(
     State(state): State<ApiState>,
     principal: Principal,
@@ -262,7 +277,9 @@ pub async fn list_admin_tokens(
 
 /// Creates another admin token (admin only). Its secret is in the answer only.
 #[utoipa::path(post, path = "/api/v1/admin/tokens", tag = "tokens", request_body = CreateToken,
-    responses((status = 201, body = CreatedToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CreatedToken), (status = 403, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "a live admin token has that name"),
+              (status = 422, body = ErrorBody)))]
 pub async fn create_admin_token(
     State(state): State<ApiState>,
     principal: Principal,
