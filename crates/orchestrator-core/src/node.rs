@@ -352,11 +352,18 @@ pub async fn announce_admin(
     store: &AnyStore,
     chosen: Option<&str>,
 ) -> Result<(), picloud_manager_core::auth::BootstrapError> {
-    if let Some(token) = picloud_manager_core::auth::bootstrap_admin(store, chosen).await? {
-        println!(
+    match picloud_manager_core::auth::bootstrap_admin(store, chosen).await? {
+        // Its owner has it already: printing it would only put it in a log.
+        Some(_) if chosen.is_some() => println!(
+            "Created the admin token you chose in PICLOUD_ADMIN_TOKEN (only its hash is stored)."
+        ),
+        Some(token) => println!(
             "Created the admin token (shown once, only its hash is stored):\n\n    {token}\n\n\
-             Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI."
-        );
+             Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI.\n\
+             Lost it? `picloud admin create-token` (with this server's --data-dir or \
+             --database-url) makes another."
+        ),
+        None => {}
     }
     Ok(())
 }
@@ -486,11 +493,16 @@ pub fn tune_allocator() {
 }
 
 fn init_tracing() {
+    use std::io::IsTerminal;
+    // Colours only for a person at a terminal: in a file or journald their escape codes are
+    // noise (`NO_COLOR` turns them off there too).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PICLOUD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
+        .with_ansi(ansi)
         .with_writer(std::io::stderr)
         .init();
 }

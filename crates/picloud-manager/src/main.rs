@@ -80,6 +80,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<()> {
+    // The address first: a start that cannot listen must not make (and print) the one-time
+    // admin token.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let store = AnyStore::Postgres(
         PgStore::connect(&args.database_url)
             .await
@@ -141,9 +146,6 @@ async fn run(args: Args) -> Result<()> {
         .fallback_service(picloud_manager_core::dashboard::router(
             dashboard.as_deref(),
         ));
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let stop = picloud_orchestrator_core::node::shutdown_signal();
     println!(
         "PiCloud manager listening on http://{}",

@@ -47,6 +47,8 @@ pub enum Command {
     Token(ClientCommand<TokenCommand>),
     /// Manage tenants (admin).
     Tenant(ClientCommand<TenantCommand>),
+    /// Work on the database directly, without the API: make an admin token when all are lost.
+    Admin(crate::admin::AdminArgs),
     /// Format Rhai scripts in place (`--check` only lists the unformatted ones; `-` formats
     /// standard input to standard output).
     Fmt(crate::fmt::FmtArgs),
@@ -119,6 +121,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(args) => invoke(args).await,
+        Command::Admin(args) => crate::admin::run(args).await,
         Command::Fmt(args) => blocking(move || crate::fmt::run(&args)).await,
         // The client is blocking (one call at a time); keep it off the async threads.
         Command::Fn(c) => blocking(move || crate::client::run_fn(&c.client, &c.command)).await,

@@ -36,11 +36,16 @@ pub struct ClientArgs {
 pub enum FnCommand {
     /// Save FILE as a new version of NAME (creating the function if needed) and deploy it.
     Deploy {
+        /// The function's name: lower-case letters, digits and '-'.
         name: String,
+        /// The Rhai script (it must define `fn handle(req)`).
         file: PathBuf,
-        /// Make a new function token-protected rather than public.
-        #[arg(long)]
+        /// Make the function token-protected (a new one, or an existing public one).
+        #[arg(long, conflicts_with = "public")]
         private: bool,
+        /// Make an existing token-protected function public again.
+        #[arg(long)]
+        public: bool,
     },
     /// List the functions.
     List,
@@ -69,11 +74,11 @@ pub enum FnCommand {
         /// Keep streaming invocations as they happen (Ctrl-C to stop).
         #[arg(long, short)]
         follow: bool,
-        /// Only this outcome (`ok`, `script_error`, `timeout`, …).
-        #[arg(long)]
+        /// Only this outcome.
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(picloud_shared::Outcome::KINDS))]
         outcome: Option<String>,
-        /// How many of the latest records. Default 20, at most 1,000.
-        #[arg(long, default_value_t = 20)]
+        /// How many of the latest records, from 1 to 1,000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
 }
@@ -161,6 +166,21 @@ struct Client {
 
 impl Client {
     fn new(args: &ClientArgs) -> Result<Self> {
+        let server = args.server.trim_end_matches('/');
+        let Some(rest) = server
+            .strip_prefix("http://")
+            .or_else(|| server.strip_prefix("https://"))
+        else {
+            bail!(
+                "--server {server:?} is not a URL: give the scheme too, as in http://{server} \
+                 (or https:// behind a TLS proxy)"
+            );
+        };
+        if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
+            bail!(
+                "--server {server:?} must be the server's address alone, as in http://127.0.0.1:8080"
+            );
+        }
         let Some(token) = args.token.clone() else {
             bail!(
                 "no token: set PICLOUD_TOKEN (the admin token is printed at the server's first start)"
@@ -178,8 +198,10 @@ impl Client {
         })
     }
 
-    /// Sends a request; returns the JSON answer, or fails with the API's error message.
+    /// Sends a request; returns the JSON answer, or fails with the API's error message (a
+    /// [`Refused`] when the server answered).
     fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value> {
+        check_path(path)?;
         let url = format!("{}/api/v1{path}", self.base);
         let auth = format!("Bearer {}", self.token);
         let response = match (method, body) {
@@ -213,15 +235,16 @@ impl Client {
                 .with_context(|| format!("the server answered {status} with non-JSON: {text}"))?
         };
         if !status.is_success() {
-            let message = value["error"]["message"].as_str().unwrap_or(&text);
-            let at = match (
-                value["error"]["line"].as_u64(),
-                value["error"]["column"].as_u64(),
-            ) {
-                (Some(l), Some(c)) => format!(" (line {l}, column {c})"),
-                _ => String::new(),
-            };
-            bail!("{} {message}{at}", status.as_u16());
+            return Err(Refused {
+                status: status.as_u16(),
+                message: value["error"]["message"]
+                    .as_str()
+                    .unwrap_or(&text)
+                    .to_string(),
+                line: value["error"]["line"].as_u64(),
+                column: value["error"]["column"].as_u64(),
+            }
+            .into());
         }
         Ok(value)
     }
@@ -254,10 +277,15 @@ impl Client {
             } else if let Some(data) = line.strip_prefix("data:") {
                 match event.as_str() {
                     "invocation" => each(&serde_json::from_str(data.trim())?)?,
-                    "dropped" => eprintln!(
-                        "({} invocations skipped: the stream fell behind)",
-                        data.trim()
-                    ),
+                    "dropped" => {
+                        let n = data.trim();
+                        let noun = if n == "1" {
+                            "invocation"
+                        } else {
+                            "invocations"
+                        };
+                        eprintln!("({n} {noun} skipped: the stream fell behind)");
+                    }
                     _ => {}
                 }
             }
@@ -278,6 +306,65 @@ impl Client {
             }
         }
     }
+}
+
+/// The server refused a request: its status and its error's message (and where in the script,
+/// for a script it refused).
+#[derive(Debug)]
+struct Refused {
+    status: u16,
+    message: String,
+    line: Option<u64>,
+    column: Option<u64>,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.message)?;
+        if let (Some(l), Some(c)) = (self.line, self.column) {
+            write!(f, " (line {l}, column {c})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// A refusal of the script read from `file`, told as compilers tell it: `FILE:LINE:COL: …`.
+fn in_file(e: anyhow::Error, file: &std::path::Path) -> anyhow::Error {
+    match e.downcast_ref::<Refused>() {
+        Some(Refused {
+            message,
+            line: Some(l),
+            column: Some(c),
+            ..
+        }) => anyhow::anyhow!("{}:{l}:{c}: {message}", file.display()),
+        Some(Refused { message, .. }) if message.contains("script") => {
+            anyhow::anyhow!("{}: {message}", file.display())
+        }
+        _ => e,
+    }
+}
+
+/// Refuses a path whose segments the API could not name (a space, a slash in a name…) before
+/// it is sent, saying which name and what names may hold: the server's names are
+/// `[a-z0-9][a-z0-9-]*` (variables `[A-Za-z_][A-Za-z0-9_]*`), so a valid one needs no encoding.
+fn check_path(path: &str) -> Result<()> {
+    let path = path.split('?').next().unwrap_or_default();
+    for segment in path.split('/').skip(1) {
+        let fine = !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !fine {
+            bail!(
+                "{segment:?} is not a valid name: tenants, functions and tokens are lower-case \
+                 letters, digits and '-' (at most 63, starting with a letter or digit); variables \
+                 are letters, digits and '_'"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print(args: &ClientArgs, value: &Value, human: impl FnOnce(&Value) -> String) -> Result<()> {
@@ -306,24 +393,52 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
             name,
             file,
             private,
+            public,
         } => {
             let source = std::fs::read_to_string(file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let existing = client.call("GET", &format!("{fns}/{name}"), None);
+            let mut access_changed = None;
             let function = match existing {
-                Ok(_) => {
-                    client.call(
-                        "POST",
-                        &format!("{fns}/{name}/versions"),
-                        Some(&json!({ "source": source, "deploy": true })),
-                    )?;
+                Ok(current) => {
+                    client
+                        .call(
+                            "POST",
+                            &format!("{fns}/{name}/versions"),
+                            Some(&json!({ "source": source, "deploy": true })),
+                        )
+                        .map_err(|e| in_file(e, file))?;
+                    // `--private`/`--public` on an existing function change its access (only
+                    // after the version was accepted: a refused deploy changes nothing).
+                    let wanted = match (*private, *public) {
+                        (true, _) => Some(false),
+                        (_, true) => Some(true),
+                        _ => None,
+                    };
+                    if let Some(want) = wanted
+                        && current["public"].as_bool() != Some(want)
+                    {
+                        client.call(
+                            "PATCH",
+                            &format!("{fns}/{name}"),
+                            Some(&json!({ "public": want })),
+                        )?;
+                        access_changed = Some(want);
+                    }
                     client.call("GET", &format!("{fns}/{name}"), None)?
                 }
-                Err(e) if e.to_string().starts_with("404 no such function") => client.call(
-                    "POST",
-                    &fns,
-                    Some(&json!({ "name": name, "public": !private, "source": source, "deploy": true })),
-                )?,
+                Err(e)
+                    if e.downcast_ref::<Refused>()
+                        .is_some_and(|r| r.status == 404 && r.message == "no such function") =>
+                {
+                    client
+                        .call(
+                            "POST",
+                            &fns,
+                            Some(&json!({ "name": name, "public": !private, "source": source, "deploy": true })),
+                        )
+                        .map_err(|e| in_file(e, file))?
+                }
                 Err(e) => return Err(e),
             };
             print(args, &function, |f| {
@@ -334,6 +449,11 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                     client.base,
                     s(&f["endpoint"])
                 );
+                match access_changed {
+                    Some(false) => said += "it is now token-protected (it was public)\n",
+                    Some(true) => said += "it is now public (it was token-protected)\n",
+                    None => {}
+                }
                 // The tenant's own host: where a browser should load it (its own origin).
                 if let Some(own) = own_url(&client.base, f) {
                     said += &format!("in its tenant's own origin: {own}\n");

@@ -109,10 +109,12 @@ impl Server {
 
 /// Runs the server until SIGTERM or Ctrl-C.
 pub async fn serve(args: ServeArgs) -> Result<()> {
-    let server = build(&args).await?;
+    // The address first: a start that cannot listen must not make (and print) the one-time
+    // admin token, which the next start would then never show.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let server = build(&args).await?;
     let stop = picloud_orchestrator_core::node::shutdown_signal();
     println!("PiCloud listening on http://{}", listener.local_addr()?);
     let grace = Duration::from_secs(args.grace_seconds);

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use common::{ADMIN, Http, Server, data_dir};
@@ -125,7 +126,7 @@ fn deploy_list_versions_rollback_invoke_env_and_tokens() {
         String::from_utf8_lossy(&out.stdout).contains("script_error")
             || String::from_utf8_lossy(&out.stdout).contains("no")
     );
-    // A script that does not compile is refused at deploy with its position.
+    // A script that does not compile is refused at deploy with its file and position.
     std::fs::write(&bad, "fn handle(req) {\n let = 1;\n}").expect("write");
     let out = picloud(
         &server,
@@ -135,7 +136,10 @@ fn deploy_list_versions_rollback_invoke_env_and_tokens() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("422") && stderr.contains("line 2"),
+        stderr.contains(&format!(
+            "{}:2:6: the script does not compile",
+            bad.display()
+        )),
         "{stderr}"
     );
     let _ = std::fs::remove_file(&bad);
@@ -273,6 +277,202 @@ fn no_token_or_no_server_is_a_clear_error() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
+}
+
+/// What a newcomer gets wrong is refused with what to do: a name the API cannot hold, a
+/// server without a scheme, values out of range; a refused script is named `FILE:LINE:COL`;
+/// `--private` on an existing function makes it private and says so.
+#[test]
+fn mistakes_are_refused_with_what_to_do() {
+    let server = Server::start(&data_dir("cli-mistakes"), None);
+    let dir = data_dir("cli-mistakes-files");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let good = dir.join("good.rhai");
+    std::fs::write(&good, "fn handle(req) { \"hi\" }\n").expect("write");
+    let bad = dir.join("bad.rhai");
+    std::fs::write(&bad, "fn handle(req) {\n  let x = ;\n}\n").expect("write");
+    let (good, bad) = (good.to_string_lossy(), bad.to_string_lossy());
+    ok(&picloud(&server, ADMIN, &["tenant", "create", "acme"]));
+    let err = |out: &Output| {
+        assert!(
+            !out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+
+    let e = err(&picloud(
+        &server,
+        ADMIN,
+        &["fn", "deploy", "my func", &good, "--tenant", "acme"],
+    ));
+    assert!(
+        e.contains("\"my func\" is not a valid name") && e.contains("lower-case"),
+        "{e}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args([
+            "fn",
+            "list",
+            "--server",
+            "localhost:8080",
+            "--tenant",
+            "acme",
+        ])
+        .env("PICLOUD_TOKEN", ADMIN)
+        .output()
+        .expect("runs");
+    let e = err(&out);
+    assert!(
+        e.contains("give the scheme too, as in http://localhost:8080"),
+        "{e}"
+    );
+    for (args, says) in [
+        (
+            &["fn", "logs", "f", "--limit", "5000"][..],
+            "5000 is not in 1..=1000",
+        ),
+        (
+            &["fn", "logs", "f", "--outcome", "bogus"][..],
+            "possible values",
+        ),
+    ] {
+        let out = picloud(&server, ADMIN, args);
+        assert_eq!(out.status.code(), Some(2), "a usage error: {args:?}");
+        let e = err(&out);
+        assert!(e.contains(says), "{args:?}: {e}");
+    }
+
+    let e = err(&picloud(
+        &server,
+        ADMIN,
+        &["fn", "deploy", "f", &bad, "--tenant", "acme"],
+    ));
+    assert!(e.contains(&format!("{bad}:2:11: ")), "{e}");
+    ok(&picloud(
+        &server,
+        ADMIN,
+        &["fn", "deploy", "f", &good, "--tenant", "acme"],
+    ));
+    let e = err(&picloud(
+        &server,
+        ADMIN,
+        &["fn", "deploy", "f", &bad, "--tenant", "acme"],
+    ));
+    assert!(e.contains(&format!("{bad}:2:11: ")), "{e}");
+    let http = Http::new(&server);
+    assert_eq!(http.get("/fn/acme/f", None).0, 200);
+    let said = ok(&picloud(
+        &server,
+        ADMIN,
+        &["fn", "deploy", "f", &good, "--private", "--tenant", "acme"],
+    ));
+    assert!(said.contains("now token-protected"), "{said}");
+    assert_eq!(http.get("/fn/acme/f", None).0, 404);
+    assert_eq!(http.get("/fn/acme/f", Some(ADMIN)).0, 200);
+    let said = ok(&picloud(
+        &server,
+        ADMIN,
+        &["fn", "deploy", "f", &good, "--public", "--tenant", "acme"],
+    ));
+    assert!(said.contains("now public"), "{said}");
+    assert_eq!(http.get("/fn/acme/f", None).0, 200);
+}
+
+/// Every example is formatted as `picloud fmt` would, and does what its comment says.
+#[test]
+fn every_example_is_formatted_and_does_what_it_says() {
+    let examples = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&examples)
+        .expect("examples")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rhai"))
+        .collect();
+    files.sort();
+    let named: Vec<String> = files
+        .iter()
+        .filter_map(|p| Some(p.file_stem()?.to_string_lossy().into_owned()))
+        .collect();
+    assert_eq!(
+        named,
+        ["hello", "json", "nightly"],
+        "a new example needs its check here"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .arg("fmt")
+        .arg("--check")
+        .args(&files)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "unformatted examples: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let server = Server::start(&data_dir("cli-examples"), None);
+    ok(&picloud(&server, ADMIN, &["tenant", "create", "demo"]));
+    for (name, file) in named.iter().zip(&files) {
+        let file = file.to_string_lossy();
+        ok(&picloud(
+            &server,
+            ADMIN,
+            &["fn", "deploy", name, &file, "--tenant", "demo"],
+        ));
+    }
+    let http = Http::new(&server);
+    // hello: `hello <name>` from ?name=, default "world".
+    assert_eq!(
+        http.get("/fn/demo/hello?name=pi", None),
+        (200, json!("hello pi"))
+    );
+    assert_eq!(
+        http.get("/fn/demo/hello", None),
+        (200, json!("hello world"))
+    );
+    // json: an object back with its key count; anything else a 400 saying so.
+    assert_eq!(
+        http.post("/fn/demo/json", None, json!({ "a": 1, "b": [2] })),
+        (
+            200,
+            json!({ "received": { "a": 1, "b": [2] }, "keys": 2, "method": "POST" })
+        )
+    );
+    for not_an_object in [json!([1, 2]), json!("text"), json!(3)] {
+        let (s, b) = http.post("/fn/demo/json", None, not_an_object.clone());
+        assert_eq!(s, 400, "{not_an_object}: {b}");
+        assert!(
+            b["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("send a JSON object")),
+            "{b}"
+        );
+    }
+    assert_eq!(http.get("/fn/demo/json", None).0, 400);
+    // nightly: the schedule its comment shows is accepted; its endpoint shows the last run.
+    ok(&picloud(
+        &server,
+        ADMIN,
+        &[
+            "schedule",
+            "add",
+            "nightly",
+            "30 2 * * *",
+            "--tz",
+            "Europe/Berlin",
+            "--payload",
+            r#"{"report":"daily"}"#,
+            "--tenant",
+            "demo",
+        ],
+    ));
+    assert_eq!(
+        http.get("/fn/demo/nightly", None),
+        (200, json!({ "last_run": null }))
+    );
 }
 
 #[test]
