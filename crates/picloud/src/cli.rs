@@ -47,6 +47,8 @@ pub enum Command {
     Token(ClientCommand<TokenCommand>),
     /// Manage tenants (admin).
     Tenant(ClientCommand<TenantCommand>),
+    /// Show which token the client commands use, and its tenant.
+    Whoami(ClientArgs),
     /// Work on the database directly, without the API: make an admin token when all are lost.
     Admin(crate::admin::AdminArgs),
     /// Format Rhai scripts in place (`--check` only lists the unformatted ones; `-` formats
@@ -122,6 +124,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => crate::serve::serve(*args).await.map(|()| ExitCode::SUCCESS),
         Command::Invoke(args) => invoke(args).await,
         Command::Admin(args) => crate::admin::run(args).await,
+        Command::Whoami(c) => blocking(move || crate::client::run_whoami(&c)).await,
         Command::Fmt(args) => blocking(move || crate::fmt::run(&args)).await,
         // The client is blocking (one call at a time); keep it off the async threads.
         Command::Fn(c) => blocking(move || crate::client::run_fn(&c.client, &c.command)).await,

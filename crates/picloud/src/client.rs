@@ -51,6 +51,14 @@ pub enum FnCommand {
     List,
     /// List a function's versions.
     Versions { name: String },
+    /// Print a version's source (default: the active version's), as saved.
+    Source {
+        /// The function's name.
+        name: String,
+        /// Which version (1, 2, …).
+        #[arg(long)]
+        version: Option<i32>,
+    },
     /// Make an earlier version active again (default: the one before the active version).
     Rollback { name: String, version: Option<i32> },
     /// Run a function once through the API and show the result (exit 1 unless it succeeded).
@@ -486,8 +494,8 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
             let list = client.call("GET", &format!("{fns}/{name}/versions"), None)?;
             print(args, &list, |l| {
                 let mut out = format!(
-                    "{:>7}  {:<16} {:<20} SHA-256\n",
-                    "VERSION", "AUTHOR", "SAVED (unix ms)"
+                    "{:>7}  {:<16} {:<24} SHA-256\n",
+                    "VERSION", "AUTHOR", "SAVED (UTC)"
                 );
                 for v in l.as_array().into_iter().flatten() {
                     let mark = if v["active"].as_bool() == Some(true) {
@@ -496,15 +504,29 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                         " "
                     };
                     out += &format!(
-                        "{:>6}{mark}  {:<16} {:<20} {}\n",
+                        "{:>6}{mark}  {:<16} {:<24} {}\n",
                         s(&v["version"]),
                         s(&v["author"]),
-                        s(&v["created_at"]),
+                        when(&v["created_at"]),
                         s(&v["sha256"])
                     );
                 }
                 out
             })?;
+        }
+        FnCommand::Source { name, version } => {
+            let version = match version {
+                Some(v) => *v,
+                None => {
+                    let f = client.call("GET", &format!("{fns}/{name}"), None)?;
+                    let Some(v) = f["active_version"].as_i64() else {
+                        bail!("{name} has no active version: name one with --version");
+                    };
+                    i32::try_from(v).context("a version number out of range")?
+                }
+            };
+            let v = client.call("GET", &format!("{fns}/{name}/versions/{version}"), None)?;
+            print(args, &v, |v| s(&v["source"]))?;
         }
         FnCommand::Rollback { name, version } => {
             let f = client.call(
@@ -589,6 +611,21 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
             })?;
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `picloud whoami`: which token this is, and its tenant.
+pub fn run_whoami(args: &ClientArgs) -> Result<ExitCode> {
+    let client = Client::new(args)?;
+    let me = client.call("GET", "/whoami", None)?;
+    print(args, &me, |me| match me["tenant"].as_str() {
+        Some(tenant) => format!(
+            "token {} of tenant {tenant} at {}\n",
+            s(&me["token"]),
+            client.base
+        ),
+        None => format!("admin token {} at {}\n", s(&me["token"]), client.base),
+    })?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -743,16 +780,16 @@ pub fn run_token(args: &ClientArgs, command: &TokenCommand) -> Result<ExitCode> 
             let list = client.call("GET", &base(*admin)?, None)?;
             print(args, &list, |l| {
                 let mut out = format!(
-                    "{:>6}  {:<32} {:<20} REVOKED\n",
-                    "ID", "NAME", "CREATED (unix ms)"
+                    "{:>16}  {:<32} {:<24} REVOKED (UTC)\n",
+                    "ID", "NAME", "CREATED (UTC)"
                 );
                 for t in l.as_array().into_iter().flatten() {
                     out += &format!(
-                        "{:>6}  {:<32} {:<20} {}\n",
+                        "{:>16}  {:<32} {:<24} {}\n",
                         s(&t["id"]),
                         s(&t["name"]),
-                        s(&t["created_at"]),
-                        s(&t["revoked_at"])
+                        when(&t["created_at"]),
+                        when(&t["revoked_at"])
                     );
                 }
                 out
@@ -820,6 +857,11 @@ fn print_record(args: &ClientArgs, r: &Value) -> Result<()> {
 }
 
 /// Unix milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// A Unix-milliseconds field as ISO 8601 in UTC; `-` when absent.
+fn when(v: &Value) -> String {
+    v.as_i64().map_or_else(|| "-".to_string(), utc)
+}
+
 fn utc(ms: i64) -> String {
     let (secs, milli) = (ms.div_euclid(1000), ms.rem_euclid(1000));
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

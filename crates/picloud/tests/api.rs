@@ -961,6 +961,31 @@ fn format_answers_the_formatted_script_or_the_first_parse_error() {
         json!({ "source": "x".repeat(300 << 10) }),
     );
     assert_error(s, &b, 413, "too_large");
+    // Past the body cap itself, the size is said in the same words, not axum's ("Failed to
+    // buffer the request body").
+    let (s, b) = http.post(
+        "/api/v1/format",
+        Some(&a),
+        json!({ "source": "x".repeat(1_100_000) }),
+    );
+    assert_error(s, &b, 413, "too_large");
+    let message = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("bytes, more than this server takes") && !message.contains("buffer"),
+        "{b}"
+    );
+    // A wrong type is told in JSON's words, not Rust's.
+    let (s, b) = http.post(
+        "/api/v1/tenants/acme/functions",
+        Some(&a),
+        json!({ "name": "typed", "limits": "lots" }),
+    );
+    assert_eq!(s, 422, "{b}");
+    let message = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("expected an object") && !message.contains("struct"),
+        "{b}"
+    );
     let (s, b) = http.post("/api/v1/format", Some(&a), json!({ "text": "1" }));
     assert_eq!(s / 100, 4, "{b}");
 }

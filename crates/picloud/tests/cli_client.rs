@@ -378,6 +378,36 @@ fn mistakes_are_refused_with_what_to_do() {
     ));
     assert!(said.contains("now public"), "{said}");
     assert_eq!(http.get("/fn/acme/f", None).0, 200);
+
+    // Who am I, and what runs: the token's identity, a version's source.
+    let said = ok(&picloud(&server, ADMIN, &["whoami"]));
+    assert!(said.starts_with("admin token admin at http://"), "{said}");
+    let t = json_of(&picloud(
+        &server,
+        ADMIN,
+        &["token", "create", "dev", "--tenant", "acme", "--json"],
+    ));
+    let dev = t["token"].as_str().expect("secret");
+    let said = ok(&picloud(&server, dev, &["whoami"]));
+    assert!(said.starts_with("token dev of tenant acme"), "{said}");
+    assert_eq!(
+        ok(&picloud(&server, dev, &["fn", "source", "f"])),
+        "fn handle(req) { \"hi\" }\n"
+    );
+    assert_eq!(
+        ok(&picloud(
+            &server,
+            dev,
+            &["fn", "source", "f", "--version", "1"]
+        )),
+        "fn handle(req) { \"hi\" }\n"
+    );
+    let e = err(&picloud(
+        &server,
+        dev,
+        &["fn", "source", "f", "--version", "99"],
+    ));
+    assert!(e.contains("404"), "{e}");
 }
 
 /// Every example is formatted as `picloud fmt` would, and does what its comment says.

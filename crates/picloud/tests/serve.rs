@@ -103,6 +103,39 @@ fn function_outcomes_are_http_answers() {
     );
     let (s, b) = http.post("/fn/acme/echo/a/b", None, json!({ "x": 1 }));
     assert_eq!((s, b), (201, json!({ "x": 1 })));
+    // 204 has no body, so no length (before: `content-length: 1`); the script's body is not
+    // sent.
+    deploy(
+        "empty",
+        "fn handle(req) { #{ status: 204, body: \"ignored\" } }",
+    );
+    let (s, headers, body) = common::get_on_host(&server.addr, "localhost", "/fn/acme/empty");
+    assert_eq!((s, body.as_str()), (204, ""), "{headers:?}");
+    assert!(
+        !headers.iter().any(|(k, _)| k == "content-length"),
+        "{headers:?}"
+    );
+    // A status in quotes is told to lose them (before: "not 201").
+    deploy("quoted", "fn handle(req) { #{ status: \"201\" } }");
+    let (s, b) = http.get("/fn/acme/quoted", None);
+    assert_eq!(s, 500, "{b}");
+    let message = http.record_message("acme", "quoted", &b);
+    assert!(
+        message.contains("not the string \"201\": write it without quotes"),
+        "{message}"
+    );
+    // The private function's own caller gets the details the public's does not.
+    let (s, b) = http.call(
+        "PATCH",
+        "/api/v1/tenants/acme/functions/throws",
+        admin,
+        common::Body::Json(json!({ "public": false })),
+    );
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = http.get("/fn/acme/throws", admin);
+    assert_eq!(s, 500, "{b}");
+    let shown = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(shown.contains("nope") && shown.contains("line 2"), "{b}");
     for missing in [
         "/fn/acme/nothing",
         "/fn/nobody/echo",
@@ -200,7 +233,12 @@ fn logs_to_a_pipe_have_no_colour_codes() {
         .map_while(Result::ok)
         .any(|l| l.contains("listening"));
     assert!(listening, "the server never said it was listening");
-    let _ = child.kill();
+    // SIGTERM: the server stops its zygote too, which would hold the pipe open after a SIGKILL.
+    let stopped = std::process::Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(stopped.success());
     let out = child.wait_with_output().expect("ends");
     let logs = String::from_utf8_lossy(&out.stderr);
     assert!(logs.contains("INFO"), "info logs were written: {logs}");

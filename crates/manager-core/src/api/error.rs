@@ -240,8 +240,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         match <axum::Json<T> as FromRequest<S>>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::TooLarge(match declared {
+                    Some(n) => format!(
+                        "the request body is {n} bytes, more than this server takes (its \
+                         --max-script-bytes and --max-body-bytes)"
+                    ),
+                    None => "the request body is more than this server takes (its \
+                             --max-script-bytes and --max-body-bytes)"
+                        .to_string(),
+                }))
+            }
             Err(e) => Err(json_rejection(e)),
         }
     }
@@ -266,7 +281,56 @@ fn json_rejection(e: JsonRejection) -> ApiError {
     if is_body_timeout(&e) {
         return ApiError::RequestTimeout(e.body_text());
     }
-    from_rejection(e.status(), e.body_text())
+    from_rejection(e.status(), in_users_terms(&e.body_text()))
+}
+
+/// A JSON body's refusal in the caller's terms, not the server's: serde names our Rust types
+/// (`expected struct LimitOverrides`, `unknown variant SetEnv`) and axum its internals.
+pub(crate) fn in_users_terms(text: &str) -> String {
+    let text = text
+        .replace(
+            "Failed to deserialize the JSON body into the target type: ",
+            "the JSON body does not fit: ",
+        )
+        .replace(
+            "Failed to parse the request body as JSON: ",
+            "the body is not JSON: ",
+        );
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    // `struct Name` and `enum Name`: what the caller knows as an object and a choice.
+    while let Some(at) = rest.find("struct ").or_else(|| rest.find("enum ")) {
+        let (before, from) = rest.split_at(at);
+        let (word, what) = if from.starts_with("struct ") {
+            ("struct ", "an object")
+        } else {
+            ("enum ", "one of the allowed values")
+        };
+        let after = &from[word.len()..];
+        let name_len = after
+            .find(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .unwrap_or(after.len());
+        out.push_str(before);
+        if name_len > 0 && after.starts_with(|c: char| c.is_ascii_uppercase()) {
+            out.push_str(what);
+            rest = &after[name_len..];
+        } else {
+            out.push_str(word);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    for (rust, json) in [
+        ("u64", "a whole number"),
+        ("u32", "a whole number"),
+        ("u16", "a whole number"),
+        ("i64", "a whole number"),
+        ("i32", "a whole number"),
+        ("a boolean", "true or false"),
+    ] {
+        out = out.replace(&format!("expected {rust}"), &format!("expected {json}"));
+    }
+    out
 }
 
 /// A request body did not arrive within the listener's body-read timeout (what reading it
@@ -311,4 +375,32 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
 fn path_rejection(e: PathRejection) -> ApiError {
     // A path that names nothing that could exist (a version that is not a number, say).
     ApiError::BadRequest(e.body_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// serde and axum speak of our Rust types; the caller reads JSON words.
+    #[test]
+    fn refusals_speak_of_json_not_rust() {
+        let said = in_users_terms(
+            "Failed to deserialize the JSON body into the target type: limits: invalid type: \
+             string \"32MB\", expected u64 at line 1 column 30",
+        );
+        assert_eq!(
+            said,
+            "the JSON body does not fit: limits: invalid type: string \"32MB\", expected a \
+             whole number at line 1 column 30"
+        );
+        let said =
+            in_users_terms("limits: invalid type: integer `1`, expected struct LimitOverrides");
+        assert!(said.ends_with("expected an object"), "{said}");
+        let said = in_users_terms("unknown variant `x`, expected enum Trigger");
+        assert!(
+            said.ends_with("expected one of the allowed values"),
+            "{said}"
+        );
+        assert_eq!(in_users_terms("a struct of words"), "a struct of words");
+    }
 }
