@@ -604,6 +604,53 @@ fn refused_schedules_save_nothing() {
         ),
         "{b}"
     );
+    let id = b["id"].as_i64().expect("an id");
+
+    // While it exists (paused too), a version without `on_schedule` does not become active:
+    // not by a deploying save (which saves nothing), nor by deploy; saving it alone is fine.
+    let versions = schedules.replace("/schedules", "/versions");
+    let count = || {
+        let (s, b) = http.get(&versions, Some(ADMIN));
+        assert_eq!(s, 200, "{b}");
+        b.as_array().map_or(0, Vec::len)
+    };
+    let before = count();
+    let plain = json!({ "source": "fn handle(req) { 2 }", "deploy": true });
+    let (s, b) = http.post(&versions, Some(ADMIN), plain);
+    assert_eq!(
+        (s, b["error"]["kind"].as_str()),
+        (409, Some("conflict")),
+        "{b}"
+    );
+    let message = b["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("fn on_schedule(event)") && message.contains(&format!("({id})")),
+        "{message}"
+    );
+    assert_eq!(count(), before, "a refused deploying save saves nothing");
+    let (s, saved) = http.post(
+        &versions,
+        Some(ADMIN),
+        json!({ "source": "fn handle(req) { 2 }" }),
+    );
+    assert_eq!(s, 201, "{saved}");
+    let (s, b) = http.post(
+        &schedules.replace("/schedules", "/deploy"),
+        Some(ADMIN),
+        json!({ "version": saved["version"] }),
+    );
+    assert_eq!(
+        (s, b["error"]["kind"].as_str()),
+        (409, Some("conflict")),
+        "{b}"
+    );
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("({id})"))),
+        "{b}"
+    );
+
     // Another tenant's token cannot see it.
     let (s, _) = http.post("/api/v1/tenants", Some(ADMIN), json!({ "name": "other" }));
     assert_eq!(s, 201);

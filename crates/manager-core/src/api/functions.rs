@@ -411,6 +411,17 @@ pub async fn create_version(
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     checked(&state, &body.source).await?;
+    if body.deploy {
+        // Refused before anything is saved.
+        super::schedules::keeps_schedules_running(
+            &state,
+            &function,
+            "the new version",
+            None,
+            Some(&body.source),
+        )
+        .await?;
+    }
     // Within the tenant's quota, old versions pruned to make room (see `VersionQuota`).
     let saved = state
         .store
@@ -469,7 +480,8 @@ pub async fn get_version(
 /// Makes a saved version the active one, atomically.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/functions/{function}/deploy", tag = "versions",
     params(FunctionPath), request_body = Deploy,
-    responses((status = 200, body = FunctionView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = FunctionView), (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "the version lacks `fn on_schedule(event)` and the function has schedules")))]
 pub async fn deploy(
     State(state): State<ApiState>,
     principal: Principal,
@@ -478,6 +490,14 @@ pub async fn deploy(
 ) -> Result<Json<FunctionView>, ApiError> {
     let (tenant, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
+    super::schedules::keeps_schedules_running(
+        &state,
+        &function,
+        &format!("version {}", body.version),
+        Some(body.version),
+        None,
+    )
+    .await?;
     let function = state.store.deploy(function.id, body.version).await?;
     state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(Json(view(&state, &tenant, function)))
@@ -517,6 +537,14 @@ pub async fn rollback(
                 })?
         }
     };
+    super::schedules::keeps_schedules_running(
+        &state,
+        &function,
+        &format!("version {target}"),
+        Some(target),
+        None,
+    )
+    .await?;
     let function = state.store.deploy(function.id, target).await?;
     state.route_changed(RouteEvent::Function(function.id)).await;
     Ok(Json(view(&state, &tenant, function)))

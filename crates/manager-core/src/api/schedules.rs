@@ -169,6 +169,41 @@ pub async fn create_schedule(
     Ok((StatusCode::CREATED, Json(schedule.into())))
 }
 
+/// A function with schedules keeps an active version they can run: making `what` (a version,
+/// with its `source` when it is not saved yet) active when it lacks `fn on_schedule(event)` is
+/// refused, naming the schedules — what adding a schedule checks, kept true when the version
+/// changes (before: the schedules then failed at every tick).
+pub(crate) async fn keeps_schedules_running(
+    state: &ApiState,
+    function: &Function,
+    what: &str,
+    version: Option<i32>,
+    source: Option<&str>,
+) -> Result<(), ApiError> {
+    let schedules = state.store.schedules(function.id).await?;
+    if schedules.is_empty() {
+        return Ok(());
+    }
+    let source = match (source, version) {
+        (Some(source), _) => source.to_owned(),
+        (None, Some(version)) => state
+            .store
+            .version_source(function.id, version)
+            .await?
+            .ok_or(ApiError::NotFound("version"))?,
+        (None, None) => return Ok(()),
+    };
+    if defines_on_schedule(&source).map_err(ApiError::Compile)? {
+        return Ok(());
+    }
+    let ids: Vec<String> = schedules.iter().map(|s| s.id.to_string()).collect();
+    Err(ApiError::Conflict(format!(
+        "{what} does not define `fn on_schedule(event)`, which this function's schedules ({}) \
+         run: add it, or delete those schedules first",
+        ids.join(", ")
+    )))
+}
+
 /// Schedules run the active version: it must have the entry point.
 async fn require_on_schedule(state: &ApiState, function: &Function) -> Result<(), ApiError> {
     let Some(version) = function.active_version else {
