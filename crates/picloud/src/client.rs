@@ -74,8 +74,14 @@ pub enum FnCommand {
         #[arg(long)]
         file: Option<PathBuf>,
     },
-    /// Delete a function with its versions and variables.
-    Delete { name: String },
+    /// Delete a function with its versions and variables (asks first).
+    Delete {
+        /// The function's name.
+        name: String,
+        /// Do not ask (for scripts; without a terminal the command needs it).
+        #[arg(long, short)]
+        yes: bool,
+    },
     /// Show a function's invocation records, oldest first; `--follow` then streams new ones.
     Logs {
         name: String,
@@ -151,9 +157,14 @@ pub enum TokenCommand {
     },
     /// Revoke a token by id.
     Revoke {
+        /// The token's id (`token list`).
         id: i64,
+        /// An admin token (needs an admin token).
         #[arg(long)]
         admin: bool,
+        /// Do not ask when it is the token in use.
+        #[arg(long, short)]
+        yes: bool,
     },
 }
 
@@ -179,20 +190,24 @@ impl Client {
             .strip_prefix("http://")
             .or_else(|| server.strip_prefix("https://"))
         else {
-            bail!(
+            return Err(Usage(format!(
                 "--server {server:?} is not a URL: give the scheme too, as in http://{server} \
                  (or https:// behind a TLS proxy)"
-            );
+            ))
+            .into());
         };
         if rest.is_empty() || rest.contains(['/', '?', '#', ' ']) {
-            bail!(
+            return Err(Usage(format!(
                 "--server {server:?} must be the server's address alone, as in http://127.0.0.1:8080"
-            );
+            ))
+            .into());
         }
         let Some(token) = args.token.clone() else {
-            bail!(
+            return Err(Usage(
                 "no token: set PICLOUD_TOKEN (the admin token is printed at the server's first start)"
-            );
+                    .into(),
+            )
+            .into());
         };
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -229,8 +244,10 @@ impl Client {
                 req.header("Authorization", &auth).send_json(&b)
             }
         };
-        let mut response =
-            response.with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let mut response = response.map_err(|e| Unreachable {
+            server: self.base.clone(),
+            cause: e.to_string(),
+        })?;
         let status = response.status();
         let text = response
             .body_mut()
@@ -271,7 +288,10 @@ impl Client {
             .header("Authorization", &format!("Bearer {}", self.token))
             .header("Accept", "text/event-stream")
             .call()
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+            .map_err(|e| Unreachable {
+                server: self.base.clone(),
+                cause: e.to_string(),
+            })?;
         if !response.status().is_success() {
             let text = response.body_mut().read_to_string().unwrap_or_default();
             bail!("{} {text}", response.status().as_u16());
@@ -338,6 +358,73 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
+/// A command the client refuses before sending anything (exit code 2, as a usage error).
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// The server could not be reached (exit code 3).
+#[derive(Debug)]
+struct Unreachable {
+    server: String,
+    cause: String,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot reach the server at {}: {}",
+            self.server, self.cause
+        )
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
+/// The exit code of a failed command: 2 refused before sending (usage), 3 the server could not
+/// be reached, 1 the server refused (or anything else).
+pub fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<Usage>().is_some() {
+        2
+    } else if e.downcast_ref::<Unreachable>().is_some() {
+        3
+    } else {
+        1
+    }
+}
+
+/// Asks before `what` (which cannot be undone) unless `yes`; without a terminal to ask on, it
+/// is refused (a script must say `--yes`).
+fn confirm(yes: bool, what: &str) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Usage(format!(
+            "{what} cannot be undone: pass --yes to do it without asking"
+        ))
+        .into());
+    }
+    eprint!("{what} cannot be undone. Go on? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Usage("not confirmed: nothing was changed".into()).into())
+    }
+}
+
 /// A refusal of the script read from `file`, told as compilers tell it: `FILE:LINE:COL: …`.
 fn in_file(e: anyhow::Error, file: &std::path::Path) -> anyhow::Error {
     match e.downcast_ref::<Refused>() {
@@ -365,11 +452,12 @@ fn check_path(path: &str) -> Result<()> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !fine {
-            bail!(
+            return Err(Usage(format!(
                 "{segment:?} is not a valid name: tenants, functions and tokens are lower-case \
                  letters, digits and '-' (at most 63, starting with a letter or digit); variables \
                  are letters, digits and '_'"
-            );
+            ))
+            .into());
         }
     }
     Ok(())
@@ -604,7 +692,11 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                 })?;
             }
         }
-        FnCommand::Delete { name } => {
+        FnCommand::Delete { name, yes } => {
+            confirm(
+                *yes,
+                &format!("deleting {name} with its versions, variables, schedules and records"),
+            )?;
             client.call("DELETE", &format!("{fns}/{name}"), None)?;
             print(args, &json!({ "deleted": name }), |_| {
                 format!("deleted {name}\n")
@@ -795,7 +887,12 @@ pub fn run_token(args: &ClientArgs, command: &TokenCommand) -> Result<ExitCode> 
                 out
             })?;
         }
-        TokenCommand::Revoke { id, admin } => {
+        TokenCommand::Revoke { id, admin, yes } => {
+            // Revoking the token this command runs with locks its user out.
+            let me = client.call("GET", "/whoami", None)?;
+            if me["id"].as_i64() == Some(*id) {
+                confirm(*yes, "revoking the token you are using")?;
+            }
             client.call("DELETE", &format!("{}/{id}", base(*admin)?), None)?;
             print(args, &json!({ "revoked": id }), |_| {
                 format!("revoked token {id}\n")

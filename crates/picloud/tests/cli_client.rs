@@ -250,7 +250,11 @@ fn deploy_list_versions_rollback_invoke_env_and_tokens() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 
-    ok(&picloud(&server, &token, &["fn", "delete", "hello"]));
+    ok(&picloud(
+        &server,
+        &token,
+        &["fn", "delete", "hello", "--yes"],
+    ));
     assert_eq!(http.get("/fn/acme/hello", None).0, 404);
 }
 
@@ -275,7 +279,11 @@ fn no_token_or_no_server_is_a_clear_error() {
         .env("PICLOUD_TOKEN", "pc_x")
         .output()
         .expect("runs");
-    assert!(!out.status.success());
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "cannot reach the server: exit 3"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
 }
 
@@ -302,11 +310,13 @@ fn mistakes_are_refused_with_what_to_do() {
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
 
-    let e = err(&picloud(
+    let out = picloud(
         &server,
         ADMIN,
         &["fn", "deploy", "my func", &good, "--tenant", "acme"],
-    ));
+    );
+    assert_eq!(out.status.code(), Some(2), "refused before sending: exit 2");
+    let e = err(&out);
     assert!(
         e.contains("\"my func\" is not a valid name") && e.contains("lower-case"),
         "{e}"
@@ -402,12 +412,24 @@ fn mistakes_are_refused_with_what_to_do() {
         )),
         "fn handle(req) { \"hi\" }\n"
     );
-    let e = err(&picloud(
-        &server,
-        dev,
-        &["fn", "source", "f", "--version", "99"],
-    ));
-    assert!(e.contains("404"), "{e}");
+    let out = picloud(&server, dev, &["fn", "source", "f", "--version", "99"]);
+    assert_eq!(out.status.code(), Some(1), "refused by the server: exit 1");
+    assert!(err(&out).contains("404"));
+
+    // What cannot be undone asks first; without a terminal it needs --yes.
+    let out = picloud(&server, dev, &["fn", "delete", "f"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err(&out).contains("pass --yes"));
+    assert_eq!(http.get("/fn/acme/f", None).0, 200, "nothing was deleted");
+    let me = json_of(&picloud(&server, dev, &["whoami", "--json"]));
+    let own = me["id"].to_string();
+    let out = picloud(&server, dev, &["token", "revoke", &own]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(err(&out).contains("revoking the token you are using"));
+    ok(&picloud(&server, dev, &["fn", "delete", "f", "--yes"]));
+    assert_eq!(http.get("/fn/acme/f", None).0, 404);
+    ok(&picloud(&server, dev, &["token", "revoke", &own, "--yes"]));
+    assert_eq!(picloud(&server, dev, &["whoami"]).status.code(), Some(1));
 }
 
 /// Every example is formatted as `picloud fmt` would, and does what its comment says.

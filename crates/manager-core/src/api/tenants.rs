@@ -67,6 +67,8 @@ pub struct AdminTokenPath {
 /// Who the presented token is.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WhoAmI {
+    /// The token's id (as in token lists).
+    pub id: i64,
     pub token: String,
     pub admin: bool,
     /// The tenant the token belongs to; `null` for an admin token.
@@ -122,6 +124,7 @@ pub async fn whoami(
         None => None,
     };
     Ok(Json(WhoAmI {
+        id: principal.token_id,
         token: principal.token_name,
         admin: principal.admin,
         tenant,
