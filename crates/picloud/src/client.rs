@@ -495,15 +495,17 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let existing = client.call("GET", &format!("{fns}/{name}"), None);
             let mut access_changed = None;
+            let mut reused = false;
             let function = match existing {
                 Ok(current) => {
-                    client
+                    let saved = client
                         .call(
                             "POST",
                             &format!("{fns}/{name}/versions"),
                             Some(&json!({ "source": source, "deploy": true })),
                         )
                         .map_err(|e| in_file(e, file))?;
+                    reused = saved["reused"].as_bool() == Some(true);
                     // `--private`/`--public` on an existing function change its access (only
                     // after the version was accepted: a refused deploy changes nothing).
                     let wanted = match (*private, *public) {
@@ -538,8 +540,13 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                 Err(e) => return Err(e),
             };
             print(args, &function, |f| {
+                let verb = if reused {
+                    "unchanged (the same source):"
+                } else {
+                    "deployed"
+                };
                 let mut said = format!(
-                    "deployed {} version {} at {}{}\n",
+                    "{verb} {} version {} at {}{}\n",
                     s(&f["name"]),
                     s(&f["active_version"]),
                     client.base,

@@ -379,6 +379,24 @@ fn mistakes_are_refused_with_what_to_do() {
         &["fn", "deploy", "f", &good, "--private", "--tenant", "acme"],
     ));
     assert!(said.contains("now token-protected"), "{said}");
+    // The same source again keeps the live version and saves nothing (a pipeline deploying on
+    // every push does not fill the version quota).
+    assert!(
+        said.contains("unchanged (the same source): f version 1"),
+        "{said}"
+    );
+    let (s, b) = http.post(
+        "/api/v1/tenants/acme/functions/f/versions",
+        Some(ADMIN),
+        json!({ "source": "fn handle(req) { \"hi\" }\n", "deploy": true }),
+    );
+    assert_eq!(
+        (s, b["version"].as_i64(), b["reused"].as_bool()),
+        (200, Some(1), Some(true)),
+        "{b}"
+    );
+    let (_, versions) = http.get("/api/v1/tenants/acme/functions/f/versions", Some(ADMIN));
+    assert_eq!(versions.as_array().map(Vec::len), Some(1), "{versions}");
     assert_eq!(http.get("/fn/acme/f", None).0, 404);
     assert_eq!(http.get("/fn/acme/f", Some(ADMIN)).0, 200);
     let said = ok(&picloud(

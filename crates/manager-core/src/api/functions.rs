@@ -146,10 +146,15 @@ pub struct VersionView {
     pub created_at: i64,
     /// Whether the function's endpoint runs this version.
     pub active: bool,
+    /// A deploying save of the active version's very source: nothing was saved, this is the
+    /// active version (answered 200, not 201).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reused: bool,
 }
 
 fn version_view(v: Version, active: Option<i32>) -> VersionView {
     VersionView {
+        reused: false,
         active: active == Some(v.version),
         version: v.version,
         sha256: v.sha256,
@@ -399,7 +404,9 @@ pub async fn list_versions(
 /// column (422), and nothing changes: the active version keeps serving.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/functions/{function}/versions", tag = "versions",
     params(FunctionPath), request_body = CreateVersion,
-    responses((status = 201, body = VersionView), (status = 404, body = ErrorBody),
+    responses((status = 201, body = VersionView),
+              (status = 200, body = VersionView, description = "`deploy` of the active version's very source: nothing saved, the active version answered with `reused: true`"),
+              (status = 404, body = ErrorBody),
               (status = 409, body = ErrorBody, description = "`quota_exceeded`: the tenant's version storage or the function's version count is full even after pruning its versions that are neither live nor among the newest"),
               (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create_version(
@@ -411,6 +418,24 @@ pub async fn create_version(
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     checked(&state, &body.source).await?;
+    if body.deploy
+        && let Some(active) = function.active_version
+    {
+        // The same source again (a pipeline deploying on every push): the live version is
+        // kept, and nothing is saved that would only use up the version quota.
+        let hash = crate::store::sha256_hex(&body.source);
+        let live = state
+            .store
+            .versions(function.id)
+            .await?
+            .into_iter()
+            .find(|v| v.version == active && v.sha256 == hash);
+        if let Some(live) = live {
+            let mut view = version_view(live, Some(active));
+            view.reused = true;
+            return Ok((StatusCode::OK, Json(view)));
+        }
+    }
     if body.deploy {
         // Refused before anything is saved.
         super::schedules::keeps_schedules_running(
