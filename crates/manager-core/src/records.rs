@@ -1001,12 +1001,17 @@ async fn prune(store: AnyStore, config: RecordConfig) {
 mod tests {
     use super::*;
 
-    /// A spool whose disk writes stall (its lock held, as a write to a dying SD card would hold
-    /// it) stalls no caller of `record`: the records wait for the spool's thread, and are all
-    /// written once the disk answers again.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_stalled_spool_does_not_stall_the_request_path() {
-        let dir = std::env::temp_dir().join(format!("picloud-stall-{}", std::process::id()));
+    /// A recorder with a spool on a fresh SQLite store holding one tenant's function.
+    struct Spooled {
+        dir: std::path::PathBuf,
+        store: AnyStore,
+        tenant: i64,
+        function: i64,
+        recorder: Arc<Recorder>,
+    }
+
+    async fn spooled(name: &str) -> Spooled {
+        let dir = std::env::temp_dir().join(format!("picloud-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let store = AnyStore::Sqlite(
@@ -1028,6 +1033,27 @@ mod tests {
             },
         )
         .expect("recorder");
+        Spooled {
+            dir,
+            store,
+            tenant,
+            function,
+            recorder,
+        }
+    }
+
+    /// A spool whose disk writes stall (its lock held, as a write to a dying SD card would hold
+    /// it) stalls no caller of `record`: the records wait for the spool's thread, and are all
+    /// written once the disk answers again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stalled_spool_does_not_stall_the_request_path() {
+        let Spooled {
+            dir,
+            store,
+            tenant,
+            function,
+            recorder,
+        } = spooled("stall").await;
         let spool = Arc::clone(recorder.spool.as_ref().expect("a spool"));
         let (stalled_tx, stalled_rx) = std::sync::mpsc::channel();
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
@@ -1131,28 +1157,13 @@ mod tests {
     /// after it answered writes the record when it starts again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_spooled_record_is_on_file_when_the_caller_goes_on() {
-        let dir = std::env::temp_dir().join(format!("picloud-spooled-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        let store = AnyStore::Sqlite(
-            crate::SqliteStore::open(&dir.join("db.sqlite"))
-                .await
-                .expect("store"),
-        );
-        let tenant = store.create_tenant("t").await.expect("tenant").id;
-        let function = store
-            .create_function(tenant, "f", true)
-            .await
-            .expect("function")
-            .id;
-        let recorder = Recorder::start(
-            store.clone(),
-            RecordConfig {
-                spool: Some(dir.join("spool")),
-                ..RecordConfig::default()
-            },
-        )
-        .expect("recorder");
+        let Spooled {
+            dir,
+            store,
+            tenant,
+            function,
+            recorder,
+        } = spooled("spooled").await;
         let result =
             InvocationResult::failed(picloud_shared::Outcome::Ok, Duration::from_millis(1));
         let all = RecordFilter {
