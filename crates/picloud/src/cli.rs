@@ -110,12 +110,34 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = wants_json(&cli.command);
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(crate::client::exit_code(&e))
+            let code = crate::client::exit_code(&e);
+            if json {
+                // `--json` prints one JSON document, a failure's too (on standard output, where
+                // the success's would be; the exit code still tells them apart).
+                println!("{}", crate::client::error_json(&e, code));
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(code)
         }
+    }
+}
+
+/// Whether the command was asked for `--json` (`PICLOUD_JSON`).
+fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Fn(c) => c.client.json,
+        Command::Env(c) => c.client.json,
+        Command::Schedule(c) => c.client.json,
+        Command::Token(c) => c.client.json,
+        Command::Tenant(c) => c.client.json,
+        Command::Whoami(c) => c.json,
+        Command::Invoke(args) => args.json,
+        _ => false,
     }
 }
 

@@ -401,6 +401,21 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     }
 }
 
+/// A failure as the JSON document `--json` prints: `{"error": {"message", "exit_code",
+/// "status"?, "line"?, "column"?}}` (`status` when the server answered).
+pub fn error_json(e: &anyhow::Error, exit_code: u8) -> Value {
+    let mut error = json!({ "message": format!("{e:#}"), "exit_code": exit_code });
+    if let Some(r) = e.downcast_ref::<Refused>() {
+        error["status"] = json!(r.status);
+        error["message"] = json!(r.message);
+        if let (Some(l), Some(c)) = (r.line, r.column) {
+            error["line"] = json!(l);
+            error["column"] = json!(c);
+        }
+    }
+    json!({ "error": error })
+}
+
 /// Asks before `what` (which cannot be undone) unless `yes`; without a terminal to ask on, it
 /// is refused (a script must say `--yes`).
 fn confirm(yes: bool, what: &str) -> Result<()> {

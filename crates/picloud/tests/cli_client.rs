@@ -433,6 +433,26 @@ fn mistakes_are_refused_with_what_to_do() {
     let out = picloud(&server, dev, &["fn", "source", "f", "--version", "99"]);
     assert_eq!(out.status.code(), Some(1), "refused by the server: exit 1");
     assert!(err(&out).contains("404"));
+    // Under --json a failure is a JSON document too.
+    let out = picloud(
+        &server,
+        dev,
+        &["fn", "source", "f", "--version", "99", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let e: Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
+    assert_eq!(
+        (
+            &e["error"]["status"],
+            &e["error"]["exit_code"],
+            &e["error"]["message"]
+        ),
+        (&json!(404), &json!(1), &json!("no such version")),
+        "{e}"
+    );
+    let out = picloud(&server, dev, &["fn", "delete", "no such", "--json"]);
+    let e: Value = serde_json::from_slice(&out.stdout).expect("a JSON document");
+    assert_eq!(e["error"]["exit_code"], json!(2), "{e}");
 
     // What cannot be undone asks first; without a terminal it needs --yes.
     let out = picloud(&server, dev, &["fn", "delete", "f"]);
