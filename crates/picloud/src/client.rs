@@ -50,7 +50,10 @@ pub enum FnCommand {
     /// List the functions.
     List,
     /// List a function's versions.
-    Versions { name: String },
+    Versions {
+        /// The function's name.
+        name: String,
+    },
     /// Print a version's source (default: the active version's), as saved.
     Source {
         /// The function's name.
@@ -60,9 +63,15 @@ pub enum FnCommand {
         version: Option<i32>,
     },
     /// Make an earlier version active again (default: the one before the active version).
-    Rollback { name: String, version: Option<i32> },
+    Rollback {
+        /// The function's name.
+        name: String,
+        /// The version to make active (default: the one before the active version).
+        version: Option<i32>,
+    },
     /// Run a function once through the API and show the result (exit 1 unless it succeeded).
     Invoke {
+        /// The function's name.
         name: String,
         /// The request as JSON: {"method", "path", "query", "headers", "body"}.
         #[arg(long)]
@@ -84,6 +93,7 @@ pub enum FnCommand {
     },
     /// Show a function's invocation records, oldest first; `--follow` then streams new ones.
     Logs {
+        /// The function's name.
         name: String,
         /// Keep streaming invocations as they happen (Ctrl-C to stop).
         #[arg(long, short)]
@@ -101,17 +111,28 @@ pub enum FnCommand {
 pub enum EnvCommand {
     /// Set a variable of a function.
     Set {
+        /// The function's name.
         function: String,
+        /// The variable's name: letters, digits and '_', not starting with a digit.
         name: String,
+        /// Its value (the script reads it with `env("NAME")`).
         value: String,
         /// Write-only: the API never shows the value again.
         #[arg(long)]
         secret: bool,
     },
     /// Remove a variable of a function.
-    Unset { function: String, name: String },
+    Unset {
+        /// The function's name.
+        function: String,
+        /// The variable's name.
+        name: String,
+    },
     /// List a function's variables (secrets without values).
-    List { function: String },
+    List {
+        /// The function's name.
+        function: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,7 +140,9 @@ pub enum ScheduleCommand {
     /// Run FUNCTION's `on_schedule(event)` on a cron schedule: 5 fields (minute hour day month
     /// weekday), 6 (seconds first), 7 (and a year), or `@daily` and the like.
     Add {
+        /// The function's name (its active version must define `fn on_schedule(event)`).
         function: String,
+        /// When: `'*/15 * * * *'`, `'0 9 * * 1-5'` (cron(5); quote it), `@daily`, ….
         cron: String,
         /// The IANA time zone the expression is read in.
         #[arg(long = "tz", default_value = "UTC")]
@@ -132,19 +155,38 @@ pub enum ScheduleCommand {
         paused: bool,
     },
     /// List a function's schedules.
-    List { function: String },
+    List {
+        /// The function's name.
+        function: String,
+    },
     /// Delete a schedule.
-    Rm { function: String, id: i64 },
+    Rm {
+        /// The function's name.
+        function: String,
+        /// The schedule's id (`schedule list`).
+        id: i64,
+    },
     /// Pause a schedule: no ticks run until it is resumed.
-    Pause { function: String, id: i64 },
+    Pause {
+        /// The function's name.
+        function: String,
+        /// The schedule's id (`schedule list`).
+        id: i64,
+    },
     /// Resume a schedule from its next tick (the paused ticks are not made up).
-    Resume { function: String, id: i64 },
+    Resume {
+        /// The function's name.
+        function: String,
+        /// The schedule's id (`schedule list`).
+        id: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token; its secret is printed once.
     Create {
+        /// The token's name (unique among the live tokens of its tenant).
         name: String,
         /// An admin token (needs an admin token).
         #[arg(long)]
@@ -152,6 +194,7 @@ pub enum TokenCommand {
     },
     /// List tokens (never their secrets).
     List {
+        /// The admin tokens instead (needs an admin token).
         #[arg(long)]
         admin: bool,
     },
@@ -171,7 +214,10 @@ pub enum TokenCommand {
 #[derive(Debug, Subcommand)]
 pub enum TenantCommand {
     /// Create a tenant (needs an admin token).
-    Create { name: String },
+    Create {
+        /// The tenant's name: lower-case letters, digits and '-'.
+        name: String,
+    },
     /// List tenants (needs an admin token).
     List,
 }
