@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use picloud_manager_core::auth::{generate_token, hash_token};
-use picloud_manager_core::{AnyStore, PgStore, SqliteStore, Store, validate_name};
+use picloud_manager_core::{Store, validate_name};
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {
@@ -51,25 +51,9 @@ pub enum AdminCommand {
 pub async fn run(args: AdminArgs) -> Result<ExitCode> {
     let AdminCommand::CreateToken { name } = &args.command;
     validate_name(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
-    let store = match &args.database_url {
-        Some(url) => AnyStore::Postgres(PgStore::connect(url).await.context("opening PostgreSQL")?),
-        None => {
-            let path = args.data_dir.join("picloud.db");
-            // Never a new, empty database: a token there would open nothing.
-            if !path.is_file() {
-                bail!(
-                    "no database at {}: give the server's --data-dir (or --database-url when it \
-                     runs on PostgreSQL)",
-                    path.display()
-                );
-            }
-            AnyStore::Sqlite(
-                SqliteStore::open(&path)
-                    .await
-                    .with_context(|| format!("opening {}", path.display()))?,
-            )
-        }
-    };
+    // Never a new, empty database: a token there would open nothing.
+    let store =
+        crate::serve::open_store(args.database_url.as_deref(), &args.data_dir, true).await?;
     let token = generate_token().context("no randomness for a token")?;
     let made = store
         .create_token(None, name, &hash_token(&token), true)

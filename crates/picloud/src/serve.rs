@@ -133,6 +133,34 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
+/// The store of a server on `data_dir`: PostgreSQL at `database_url`, else the embedded
+/// `picloud.db` there. With `must_exist`, a missing embedded database is an error instead of a
+/// new, empty one (`picloud admin` works on an installation, never makes one).
+pub(crate) async fn open_store(
+    database_url: Option<&str>,
+    data_dir: &std::path::Path,
+    must_exist: bool,
+) -> Result<AnyStore> {
+    if let Some(url) = database_url {
+        return Ok(AnyStore::Postgres(
+            PgStore::connect(url).await.context("opening PostgreSQL")?,
+        ));
+    }
+    let path = data_dir.join("picloud.db");
+    if must_exist && !path.is_file() {
+        anyhow::bail!(
+            "no database at {}: give the server's --data-dir (or --database-url when it runs on \
+             PostgreSQL)",
+            path.display()
+        );
+    }
+    Ok(AnyStore::Sqlite(
+        SqliteStore::open(&path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?,
+    ))
+}
+
 /// Opens the store (creating the admin token at first start), starts the executor, the routing
 /// table, the record writer and the scheduler, and assembles the HTTP surface.
 pub async fn build(args: &ServeArgs) -> Result<Server> {
@@ -143,17 +171,7 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
             args.data_dir.display()
         )
     })?;
-    let store = match &args.database_url {
-        Some(url) => AnyStore::Postgres(PgStore::connect(url).await.context("opening PostgreSQL")?),
-        None => {
-            let path = args.data_dir.join("picloud.db");
-            AnyStore::Sqlite(
-                SqliteStore::open(&path)
-                    .await
-                    .with_context(|| format!("opening {}", path.display()))?,
-            )
-        }
-    };
+    let store = open_store(args.database_url.as_deref(), &args.data_dir, false).await?;
     let store = picloud_orchestrator_core::node::with_secret_key(
         store,
         args.secret_key_file.as_deref(),
