@@ -1091,31 +1091,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(recorder.dropped(), 0);
+        let one = || InvocationRecord::new(tenant, function, 1, Trigger::Http, &result);
         // A caller that waits for the spool gives up after a bound, and the callers after it,
         // the spool known to be behind, do not wait at all: 50 of them within one bound.
         let waited = std::time::Instant::now();
-        recorder
-            .record_spooled(InvocationRecord::new(
-                tenant,
-                function,
-                1,
-                Trigger::Http,
-                &result,
-            ))
-            .await;
+        recorder.record_spooled(one()).await;
         assert!(waited.elapsed() >= SPOOL_WAIT, "it waited for the spool");
         assert!(recorder.spool_behind.load(Ordering::Acquire));
         let skipped = tokio::time::timeout(SPOOL_WAIT, async {
             for _ in 0..50 {
-                recorder
-                    .record_spooled(InvocationRecord::new(
-                        tenant,
-                        function,
-                        1,
-                        Trigger::Http,
-                        &result,
-                    ))
-                    .await;
+                recorder.record_spooled(one()).await;
             }
         })
         .await;
@@ -1127,15 +1112,7 @@ mod tests {
         staller.join().expect("staller");
         assert!(recorder.flush(Duration::from_secs(20)).await, "all written");
         // Caught up, the next caller waits for its record again.
-        recorder
-            .record_spooled(InvocationRecord::new(
-                tenant,
-                function,
-                1,
-                Trigger::Http,
-                &result,
-            ))
-            .await;
+        recorder.record_spooled(one()).await;
         assert!(!recorder.spool_behind.load(Ordering::Acquire), "caught up");
         assert!(recorder.flush(Duration::from_secs(20)).await, "all written");
         let filter = RecordFilter {
@@ -1197,6 +1174,17 @@ mod tests {
                 "record {n} is neither spooled nor written when record_spooled returned"
             );
         }
+        // A caller that goes away while waiting (its client disconnected) loses nothing: the
+        // record was queued before the wait.
+        let mut record = InvocationRecord::new(tenant, function, 1, Trigger::Http, &result);
+        record.duration_us = 999_999;
+        let _ = tokio::time::timeout(Duration::ZERO, recorder.record_spooled(record)).await;
+        assert!(recorder.flush(Duration::from_secs(20)).await, "all written");
+        let written = store.records(function, &all).await.expect("records");
+        assert!(
+            written.iter().any(|r| r.duration_us == 999_999),
+            "the abandoned caller's record was lost"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -402,5 +402,18 @@ mod tests {
             "{said}"
         );
         assert_eq!(in_users_terms("a struct of words"), "a struct of words");
+        // Parts of the text come from the caller's JSON: any bytes pass through untouched, and
+        // nothing panics at the ends or on multi-byte characters.
+        for text in [
+            "struct ",
+            "enum",
+            "expected struct Ä\0",
+            "invalid type: string \"struct Über\u{7}\"",
+            "struct struct struct X",
+        ] {
+            let _ = in_users_terms(text);
+        }
+        let huge = format!("expected {}", "struct X ".repeat(100_000));
+        assert!(in_users_terms(&huge).starts_with("expected an object"));
     }
 }

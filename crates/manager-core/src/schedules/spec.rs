@@ -51,6 +51,8 @@ struct Field {
     max: u32,
     /// Names standing for `min`, `min + 1`, … (three letters, any case).
     names: &'static [&'static str],
+    /// The day of week, which the `cron` crate numbers from Sunday = 1.
+    weekday: bool,
 }
 
 const SECOND: Field = Field {
@@ -58,24 +60,28 @@ const SECOND: Field = Field {
     min: 0,
     max: 59,
     names: &[],
+    weekday: false,
 };
 const MINUTE: Field = Field {
     name: "minute",
     min: 0,
     max: 59,
     names: &[],
+    weekday: false,
 };
 const HOUR: Field = Field {
     name: "hour",
     min: 0,
     max: 23,
     names: &[],
+    weekday: false,
 };
 const DAY_OF_MONTH: Field = Field {
     name: "day of month",
     min: 1,
     max: 31,
     names: &[],
+    weekday: false,
 };
 const MONTH: Field = Field {
     name: "month",
@@ -84,6 +90,7 @@ const MONTH: Field = Field {
     names: &[
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ],
+    weekday: false,
 };
 /// cron(5)'s day of week: 0 and 7 are Sunday, 1 Monday, … 6 Saturday.
 const DAY_OF_WEEK: Field = Field {
@@ -91,6 +98,7 @@ const DAY_OF_WEEK: Field = Field {
     min: 0,
     max: 7,
     names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
+    weekday: true,
 };
 
 /// The aliases cron(5) knows, as the five fields they stand for.
@@ -182,7 +190,7 @@ impl Field {
             return Ok("*".to_string());
         }
         let mut values = self.values(text)?;
-        if self.name == DAY_OF_WEEK.name {
+        if self.weekday {
             values = values.into_iter().map(|v| v % 7 + 1).collect();
             values.sort_unstable();
             values.dedup();
@@ -731,6 +739,40 @@ mod tests {
             e.starts_with("invalid cron expression \"61 * * * *\""),
             "{e}"
         );
+    }
+
+    /// Whatever a tenant sends as an expression is refused with a message, never a panic: NUL
+    /// and control bytes, other scripts' digits, huge lists, ranges and steps, empty parts.
+    #[test]
+    fn hostile_expressions_are_refused_not_panicked_on() {
+        let long_list = format!("{} * * * *", vec!["1"; 100_000].join(","));
+        let hostile = [
+            "\0 * * * *",
+            "* * * * \u{7}",
+            "١ * * * *",
+            "* * * * mon\0",
+            "-5 * * * *",
+            "5- * * * *",
+            ",, * * * *",
+            "*/ * * * *",
+            "99999999999999999999 * * * *",
+            "1-59/0 * * * *",
+            "@",
+            "@\0",
+            "",
+            "     ",
+        ];
+        for expr in hostile {
+            assert!(
+                CronSpec::parse(expr, "UTC").is_err(),
+                "{expr:?} was accepted"
+            );
+        }
+        // Large but valid: a long list of one minute, a huge step that leaves one value.
+        assert!(CronSpec::parse(&long_list, "UTC").is_ok());
+        assert!(CronSpec::parse("0/4294967295 * * * *", "UTC").is_ok());
+        assert!(CronSpec::parse("*/4294967295 * * * *", "UTC").is_ok());
+        assert!(CronSpec::parse(&"x".repeat(1 << 20), "UTC").is_err());
     }
 
     #[test]
