@@ -196,3 +196,105 @@ impl<S: Store + 'static> HostCalls for TenantKv<S> {
         Box::pin(async move { self.answer(call).await.unwrap_or_else(HostReply::error) })
     }
 }
+
+/// A key-value store in memory, for `picloud invoke` on a laptop: the calls, sizes, quotas and
+/// errors of a tenant's store on a server, without a database. What it holds can be read out
+/// ([`MemoryKv::entries`]) to keep it in a file between runs.
+#[derive(Debug, Default)]
+pub struct MemoryKv {
+    entries: std::sync::Mutex<std::collections::BTreeMap<String, String>>,
+    limits: KvLimits,
+}
+
+impl MemoryKv {
+    /// A store holding `entries` (key → value as JSON text) under `limits`.
+    pub fn new(entries: std::collections::BTreeMap<String, String>, limits: KvLimits) -> Self {
+        Self {
+            entries: std::sync::Mutex::new(entries),
+            limits,
+        }
+    }
+
+    /// What it holds now: key → value as JSON text.
+    pub fn entries(&self) -> std::collections::BTreeMap<String, String> {
+        self.entries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn answer(&self, call: HostCall) -> Result<HostReply, String> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match call {
+            HostCall::KvGet { key } => {
+                self.limits.check_key(&key)?;
+                Ok(HostReply::Value {
+                    value: entries.get(&key).cloned(),
+                })
+            }
+            HostCall::KvSet { key, value } => {
+                self.limits.check_key(&key)?;
+                if value.len() > self.limits.max_value_bytes {
+                    return Err(format!(
+                        "the value is {} bytes as JSON; the limit is {}",
+                        value.len(),
+                        self.limits.max_value_bytes
+                    ));
+                }
+                let old = entries.get(&key).map_or(0, |v| key.len() + v.len());
+                let used: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+                let keys = entries.len() as u64 + u64::from(old == 0);
+                let bytes = (used - old + key.len() + value.len()) as u64;
+                // The store's own words (`kv_set` in store.rs).
+                if keys > self.limits.max_keys {
+                    return Err(format!(
+                        "the tenant's key-value store is full: it may hold {} keys",
+                        self.limits.max_keys
+                    ));
+                }
+                if bytes > self.limits.max_bytes {
+                    return Err(format!(
+                        "the tenant's key-value store is full: it may hold {} bytes of keys and \
+                         values ({bytes} would be used)",
+                        self.limits.max_bytes
+                    ));
+                }
+                entries.insert(key, value);
+                Ok(HostReply::Done)
+            }
+            HostCall::KvDelete { key } => {
+                self.limits.check_key(&key)?;
+                Ok(HostReply::Deleted {
+                    existed: entries.remove(&key).is_some(),
+                })
+            }
+            HostCall::KvList {
+                prefix,
+                after,
+                limit,
+            } => {
+                self.limits.check_prefix(&prefix)?;
+                if let Some(after) = &after {
+                    self.limits.check_prefix(after)?;
+                }
+                let limit = limit.clamp(1, self.limits.max_list) as usize;
+                let keys = entries
+                    .range(prefix.clone()..)
+                    .map(|(k, _)| k)
+                    .take_while(|k| k.starts_with(&prefix))
+                    .filter(|k| after.as_ref().is_none_or(|a| k.as_str() > a.as_str()))
+                    .take(limit)
+                    .cloned()
+                    .collect();
+                Ok(HostReply::Keys { keys })
+            }
+        }
+    }
+}
+
+impl HostCalls for MemoryKv {
+    fn call(&self, call: HostCall) -> HostFuture<'_> {
+        let reply = self.answer(call).unwrap_or_else(HostReply::error);
+        Box::pin(async move { reply })
+    }
+}

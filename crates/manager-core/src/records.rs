@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use picloud_shared::{InvocationResult, LogLine};
+use picloud_shared::{InvocationRequest, InvocationResult, LogLine};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use utoipa::ToSchema;
@@ -35,6 +35,8 @@ pub const BATCH: usize = 500;
 pub const LINGER: Duration = Duration::from_millis(100);
 /// Log bytes kept in a record; the invocation's own cap is larger.
 pub const MAX_RECORD_LOG_BYTES: usize = 8 << 10;
+/// The most of a request's path a record keeps, in bytes.
+pub const MAX_RECORD_PATH_BYTES: usize = 1024;
 
 /// What started an invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -89,6 +91,15 @@ pub struct InvocationRecord {
     pub logs: Vec<LogLine>,
     /// Lines were dropped, by the invocation's log cap or the record's.
     pub logs_truncated: bool,
+    /// The request's method, for an HTTP or test invocation.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The request's path (its first [`MAX_RECORD_PATH_BYTES`]), for an HTTP or test invocation.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The schedule that ran it, for a scheduled invocation.
+    #[serde(default)]
+    pub schedule_id: Option<i64>,
     /// Unique to this record (random): a record written again after a crash is ignored.
     #[serde(skip)]
     pub key: String,
@@ -134,8 +145,30 @@ impl InvocationRecord {
             message: (!result.outcome.is_ok()).then(|| result.outcome.describe()),
             logs,
             logs_truncated: truncated,
+            method: None,
+            path: None,
+            schedule_id: None,
             key: record_key(),
         }
+    }
+
+    /// This record, saying which request it answered (its method and the start of its path).
+    #[must_use]
+    pub fn answering(mut self, request: &InvocationRequest) -> Self {
+        let mut end = request.path.len().min(MAX_RECORD_PATH_BYTES);
+        while !request.path.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.method = Some(request.method.chars().take(16).collect());
+        self.path = Some(request.path[..end].to_string());
+        self
+    }
+
+    /// This record, saying which schedule ran it.
+    #[must_use]
+    pub fn scheduled_by(mut self, schedule_id: i64) -> Self {
+        self.schedule_id = Some(schedule_id);
+        self
     }
 }
 
@@ -252,6 +285,9 @@ pub(crate) struct RecordRow {
     message: Option<String>,
     logs: String,
     logs_truncated: bool,
+    method: Option<String>,
+    path: Option<String>,
+    schedule_id: Option<i64>,
 }
 
 impl From<RecordRow> for InvocationRecord {
@@ -271,6 +307,9 @@ impl From<RecordRow> for InvocationRecord {
             message: r.message,
             logs: serde_json::from_str(&r.logs).unwrap_or_default(),
             logs_truncated: r.logs_truncated,
+            method: r.method,
+            path: r.path,
+            schedule_id: r.schedule_id,
             key: String::new(),
         }
     }

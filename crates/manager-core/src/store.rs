@@ -80,6 +80,8 @@ pub struct Tenant {
     /// The admin's ceilings on this tenant's function limits.
     #[sqlx(flatten)]
     pub ceilings: LimitOverrides,
+    /// Whether its schedules may fire more than once a minute (an admin's choice; off).
+    pub sub_minute_schedules: bool,
 }
 
 /// A token as stored: never its secret, only a hash of it.
@@ -130,6 +132,8 @@ pub struct Version {
     pub sha256: String,
     pub author: String,
     pub created_at: i64,
+    /// Kept by every pruning, automatic or asked for, until unpinned.
+    pub pinned: bool,
 }
 
 /// An environment variable as listed: a secret's value is never read back.
@@ -243,6 +247,16 @@ pub trait Store: Send + Sync {
         tenant_id: i64,
         ceilings: &LimitOverrides,
     ) -> impl Future<Output = Result<Tenant>> + Send;
+    /// Allows (or stops allowing) the tenant's new schedules to fire more than once a minute.
+    fn set_sub_minute_schedules(
+        &self,
+        tenant_id: i64,
+        allowed: bool,
+    ) -> impl Future<Output = Result<Tenant>> + Send;
+    /// Deletes a tenant with everything it owns: tokens, functions, versions, variables,
+    /// schedules, records and keys ([`StoreError::NotFound`] when it is gone already). Its
+    /// records go first, in batches, so that no one statement holds the database for long.
+    fn delete_tenant(&self, tenant_id: i64) -> impl Future<Output = Result<()>> + Send;
 
     /// Stores a token by the hash of its secret.
     fn create_token(
@@ -363,6 +377,20 @@ pub trait Store: Send + Sync {
         quota: &VersionQuota,
     ) -> impl Future<Output = Result<SavedVersion>> + Send;
     fn versions(&self, function_id: i64) -> impl Future<Output = Result<Vec<Version>>> + Send;
+    /// Pins or unpins a version ([`StoreError::NotFound`] when there is no such version).
+    fn set_version_pinned(
+        &self,
+        function_id: i64,
+        version: i32,
+        pinned: bool,
+    ) -> impl Future<Output = Result<Version>> + Send;
+    /// Deletes the function's versions that are neither live, pinned, nor among its newest
+    /// `keep`; returns their numbers, oldest first.
+    fn prune_versions(
+        &self,
+        function_id: i64,
+        keep: u32,
+    ) -> impl Future<Output = Result<Vec<i32>>> + Send;
     fn version_source(
         &self,
         function_id: i64,
@@ -526,7 +554,7 @@ pub struct KvUsage {
 // Column lists as macros so that `concat!` can build each query as one literal.
 macro_rules! tenant_cols {
     () => {
-        "id, name, created_at, max_timeout_ms AS timeout_ms, max_fuel AS fuel, max_memory_bytes AS memory_bytes, max_concurrency AS concurrency"
+        "id, name, created_at, max_timeout_ms AS timeout_ms, max_fuel AS fuel, max_memory_bytes AS memory_bytes, max_concurrency AS concurrency, sub_minute_schedules"
     };
 }
 
@@ -554,7 +582,7 @@ const SET_FORWARD_AUTHORIZATION: &str = concat!(
 // number; the caller may retry.
 const INSERT_VERSION: &str = "INSERT INTO function_versions (function_id, version, source, sha256, author, created_at, size) \
      SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6 FROM function_versions WHERE function_id = $1 \
-     RETURNING function_id, version, sha256, author, created_at";
+     RETURNING function_id, version, sha256, author, created_at, pinned";
 /// Saves `$source` as the function's next version inside transaction `$tx`; evaluates to the
 /// [`Version`].
 macro_rules! insert_version {
@@ -756,7 +784,7 @@ fn with_env(rows: Vec<RouteRow>, env: Vec<EnvRow>) -> Vec<Route> {
         .collect()
 }
 
-/// Records in one multi-row `INSERT`: 13 bound values each, well under SQLite's limit of
+/// Records in one multi-row `INSERT`: 18 bound values each, well under SQLite's limit of
 /// 32,766 variables in a statement (and PostgreSQL's 65,535).
 const RECORDS_PER_STATEMENT: usize = 250;
 
@@ -810,6 +838,41 @@ macro_rules! impl_store {
                 .map_err(|e| StoreError::from_sqlx(e, "tenant"))?;
                 self.commit_announcing(tx, RouteEvent::Tenant(tenant_id)).await?;
                 Ok(tenant)
+            }
+
+            async fn set_sub_minute_schedules(&self, tenant_id: i64, allowed: bool) -> Result<Tenant> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let tenant = sqlx::query_as(concat!(
+                    "UPDATE tenants SET sub_minute_schedules = $1 WHERE id = $2 RETURNING ",
+                    tenant_cols!()
+                ))
+                .bind(allowed)
+                .bind(tenant_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(|e| StoreError::from_sqlx(e, "tenant"))?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(tenant)
+            }
+
+            async fn delete_tenant(&self, tenant_id: i64) -> Result<()> {
+                delete_in_batches!(
+                    &self.pool,
+                    "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations WHERE tenant_id = $1 LIMIT $2)",
+                    tenant_id
+                );
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let gone = sqlx::query("DELETE FROM tenants WHERE id = $1")
+                    .bind(tenant_id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?
+                    .rows_affected();
+                if gone == 0 {
+                    return Err(StoreError::NotFound("tenant"));
+                }
+                // Its routes, tokens and schedules: every cache reloads.
+                self.commit_announcing(tx, RouteEvent::Resync).await
             }
 
             async fn list_tenants(&self) -> Result<Vec<Tenant>> {
@@ -1090,7 +1153,7 @@ macro_rules! impl_store {
                 for chunk in records.chunks(RECORDS_PER_STATEMENT) {
                     let mut insert = sqlx::QueryBuilder::new(
                         "INSERT INTO invocations (id, tenant_id, function_id, version, trigger_kind, outcome, status, at, \
-                         duration_us, fuel, peak_memory, message, logs, logs_truncated, record_key) ",
+                         duration_us, fuel, peak_memory, message, logs, logs_truncated, record_key, method, path, schedule_id) ",
                     );
                     insert.push_values(chunk, |mut row, r| {
                         let logs = serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into());
@@ -1110,7 +1173,10 @@ macro_rules! impl_store {
                             .push_bind(r.message.clone())
                             .push_bind(logs)
                             .push_bind(r.logs_truncated)
-                            .push_bind((!r.key.is_empty()).then(|| r.key.clone()));
+                            .push_bind((!r.key.is_empty()).then(|| r.key.clone()))
+                            .push_bind(r.method.clone())
+                            .push_bind(r.path.clone())
+                            .push_bind(r.schedule_id);
                     });
                     // A record written again (replayed from the spool after a crash) is
                     // already here.
@@ -1123,7 +1189,7 @@ macro_rules! impl_store {
             async fn records(&self, function_id: i64, filter: &RecordFilter) -> Result<Vec<InvocationRecord>> {
                 let rows: Vec<RecordRow> = sqlx::query_as(
                     "SELECT id, tenant_id, function_id, version, trigger_kind, outcome, status, at, duration_us, fuel, \
-                     peak_memory, message, logs, logs_truncated FROM invocations \
+                     peak_memory, message, logs, logs_truncated, method, path, schedule_id FROM invocations \
                      WHERE function_id = $1 AND ($2 IS NULL OR outcome = $2) AND ($3 IS NULL OR at >= $3) \
                      AND ($4 IS NULL OR at < $4) AND ($5 IS NULL OR (at, id) < (SELECT at, id FROM invocations WHERE id = $5)) \
                      ORDER BY at DESC, id DESC LIMIT $6",
@@ -1258,7 +1324,7 @@ macro_rules! impl_store {
                 let keep_from = newest.unwrap_or(0).saturating_sub(i32::try_from(quota.keep_newest).unwrap_or(i32::MAX));
                 let prunable: Vec<(i32, i64)> = sqlx::query_as(
                     "SELECT version, size FROM function_versions WHERE function_id = $1 AND version <= $2 \
-                     ORDER BY version",
+                     AND NOT pinned ORDER BY version",
                 )
                 .bind(function_id)
                 .bind(keep_from)
@@ -1280,7 +1346,8 @@ macro_rules! impl_store {
                 if count >= max_count {
                     return Err(StoreError::Quota(format!(
                         "version quota: a function keeps at most {max_count} versions, and none \
-                         of this one's is old enough to prune (its live version and newest {} are kept)",
+                         of this one's is old enough to prune (its live version, its pinned ones and \
+                         its newest {} are kept): unpin some, or delete the function",
                         quota.keep_newest
                     )));
                 }
@@ -1302,13 +1369,58 @@ macro_rules! impl_store {
 
             async fn versions(&self, function_id: i64) -> Result<Vec<Version>> {
                 sqlx::query_as(
-                    "SELECT function_id, version, sha256, author, created_at FROM function_versions \
+                    "SELECT function_id, version, sha256, author, created_at, pinned FROM function_versions \
                      WHERE function_id = $1 ORDER BY version",
                 )
                 .bind(function_id)
                 .fetch_all(&self.pool)
                 .await
                 .map_err(StoreError::Database)
+            }
+
+            async fn set_version_pinned(&self, function_id: i64, version: i32, pinned: bool) -> Result<Version> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let found: Option<Version> = sqlx::query_as(
+                    "UPDATE function_versions SET pinned = $1 WHERE function_id = $2 AND version = $3 \
+                     RETURNING function_id, version, sha256, author, created_at, pinned",
+                )
+                .bind(pinned)
+                .bind(function_id)
+                .bind(version)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                let Some(found) = found else {
+                    return Err(StoreError::NotFound("version"));
+                };
+                tx.commit().await.map_err(StoreError::Database)?;
+                Ok(found)
+            }
+
+            async fn prune_versions(&self, function_id: i64, keep: u32) -> Result<Vec<i32>> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                let newest: Option<i32> = sqlx::query_scalar(
+                    "SELECT MAX(version) FROM function_versions WHERE function_id = $1",
+                )
+                .bind(function_id)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                let keep_from = newest.unwrap_or(0).saturating_sub(i32::try_from(keep).unwrap_or(i32::MAX));
+                let pruned: Vec<i32> = sqlx::query_scalar(
+                    "DELETE FROM function_versions WHERE function_id = $1 AND version <= $2 AND NOT pinned \
+                     AND version <> COALESCE((SELECT active_version FROM functions WHERE id = $1), 0) \
+                     RETURNING version",
+                )
+                .bind(function_id)
+                .bind(keep_from)
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(StoreError::Database)?;
+                tx.commit().await.map_err(StoreError::Database)?;
+                let mut pruned = pruned;
+                pruned.sort_unstable();
+                Ok(pruned)
             }
 
             async fn version_source(&self, function_id: i64, version: i32) -> Result<Option<String>> {
@@ -1978,6 +2090,12 @@ impl Store for AnyStore {
     ) -> Result<Tenant> {
         delegate!(self, set_tenant_ceilings(tenant_id, ceilings))
     }
+    async fn set_sub_minute_schedules(&self, tenant_id: i64, allowed: bool) -> Result<Tenant> {
+        delegate!(self, set_sub_minute_schedules(tenant_id, allowed))
+    }
+    async fn delete_tenant(&self, tenant_id: i64) -> Result<()> {
+        delegate!(self, delete_tenant(tenant_id))
+    }
     async fn create_token(
         &self,
         tenant_id: Option<i64>,
@@ -2076,6 +2194,17 @@ impl Store for AnyStore {
     }
     async fn versions(&self, function_id: i64) -> Result<Vec<Version>> {
         delegate!(self, versions(function_id))
+    }
+    async fn set_version_pinned(
+        &self,
+        function_id: i64,
+        version: i32,
+        pinned: bool,
+    ) -> Result<Version> {
+        delegate!(self, set_version_pinned(function_id, version, pinned))
+    }
+    async fn prune_versions(&self, function_id: i64, keep: u32) -> Result<Vec<i32>> {
+        delegate!(self, prune_versions(function_id, keep))
     }
     async fn version_source(&self, function_id: i64, version: i32) -> Result<Option<String>> {
         delegate!(self, version_source(function_id, version))

@@ -186,7 +186,8 @@ async fn run(
         route.version,
         Trigger::Http,
         &result,
-    );
+    )
+    .answering(&request);
     let invocation = record.id;
     // In the spool before the answer leaves: an answered request's record survives this
     // process being killed the moment after.

@@ -1,15 +1,19 @@
-//! The command line. Every flag has an environment variable.
+//! The command line. Every setting a server or client keeps between commands has an environment
+//! variable; what one command acts on (names, files, one-off values) is given on the line.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
-use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
-use picloud_shared::{InvocationRequest, InvocationResult, Limits};
+use picloud_executor_core::{Executor, ExecutorConfig, HostCalls, InvocationContext, Isolation};
+use picloud_manager_core::kv::{KvLimits, MemoryKv};
+use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits};
 
 use crate::client::{
-    ClientArgs, EnvCommand, FnCommand, ScheduleCommand, TenantCommand, TokenCommand,
+    ClientArgs, EnvCommand, FnCommand, KvCommand, ScheduleCommand, TenantCommand, TokenCommand,
 };
 
 #[derive(Debug, Parser)]
@@ -45,8 +49,10 @@ pub enum Command {
     Schedule(ClientCommand<ScheduleCommand>),
     /// Manage API tokens.
     Token(ClientCommand<TokenCommand>),
-    /// Manage tenants (admin).
+    /// Manage tenants: create, list, show, ceilings, delete (admin).
     Tenant(ClientCommand<TenantCommand>),
+    /// Look at the tenant's key-value store (what its scripts `kv_set`): list, get, rm.
+    Kv(ClientCommand<KvCommand>),
     /// Show which token the client commands use, and its tenant.
     Whoami(ClientArgs),
     /// Work on the database directly, without the API: make an admin token when all are lost.
@@ -54,7 +60,11 @@ pub enum Command {
     /// Format Rhai scripts in place (`--check` only lists the unformatted ones; `-` formats
     /// standard input to standard output).
     Fmt(crate::fmt::FmtArgs),
-    /// Run one script through the executor and print the response, the outcome and its costs.
+    /// Run one script on this machine, without a server, and print the response, the outcome
+    /// and its costs. It has the server's sandbox and limits, `env(NAME)` from `--env`, and a
+    /// key-value store in memory (`--kv-file` keeps it). It lacks what a server adds: no
+    /// records or metrics, no schedules (`on_schedule` is not called), no tenant ceilings, no
+    /// key-value rate, and no tokens.
     Invoke(InvokeArgs),
     /// Benchmark baseline: run one invocation in this very process, without pool or sandbox,
     /// and print the result as JSON.
@@ -86,9 +96,78 @@ pub struct InvokeArgs {
     /// `~/.cache/picloud`, else `./picloud-data/cache`.
     #[arg(long, env = "PICLOUD_CACHE_DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// A variable the script reads with `env("NAME")`, as NAME=VALUE (again for more).
+    #[arg(long = "env", value_name = "NAME=VALUE", value_parser = parse_env)]
+    pub env: Vec<(String, String)>,
+    /// A JSON file holding the key-value store (an object of key → value): read before the
+    /// run (missing: empty) and written back after it. Without it the store lives in memory
+    /// for this run only.
+    #[arg(long, value_name = "FILE")]
+    pub kv_file: Option<PathBuf>,
     /// Print the whole result as JSON instead.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `NAME=VALUE`, the name as the server takes it: letters, digits and '_', not starting with
+/// a digit.
+fn parse_env(text: &str) -> Result<(String, String), String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("{text:?} is not NAME=VALUE"));
+    };
+    let fine = name.len() <= 128
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if !fine {
+        return Err(format!(
+            "{name:?} is not a variable name: letters, digits and '_', not starting with a digit"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
+}
+
+/// The key-value store of `picloud invoke`, from `--kv-file` when given.
+fn local_kv(file: Option<&std::path::Path>) -> Result<MemoryKv> {
+    let mut entries = std::collections::BTreeMap::new();
+    if let Some(file) = file {
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text)
+                    .with_context(|| {
+                    format!(
+                        "{} is not a JSON object of key → value (what --kv-file writes)",
+                        file.display()
+                    )
+                })?;
+                for (key, value) in map {
+                    entries.insert(key, serde_json::to_string(&value)?);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", file.display())),
+        }
+    }
+    Ok(MemoryKv::new(entries, KvLimits::default()))
+}
+
+/// Writes the store back to `--kv-file`, whole, through a temporary file (a crash leaves the
+/// old one).
+fn keep_kv(kv: &MemoryKv, file: &std::path::Path) -> Result<()> {
+    let mut map = serde_json::Map::new();
+    for (key, text) in kv.entries() {
+        let value = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+        map.insert(key, value);
+    }
+    let text = serde_json::to_string_pretty(&serde_json::Value::Object(map))?;
+    let mut tmp = file.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, text + "\n")
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    std::fs::rename(&tmp, file).with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(())
 }
 
 /// Runs the command line; the exit code is 0 when the invocation's outcome is `ok`.
@@ -135,6 +214,7 @@ fn wants_json(command: &Command) -> bool {
         Command::Schedule(c) => c.client.json,
         Command::Token(c) => c.client.json,
         Command::Tenant(c) => c.client.json,
+        Command::Kv(c) => c.client.json,
         Command::Whoami(c) => c.json,
         Command::Invoke(args) => args.json,
         _ => false,
@@ -160,6 +240,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tenant(c) => {
             blocking(move || crate::client::run_tenant(&c.client, &c.command)).await
         }
+        Command::Kv(c) => blocking(move || crate::client::run_kv(&c.client, &c.command)).await,
         Command::InvokeOnce(args) => {
             let (script, request, limits, config) = prepare(&args)?;
             let result = picloud_executor_core::invoke_once(&config, &script, &request, &limits)?;
@@ -207,10 +288,31 @@ fn prepare(args: &InvokeArgs) -> Result<Prepared> {
 
 async fn invoke(args: InvokeArgs) -> Result<ExitCode> {
     let (script, request, limits, config) = prepare(&args)?;
+    let kv = Arc::new(local_kv(args.kv_file.as_deref())?);
+    let env: BTreeMap<String, String> = args.env.iter().cloned().collect();
     let executor = Executor::start(config)
         .await
         .context("starting the executor")?;
-    let result = executor.invoke(&script, &request, &limits).await;
+    let name = args
+        .file
+        .file_stem()
+        .map_or_else(|| "script".into(), |s| s.to_string_lossy().into_owned());
+    let result = executor
+        .invoke_with(
+            &FunctionRef::new("local", name),
+            &script,
+            &request,
+            &limits,
+            InvocationContext {
+                env: Some(&env),
+                host: Some(Arc::clone(&kv) as Arc<dyn HostCalls>),
+                event: None,
+            },
+        )
+        .await;
+    if let Some(file) = &args.kv_file {
+        keep_kv(&kv, file)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&result)?);
     } else {

@@ -91,7 +91,39 @@ pub enum FnCommand {
         #[arg(long, short)]
         yes: bool,
     },
-    /// Show a function's invocation records, oldest first; `--follow` then streams new ones.
+    /// Show the limits a function runs under, or choose some (`default` gives one back to the
+    /// server's default).
+    Limits {
+        /// The function's name.
+        name: String,
+        #[command(flatten)]
+        limits: LimitFlags,
+    },
+    /// Pin a version: no pruning (automatic at the version cap, or `fn prune`) removes it.
+    Pin {
+        /// The function's name.
+        name: String,
+        /// The version to keep (`fn versions`).
+        version: i32,
+    },
+    /// Unpin a version: pruning may remove it again.
+    Unpin {
+        /// The function's name.
+        name: String,
+        /// The version (`fn versions`).
+        version: i32,
+    },
+    /// Delete a function's old versions: all but the live one, the pinned ones and the newest
+    /// `--keep`.
+    Prune {
+        /// The function's name.
+        name: String,
+        /// How many of the newest versions to keep besides the live and pinned ones.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
+        keep: u32,
+    },
+    /// Show a function's invocation records, oldest first; `--follow` then streams new ones
+    /// (with `--json`, one JSON object per line: NDJSON).
     Logs {
         /// The function's name.
         name: String,
@@ -105,6 +137,100 @@ pub enum FnCommand {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
         limit: u32,
     },
+}
+
+/// A limit as given on the command line: a number, or `default` to clear a choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitValue {
+    Set(i64),
+    Default,
+}
+
+impl std::str::FromStr for LimitValue {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("default") {
+            return Ok(Self::Default);
+        }
+        text.replace('_', "")
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v > 0)
+            .map(Self::Set)
+            .ok_or_else(|| format!("{text:?} is neither a whole number from 1 nor `default`"))
+    }
+}
+
+/// The limits a command may choose; each left out stays as it is.
+#[derive(Debug, Args)]
+pub struct LimitFlags {
+    /// Wall-clock deadline of one invocation, in milliseconds (or `default`).
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<LimitValue>,
+    /// Wasm fuel of one invocation, about one unit per instruction (or `default`).
+    #[arg(long, value_name = "UNITS")]
+    pub fuel: Option<LimitValue>,
+    /// Memory of one invocation, in MiB (or `default`).
+    #[arg(long, value_name = "MIB")]
+    pub memory_mb: Option<LimitValue>,
+    /// Invocations running at once; more are refused with 429 (or `default`).
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<LimitValue>,
+}
+
+impl LimitFlags {
+    fn any(&self) -> bool {
+        self.timeout_ms.is_some()
+            || self.fuel.is_some()
+            || self.memory_mb.is_some()
+            || self.concurrency.is_some()
+    }
+
+    /// `chosen` (the API's `chosen_limits` or `chosen_ceilings`) with these flags applied.
+    fn apply(&self, chosen: &Value) -> Value {
+        let mut out = json!({
+            "timeout_ms": chosen["timeout_ms"],
+            "fuel": chosen["fuel"],
+            "memory_bytes": chosen["memory_bytes"],
+            "concurrency": chosen["concurrency"],
+        });
+        let mut set = |field: &str, value: Option<LimitValue>, scale: i64| match value {
+            Some(LimitValue::Set(v)) => out[field] = json!(v.saturating_mul(scale)),
+            Some(LimitValue::Default) => out[field] = Value::Null,
+            None => {}
+        };
+        set("timeout_ms", self.timeout_ms, 1);
+        set("fuel", self.fuel, 1);
+        set("memory_bytes", self.memory_mb, 1 << 20);
+        set("concurrency", self.concurrency, 1);
+        out
+    }
+}
+
+/// Limits in force (and which were chosen) as a small table.
+fn limits_table(in_force: &Value, chosen: &Value) -> String {
+    let mark = |field: &str| {
+        if chosen[field].is_null() {
+            "default"
+        } else {
+            "chosen"
+        }
+    };
+    let memory = in_force["memory_bytes"]
+        .as_u64()
+        .map_or_else(|| "-".to_string(), |b| format!("{} MiB", b >> 20));
+    format!(
+        "timeout      {:>14} ms   {}\nfuel         {:>17}   {}\nmemory       {:>17}   {}\nconcurrency  {:>17}   {}\n",
+        s(&in_force["timeout_ms"]),
+        mark("timeout_ms"),
+        s(&in_force["fuel"]),
+        mark("fuel"),
+        memory,
+        mark("memory_bytes"),
+        s(&in_force["concurrency"]),
+        mark("concurrency"),
+    )
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +306,16 @@ pub enum ScheduleCommand {
         /// The schedule's id (`schedule list`).
         id: i64,
     },
+    /// A schedule's runs, newest first: when each tick was due, when it finished, its outcome.
+    Runs {
+        /// The function's name.
+        function: String,
+        /// The schedule's id (`schedule list`).
+        id: i64,
+        /// How many of the latest runs, from 1 to 1,000.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,6 +356,54 @@ pub enum TenantCommand {
     },
     /// List tenants (needs an admin token).
     List,
+    /// Show a tenant: its ceilings and what it is allowed.
+    Show {
+        /// The tenant's name.
+        name: String,
+    },
+    /// Set the ceilings on a tenant's function limits (needs an admin token); without flags,
+    /// show them. `default` gives one back to the platform's ceiling.
+    Ceilings {
+        /// The tenant's name.
+        name: String,
+        #[command(flatten)]
+        limits: LimitFlags,
+        /// Whether its schedules may fire more than once a minute (six fields, several seconds).
+        #[arg(long, value_name = "yes|no", value_parser = clap::builder::BoolishValueParser::new())]
+        sub_minute_schedules: Option<bool>,
+    },
+    /// Delete a tenant with its tokens, functions, schedules, records and keys (needs an
+    /// admin token; asks first).
+    Delete {
+        /// The tenant's name.
+        name: String,
+        /// Do not ask (for scripts; without a terminal the command needs it).
+        #[arg(long, short)]
+        yes: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// List the tenant's keys, in byte order.
+    List {
+        /// Only keys that start with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// How many keys at most (pages of 1,000 are fetched until then).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        limit: u32,
+    },
+    /// Print a key's value as JSON.
+    Get {
+        /// The key, exactly as the script wrote it.
+        key: String,
+    },
+    /// Delete a key.
+    Rm {
+        /// The key, exactly as the script wrote it.
+        key: String,
+    },
 }
 
 /// A blocking API client: the CLI does one thing at a time.
@@ -732,6 +916,60 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                 ExitCode::from(1)
             });
         }
+        FnCommand::Limits { name, limits } => {
+            let path = format!("{fns}/{name}");
+            let mut f = client.call("GET", &path, None)?;
+            if limits.any() {
+                f = client.call(
+                    "PATCH",
+                    &path,
+                    Some(&json!({ "limits": limits.apply(&f["chosen_limits"]) })),
+                )?;
+            }
+            print(args, &f, |f| {
+                format!(
+                    "{} runs under:\n{}",
+                    s(&f["name"]),
+                    limits_table(&f["limits"], &f["chosen_limits"])
+                )
+            })?;
+        }
+        FnCommand::Pin { name, version } | FnCommand::Unpin { name, version } => {
+            let pinned = matches!(command, FnCommand::Pin { .. });
+            let v = client.call(
+                "PATCH",
+                &format!("{fns}/{name}/versions/{version}"),
+                Some(&json!({ "pinned": pinned })),
+            )?;
+            print(args, &v, |_| {
+                let verb = if pinned { "pinned" } else { "unpinned" };
+                format!("{verb} {name} version {version}\n")
+            })?;
+        }
+        FnCommand::Prune { name, keep } => {
+            let r = client.call(
+                "POST",
+                &format!("{fns}/{name}/versions/prune"),
+                Some(&json!({ "keep": keep })),
+            )?;
+            print(args, &r, |r| {
+                let pruned: Vec<String> = r["pruned"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(s)
+                    .collect();
+                let kept = s(&r["kept"]);
+                match pruned.len() {
+                    0 => format!("nothing to prune: {name} keeps its {kept} versions\n"),
+                    n => format!(
+                        "pruned {n} version{} of {name} ({}); {kept} left\n",
+                        if n == 1 { "" } else { "s" },
+                        pruned.join(", ")
+                    ),
+                }
+            })?;
+        }
         FnCommand::Logs {
             name,
             follow,
@@ -745,6 +983,9 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
             let list = client.call("GET", &path, None)?;
             let mut records: Vec<Value> = list.as_array().cloned().unwrap_or_default();
             records.reverse();
+            if !args.json {
+                println!("{}", record_header());
+            }
             for r in &records {
                 print_record(args, r)?;
             }
@@ -911,6 +1152,41 @@ pub fn run_schedule(args: &ClientArgs, command: &ScheduleCommand) -> Result<Exit
             )?;
             print(args, &v, |v| format!("{header}{}", line(v)))?;
         }
+        ScheduleCommand::Runs {
+            function,
+            id,
+            limit,
+        } => {
+            let runs = client.call(
+                "GET",
+                &format!("{}/{id}/runs?limit={limit}", base(function)),
+                None,
+            )?;
+            print(args, &runs, |l| {
+                let mut out = format!(
+                    "{:<25} {:<25} {:<14} BACKFILL\n",
+                    "DUE (UTC)", "FINISHED (UTC)", "OUTCOME"
+                );
+                for r in l.as_array().into_iter().flatten() {
+                    let outcome = match r["outcome"].as_str() {
+                        Some(o) => o.to_string(),
+                        None => "running".to_string(),
+                    };
+                    out += &format!(
+                        "{:<25} {:<25} {:<14} {}\n",
+                        when(&r["due_at"]),
+                        when(&r["finished_at"]),
+                        outcome,
+                        if r["backfill"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                    );
+                }
+                out
+            })?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -987,8 +1263,131 @@ pub fn run_tenant(args: &ClientArgs, command: &TenantCommand) -> Result<ExitCode
                     .collect()
             })?;
         }
+        TenantCommand::Show { name } => {
+            let t = client.call("GET", &format!("/tenants/{name}"), None)?;
+            print(args, &t, show_tenant)?;
+        }
+        TenantCommand::Ceilings {
+            name,
+            limits,
+            sub_minute_schedules,
+        } => {
+            let path = format!("/tenants/{name}");
+            let mut t = client.call("GET", &path, None)?;
+            if limits.any() {
+                t = client.call(
+                    "PUT",
+                    &format!("{path}/ceilings"),
+                    Some(&limits.apply(&t["chosen_ceilings"])),
+                )?;
+            }
+            if let Some(allowed) = sub_minute_schedules {
+                t = client.call(
+                    "PATCH",
+                    &path,
+                    Some(&json!({ "sub_minute_schedules": allowed })),
+                )?;
+            }
+            print(args, &t, show_tenant)?;
+        }
+        TenantCommand::Delete { name, yes } => {
+            confirm(
+                *yes,
+                &format!(
+                    "deleting tenant {name} with its tokens, functions, schedules, records and keys"
+                ),
+            )?;
+            client.call("DELETE", &format!("/tenants/{name}"), None)?;
+            print(args, &json!({ "deleted": name }), |_| {
+                format!("deleted tenant {name}\n")
+            })?;
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A tenant as `tenant show` prints it.
+fn show_tenant(t: &Value) -> String {
+    let sub_minute = if t["sub_minute_schedules"].as_bool() == Some(true) {
+        "allowed"
+    } else {
+        "not allowed (an admin's choice: tenant ceilings --sub-minute-schedules yes)"
+    };
+    format!(
+        "tenant {} (created {})\nceilings on its functions' limits:\n{}schedules more often than once a minute: {sub_minute}\n",
+        s(&t["name"]),
+        when(&t["created_at"]),
+        limits_table(&t["ceilings"], &t["chosen_ceilings"]),
+    )
+}
+
+pub fn run_kv(args: &ClientArgs, command: &KvCommand) -> Result<ExitCode> {
+    let client = Client::new(args)?;
+    let tenant = client.tenant(args)?;
+    let base = format!("/tenants/{tenant}/kv");
+    match command {
+        KvCommand::List { prefix, limit } => {
+            let mut keys: Vec<Value> = Vec::new();
+            let mut after: Option<String> = None;
+            while keys.len() < *limit as usize {
+                let page = (*limit as usize - keys.len()).min(1000);
+                let mut path = format!("{base}?limit={page}&prefix={}", encode(prefix));
+                if let Some(a) = &after {
+                    path += &format!("&after={}", encode(a));
+                }
+                let answer = client.call("GET", &path, None)?;
+                keys.extend(answer["keys"].as_array().cloned().unwrap_or_default());
+                match answer["next"].as_str() {
+                    Some(next) => after = Some(next.to_string()),
+                    None => break,
+                }
+            }
+            print(args, &Value::Array(keys), |l| {
+                l.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|k| format!("{}\n", s(k)))
+                    .collect()
+            })?;
+        }
+        KvCommand::Get { key } => {
+            let e = client.call("GET", &format!("{base}/entry?key={}", encode(key)), None)?;
+            print(args, &e, |e| {
+                format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&e["value"]).unwrap_or_default()
+                )
+            })?;
+        }
+        KvCommand::Rm { key } => {
+            client.call("DELETE", &format!("{base}/entry?key={}", encode(key)), None)?;
+            print(args, &json!({ "deleted": key }), |_| {
+                format!("deleted key {key:?}\n")
+            })?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `text` as a query value: unreserved bytes as they are, every other byte `%XX`.
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The columns of [`print_record`]'s line, with its widths.
+fn record_header() -> String {
+    format!(
+        "{:<24}  {:<8} {:>7} {:<14} {:>6} {:>12} {:>12} {:>8}  REQUEST",
+        "AT (UTC)", "TRIGGER", "VERSION", "OUTCOME", "STATUS", "DURATION ms", "FUEL", "MEM MiB"
+    )
 }
 
 /// One record: a line, then its message and logs indented; or its JSON with `--json`.
@@ -999,12 +1398,21 @@ fn print_record(args: &ClientArgs, r: &Value) -> Result<()> {
         writeln!(out, "{r}")?;
         return Ok(());
     }
+    let what = match (
+        r["method"].as_str(),
+        r["path"].as_str(),
+        r["schedule_id"].as_i64(),
+    ) {
+        (Some(m), Some(p), _) => format!("{m} {p}"),
+        (_, _, Some(id)) => format!("schedule {id}"),
+        _ => "-".to_string(),
+    };
     writeln!(
         out,
-        "{}  v{:<3} {:<8} {:<14} {}  {:>9.3} ms  fuel {}  mem {:.1} MiB",
+        "{:<24}  {:<8} {:>7} {:<14} {:>6} {:>12.3} {:>12} {:>8.1}  {what}",
         utc(r["at"].as_i64().unwrap_or(0)),
-        s(&r["version"]),
         s(&r["trigger"]),
+        format!("v{}", s(&r["version"])),
         s(&r["outcome"]),
         s(&r["status"]),
         r["duration_us"].as_f64().unwrap_or(0.0) / 1000.0,

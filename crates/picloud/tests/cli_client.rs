@@ -642,3 +642,360 @@ fn fmt_rewrites_checks_and_pipes() {
         "fn handle(req) {\n let = 1;\n}"
     );
 }
+
+/// The rest of a complete CLI, each command against a real server: function limits, pins and
+/// prunes, a tenant's ceilings and sub-minute permission, a schedule's runs, `fn logs` with
+/// what each record answered, the tenant's keys, and deleting a tenant.
+#[test]
+fn limits_pins_prunes_keys_runs_and_deleting_a_tenant() {
+    let server = Server::start(&data_dir("cli-complete"), None);
+    let dir = data_dir("cli-complete-files");
+    std::fs::create_dir_all(&dir).expect("dir");
+    ok(&picloud(&server, ADMIN, &["tenant", "create", "acme"]));
+    let t = json_of(&picloud(
+        &server,
+        ADMIN,
+        &["token", "create", "main", "--tenant", "acme", "--json"],
+    ));
+    let token = t["token"].as_str().expect("secret").to_string();
+    let script = |n: usize| {
+        let file = dir.join(format!("v{n}.rhai"));
+        std::fs::write(
+            &file,
+            format!(
+                "// version {n}\nfn handle(req) {{\n\tkv_set(\"seen/\" + req.path, {n});\n\tkv_set(\"a b?c\", #{{ n: {n} }});\n\t#{{ v: {n} }}\n}}\n\nfn on_schedule(event) {{\n\tkv_set(\"tick\", event.scheduled_at);\n}}\n"
+            ),
+        )
+        .expect("write");
+        file.display().to_string()
+    };
+
+    // Limits: shown with their origin, chosen in units a person uses, given back with
+    // `default`, and refused past the tenant's ceiling.
+    ok(&picloud(
+        &server,
+        &token,
+        &["fn", "deploy", "app", &script(1)],
+    ));
+    let shown = ok(&picloud(&server, &token, &["fn", "limits", "app"]));
+    assert!(
+        shown.contains("64 MiB") && shown.contains("default"),
+        "{shown}"
+    );
+    let f = json_of(&picloud(
+        &server,
+        &token,
+        &[
+            "fn",
+            "limits",
+            "app",
+            "--memory-mb",
+            "32",
+            "--timeout-ms",
+            "2_000",
+            "--json",
+        ],
+    ));
+    assert_eq!(f["limits"]["memory_bytes"], 32 << 20, "{f}");
+    assert_eq!(f["chosen_limits"]["timeout_ms"], 2000, "{f}");
+    let f = json_of(&picloud(
+        &server,
+        &token,
+        &["fn", "limits", "app", "--memory-mb", "default", "--json"],
+    ));
+    assert_eq!(f["chosen_limits"]["memory_bytes"], Value::Null, "{f}");
+    assert_eq!(
+        f["chosen_limits"]["timeout_ms"], 2000,
+        "the other choice stays: {f}"
+    );
+    let out = picloud(&server, &token, &["fn", "limits", "app", "--fuel", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("neither a whole number"));
+    let t = json_of(&picloud(
+        &server,
+        ADMIN,
+        &["tenant", "ceilings", "acme", "--memory-mb", "128", "--json"],
+    ));
+    assert_eq!(t["ceilings"]["memory_bytes"], 128 << 20, "{t}");
+    let out = picloud(
+        &server,
+        &token,
+        &["fn", "limits", "app", "--memory-mb", "200"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let shown = ok(&picloud(&server, &token, &["tenant", "show", "acme"]));
+    assert!(
+        shown.contains("128 MiB") && shown.contains("chosen") && shown.contains("not allowed"),
+        "{shown}"
+    );
+    let out = picloud(
+        &server,
+        &token,
+        &["tenant", "ceilings", "acme", "--fuel", "5"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a tenant cannot raise its own ceilings"
+    );
+
+    // Versions: pinned ones survive a prune, as do the live one and the newest `--keep`.
+    for n in 2..=6 {
+        ok(&picloud(
+            &server,
+            &token,
+            &["fn", "deploy", "app", &script(n)],
+        ));
+    }
+    ok(&picloud(&server, &token, &["fn", "rollback", "app", "3"]));
+    assert!(
+        ok(&picloud(&server, &token, &["fn", "pin", "app", "2"])).contains("pinned app version 2")
+    );
+    let out = ok(&picloud(
+        &server,
+        &token,
+        &["fn", "prune", "app", "--keep", "1"],
+    ));
+    assert!(
+        out.contains("pruned 3 versions of app (1, 4, 5); 3 left"),
+        "{out}"
+    );
+    let versions = json_of(&picloud(
+        &server,
+        &token,
+        &["fn", "versions", "app", "--json"],
+    ));
+    let kept: Vec<(i64, bool)> = versions
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_i64().expect("n"),
+                v["pinned"].as_bool().expect("pinned"),
+            )
+        })
+        .collect();
+    assert_eq!(kept, vec![(2, true), (3, false), (6, false)]);
+    assert!(
+        ok(&picloud(
+            &server,
+            &token,
+            &["fn", "prune", "app", "--keep", "1"]
+        ))
+        .contains("nothing to prune")
+    );
+    ok(&picloud(&server, &token, &["fn", "unpin", "app", "2"]));
+    let r = json_of(&picloud(
+        &server,
+        &token,
+        &["fn", "prune", "app", "--keep", "0", "--json"],
+    ));
+    assert_eq!(r["pruned"], json!([2, 6]), "{r}");
+    assert_eq!(r["kept"], 1);
+    let out = picloud(&server, &token, &["fn", "pin", "app", "6"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such version"));
+
+    // Keys: what the script stored, listed, read and deleted, odd characters and all.
+    let http = Http::new(&server);
+    assert_eq!(http.get("/fn/acme/app/first", None).0, 200);
+    assert_eq!(http.get("/fn/acme/app/second", None).0, 200);
+    let keys = ok(&picloud(&server, &token, &["kv", "list"]));
+    assert_eq!(keys, "a b?c\nseen//first\nseen//second\n");
+    let keys = json_of(&picloud(
+        &server,
+        &token,
+        &["kv", "list", "--prefix", "seen/", "--limit", "1", "--json"],
+    ));
+    assert_eq!(keys, json!(["seen//first"]));
+    let value = json_of(&picloud(&server, &token, &["kv", "get", "a b?c", "--json"]));
+    assert_eq!(value, json!({ "key": "a b?c", "value": { "n": 3 } }));
+    ok(&picloud(&server, &token, &["kv", "rm", "a b?c"]));
+    let out = picloud(&server, &token, &["kv", "get", "a b?c"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("404 no such key"));
+    // The admin reads any tenant's keys, naming it.
+    let keys = ok(&picloud(
+        &server,
+        ADMIN,
+        &["kv", "list", "--tenant", "acme"],
+    ));
+    assert_eq!(keys, "seen//first\nseen//second\n");
+
+    // A schedule firing every second needs the admin's permission first.
+    let out = picloud(&server, &token, &["schedule", "add", "app", "* * * * * *"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("403") && said.contains("more than once a minute"),
+        "{said}"
+    );
+    ok(&picloud(
+        &server,
+        &token,
+        &["schedule", "add", "app", "30 * * * * *"],
+    ));
+    let t = json_of(&picloud(
+        &server,
+        ADMIN,
+        &[
+            "tenant",
+            "ceilings",
+            "acme",
+            "--sub-minute-schedules",
+            "yes",
+            "--json",
+        ],
+    ));
+    assert_eq!(t["sub_minute_schedules"], true);
+    let s = json_of(&picloud(
+        &server,
+        &token,
+        &["schedule", "add", "app", "* * * * * *", "--json"],
+    ));
+    let id = s["id"].as_i64().expect("id").to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let runs = loop {
+        let runs = ok(&picloud(&server, &token, &["schedule", "runs", "app", &id]));
+        if runs.contains(" ok ") {
+            break runs;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no run finished: {runs}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert!(runs.starts_with("DUE (UTC)"), "{runs}");
+    ok(&picloud(&server, &token, &["schedule", "rm", "app", &id]));
+    // Each record says what it answered: the request, or the schedule.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let logs = loop {
+        let logs = ok(&picloud(
+            &server,
+            &token,
+            &["fn", "logs", "app", "--limit", "1000"],
+        ));
+        if logs.contains(&format!("schedule {id}")) && logs.contains("GET /second") {
+            break logs;
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    };
+    assert!(logs.starts_with("AT (UTC)"), "{logs}");
+    let records = picloud(
+        &server,
+        &token,
+        &["fn", "logs", "app", "--limit", "1000", "--json"],
+    );
+    let first = String::from_utf8_lossy(&records.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+        .find(|r| r["path"] == "/first")
+        .expect("the first request's record");
+    assert_eq!(first["method"], "GET");
+
+    // Deleting a tenant asks, then takes everything with it.
+    let out = picloud(&server, ADMIN, &["tenant", "delete", "acme"]);
+    assert_eq!(out.status.code(), Some(2), "no terminal: --yes is needed");
+    assert_eq!(
+        http.get("/fn/acme/app/x", None).0,
+        200,
+        "nothing was deleted"
+    );
+    let out = picloud(&server, &token, &["tenant", "delete", "acme", "--yes"]);
+    assert_eq!(out.status.code(), Some(1), "only an admin deletes a tenant");
+    assert!(
+        ok(&picloud(
+            &server,
+            ADMIN,
+            &["tenant", "delete", "acme", "--yes"]
+        ))
+        .contains("deleted tenant acme")
+    );
+    assert_eq!(http.get("/fn/acme/app/x", None).0, 404);
+    let out = picloud(&server, &token, &["fn", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "its tokens are gone"
+    );
+    assert!(!ok(&picloud(&server, ADMIN, &["tenant", "list"])).contains("acme"));
+    // The name is free again, with nothing of the old tenant's.
+    ok(&picloud(&server, ADMIN, &["tenant", "create", "acme"]));
+    assert_eq!(
+        ok(&picloud(
+            &server,
+            ADMIN,
+            &["kv", "list", "--tenant", "acme"]
+        )),
+        ""
+    );
+}
+
+/// `picloud invoke` on a laptop: variables from `--env`, keys in memory or kept in a file.
+#[test]
+fn local_invoke_takes_variables_and_keeps_keys_in_a_file() {
+    let dir = data_dir("cli-local-invoke");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = dir.join("count.rhai");
+    std::fs::write(
+        &script,
+        "fn handle(req) {\n\tlet n = (kv_get(\"count\") ?? 0) + 1;\n\tkv_set(\"count\", n);\n\t#{ greeting: env(\"GREETING\"), count: n, keys: kv_list(\"\") }\n}\n",
+    )
+    .expect("write");
+    let kv = dir.join("kv.json");
+    let _ = std::fs::remove_file(&kv);
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_picloud"))
+            .args(["invoke", script.to_str().expect("utf-8"), "--json"])
+            .args(extra)
+            .env("PICLOUD_CACHE_DIR", common::shared_cache())
+            .output()
+            .expect("picloud runs");
+        json_of(&out)
+    };
+    let body = |r: &Value| -> Value {
+        serde_json::from_str(r["response"]["body"].as_str().expect("a body")).expect("JSON")
+    };
+    // In memory: every run starts empty.
+    let r = run(&["--env", "GREETING=hi there"]);
+    assert_eq!(
+        body(&r),
+        json!({ "greeting": "hi there", "count": 1, "keys": ["count"] })
+    );
+    assert_eq!(body(&run(&[]))["count"], 1);
+    // Kept: the file holds the store between runs, as plain JSON.
+    let file = kv.to_str().expect("utf-8");
+    run(&["--kv-file", file]);
+    let r = run(&["--kv-file", file, "--env", "GREETING=again"]);
+    assert_eq!(
+        body(&r),
+        json!({ "greeting": "again", "count": 2, "keys": ["count"] })
+    );
+    let kept: Value =
+        serde_json::from_str(&std::fs::read_to_string(&kv).expect("kept")).expect("JSON");
+    assert_eq!(kept, json!({ "count": 2 }));
+    // Mistakes are refused before running.
+    let out = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["invoke", script.to_str().expect("utf-8"), "--env", "2BAD=x"])
+        .output()
+        .expect("picloud runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a variable name"));
+    std::fs::write(&kv, "[1, 2]").expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["invoke", script.to_str().expect("utf-8"), "--kv-file", file])
+        .output()
+        .expect("picloud runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a JSON object"));
+    // `--help` says what it lacks.
+    let help = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["invoke", "--help"])
+        .output()
+        .expect("picloud runs");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("It lacks what a server adds"), "{help}");
+}

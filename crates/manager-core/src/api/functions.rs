@@ -146,6 +146,8 @@ pub struct VersionView {
     pub created_at: i64,
     /// Whether the function's endpoint runs this version.
     pub active: bool,
+    /// Pinned versions are never pruned, automatically or on request.
+    pub pinned: bool,
     /// A deploying save of the active version's very source: nothing was saved, this is the
     /// active version (answered 200, not 201).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -156,6 +158,7 @@ fn version_view(v: Version, active: Option<i32>) -> VersionView {
     VersionView {
         reused: false,
         active: active == Some(v.version),
+        pinned: v.pinned,
         version: v.version,
         sha256: v.sha256,
         author: v.author,
@@ -502,6 +505,72 @@ pub async fn get_version(
     }))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVersion {
+    /// Keep this version through every pruning (`true`), or let it go again (`false`).
+    pub pinned: bool,
+}
+
+/// Pins or unpins a version.
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}/functions/{function}/versions/{version}",
+    tag = "versions", params(VersionPath), request_body = UpdateVersion,
+    responses((status = 200, body = VersionView), (status = 404, body = ErrorBody)))]
+pub async fn update_version(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(path): Path<VersionPath>,
+    Json(body): Json<UpdateVersion>,
+) -> Result<Json<VersionView>, ApiError> {
+    let (_, function) =
+        reachable_function(&state, &principal, &path.tenant, &path.function).await?;
+    let version = state
+        .store
+        .set_version_pinned(function.id, path.version, body.pinned)
+        .await?;
+    Ok(Json(version_view(version, function.active_version)))
+}
+
+/// How many of the newest versions a prune keeps when not told (what a save at the version cap
+/// keeps too).
+pub const PRUNE_KEEP_DEFAULT: u32 = 10;
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneVersions {
+    /// How many of the newest versions to keep besides the live and pinned ones, from 0 to
+    /// 1,000. Default 10.
+    pub keep: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PrunedVersions {
+    /// The versions deleted, oldest first.
+    pub pruned: Vec<i32>,
+    /// The versions left.
+    pub kept: usize,
+}
+
+/// Deletes the function's old versions: every one that is neither live, pinned, nor among
+/// the newest `keep`.
+#[utoipa::path(post, path = "/api/v1/tenants/{tenant}/functions/{function}/versions/prune",
+    tag = "versions", params(FunctionPath), request_body = PruneVersions,
+    responses((status = 200, body = PrunedVersions), (status = 400, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn prune_versions(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(path): Path<FunctionPath>,
+    Json(body): Json<PruneVersions>,
+) -> Result<Json<PrunedVersions>, ApiError> {
+    let (_, function) =
+        reachable_function(&state, &principal, &path.tenant, &path.function).await?;
+    let keep = super::within("keep", body.keep, PRUNE_KEEP_DEFAULT, 0..=1_000)?;
+    let pruned = state.store.prune_versions(function.id, keep).await?;
+    let kept = state.store.versions(function.id).await?.len();
+    Ok(Json(PrunedVersions { pruned, kept }))
+}
+
 /// Makes a saved version the active one, atomically.
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/functions/{function}/deploy", tag = "versions",
     params(FunctionPath), request_body = Deploy,
@@ -753,13 +822,10 @@ pub async fn test_invoke(
     unanswered.answered();
     if let Some(recorder) = &state.recorder {
         recorder
-            .record_spooled(InvocationRecord::new(
-                tenant.id,
-                function.id,
-                version,
-                Trigger::Test,
-                &result,
-            ))
+            .record_spooled(
+                InvocationRecord::new(tenant.id, function.id, version, Trigger::Test, &result)
+                    .answering(&request),
+            )
             .await;
     }
     Ok(Json(result))

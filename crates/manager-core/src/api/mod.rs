@@ -11,6 +11,7 @@ mod error;
 mod format;
 mod functions;
 mod invocations;
+mod kv;
 mod schedules;
 mod tenants;
 
@@ -406,7 +407,13 @@ fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(tenants::whoami))
         .routes(routes!(tenants::list_tenants, tenants::create_tenant))
-        .routes(routes!(tenants::get_tenant))
+        .routes(routes!(
+            tenants::get_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
+        ))
+        .routes(routes!(kv::list_keys))
+        .routes(routes!(kv::get_entry, kv::delete_entry))
         .routes(routes!(tenants::set_ceilings))
         .routes(routes!(tenants::list_tokens, tenants::create_token))
         .routes(routes!(tenants::revoke_token))
@@ -425,7 +432,8 @@ fn routes() -> OpenApiRouter<ApiState> {
             functions::delete_function
         ))
         .routes(routes!(functions::list_versions, functions::create_version))
-        .routes(routes!(functions::get_version))
+        .routes(routes!(functions::get_version, functions::update_version))
+        .routes(routes!(functions::prune_versions))
         .routes(routes!(functions::deploy))
         .routes(routes!(functions::rollback))
         .routes(routes!(functions::list_env))

@@ -117,18 +117,29 @@ pub async fn list_schedules(
 #[utoipa::path(post, path = "/api/v1/tenants/{tenant}/functions/{function}/schedules", tag = "schedules",
     params(super::functions::FunctionPath), request_body = CreateSchedule,
     responses((status = 201, body = ScheduleView), (status = 404, body = ErrorBody),
-              (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+              (status = 403, body = ErrorBody), (status = 409, body = ErrorBody),
+              (status = 422, body = ErrorBody)))]
 pub async fn create_schedule(
     State(state): State<ApiState>,
     principal: Principal,
     Path(path): Path<super::functions::FunctionPath>,
     Json(body): Json<CreateSchedule>,
 ) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
-    let (_, function) =
+    let (tenant, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     let time_zone = body.time_zone.as_deref().unwrap_or("UTC");
     let spec =
         CronSpec::parse(&body.cron, time_zone).map_err(|e| ApiError::Invalid(e.to_string()))?;
+    // Every second is sixty times the runs of every minute, on a shared server: the admin's
+    // choice per tenant.
+    if spec.is_sub_minute() && !tenant.sub_minute_schedules {
+        return Err(ApiError::Forbidden(
+            "this schedule fires more than once a minute, which an admin must first allow for \
+             the tenant (PATCH /api/v1/tenants/{tenant} {\"sub_minute_schedules\": true}, or \
+             `picloud tenant allow-sub-minute TENANT`); a seconds field of one value (`0 * * * * *`) \
+             needs no permission",
+        ));
+    }
     let next_run_at = spec.next_after(now_ms()).ok_or_else(|| {
         ApiError::Invalid(format!(
             "the cron expression {:?} never fires again",

@@ -21,6 +21,8 @@ pub struct TenantView {
     pub ceilings: FunctionLimits,
     /// The ceilings the admin chose (`null`: the platform's).
     pub chosen_ceilings: LimitOverrides,
+    /// Whether its schedules may fire more than once a minute (an admin's choice).
+    pub sub_minute_schedules: bool,
 }
 
 impl From<Tenant> for TenantView {
@@ -30,6 +32,7 @@ impl From<Tenant> for TenantView {
             created_at: t.created_at,
             ceilings: FunctionLimits::CEILING.with(&t.ceilings),
             chosen_ceilings: t.ceilings,
+            sub_minute_schedules: t.sub_minute_schedules,
         }
     }
 }
@@ -165,6 +168,58 @@ pub async fn get_tenant(
 ) -> Result<Json<TenantView>, ApiError> {
     let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
     Ok(Json(tenant.into()))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    /// Allow its new schedules to fire more than once a minute (six fields, several seconds).
+    /// Off by default: every second is sixty times the runs of every minute. Turning it off
+    /// again refuses new ones; the schedules it has keep running until deleted.
+    pub sub_minute_schedules: Option<bool>,
+}
+
+/// Changes what an admin allows a tenant beyond its ceilings (admin only).
+#[utoipa::path(patch, path = "/api/v1/tenants/{tenant}", tag = "tenants", params(TenantPath),
+    request_body = UpdateTenant,
+    responses((status = 200, body = TenantView), (status = 403, body = ErrorBody),
+              (status = 404, body = ErrorBody)))]
+pub async fn update_tenant(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(path): Path<TenantPath>,
+    Json(body): Json<UpdateTenant>,
+) -> Result<Json<TenantView>, ApiError> {
+    principal.require_admin()?;
+    let mut tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
+    if let Some(allowed) = body.sub_minute_schedules {
+        tenant = state
+            .store
+            .set_sub_minute_schedules(tenant.id, allowed)
+            .await?;
+    }
+    Ok(Json(tenant.into()))
+}
+
+/// Deletes a tenant with everything it owns (admin only): its tokens stop working, its
+/// endpoints answer 404, its schedules stop, and its functions, versions, variables, records
+/// and keys are gone. It cannot be undone.
+#[utoipa::path(delete, path = "/api/v1/tenants/{tenant}", tag = "tenants", params(TenantPath),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn delete_tenant(
+    State(state): State<ApiState>,
+    principal: Principal,
+    Path(path): Path<TenantPath>,
+) -> Result<StatusCode, ApiError> {
+    principal.require_admin()?;
+    let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
+    state.store.delete_tenant(tenant.id).await?;
+    state.route_changed(RouteEvent::Resync).await;
+    // Its tokens stop working in this process before the answer, not at the watcher's turn.
+    if let Err(e) = state.tokens.apply(&state.store, RouteEvent::Resync).await {
+        tracing::warn!(error = %e, "cannot reload the tokens now; the watcher will");
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Sets the ceilings on the tenant's function limits (admin only). Fields left out or `null`

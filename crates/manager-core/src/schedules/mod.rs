@@ -423,13 +423,16 @@ impl Runner {
             let late = Duration::from_millis(u64::try_from(fired_at - due_at).unwrap_or(0));
             self.observer
                 .ran(&route.tenant, &route.function, &result, late);
-            self.recorder.record(InvocationRecord::new(
-                route.tenant_id,
-                route.function_id,
-                route.version,
-                Trigger::Schedule,
-                &result,
-            ));
+            self.recorder.record(
+                InvocationRecord::new(
+                    route.tenant_id,
+                    route.function_id,
+                    route.version,
+                    Trigger::Schedule,
+                    &result,
+                )
+                .scheduled_by(id),
+            );
             self.store
                 .finish_run(id, due_at, result.outcome.kind(), now_ms())
                 .await?;

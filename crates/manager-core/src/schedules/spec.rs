@@ -42,6 +42,8 @@ pub struct CronSpec {
     schedules: Vec<cron::Schedule>,
     tz: Tz,
     interval: bool,
+    /// Its seconds field names more than one second: it fires more than once a minute.
+    sub_minute: bool,
 }
 
 /// One field of a cron expression: its name in messages, its range and its names.
@@ -283,6 +285,7 @@ impl CronSpec {
         let day = DAY_OF_MONTH.for_crate(rest[2]).map_err(&refuse)?;
         let month = MONTH.for_crate(rest[3]).map_err(&refuse)?;
         let weekday = DAY_OF_WEEK.for_crate(rest[4]).map_err(&refuse)?;
+        let sub_minute = SECOND.values(second).map_err(&refuse)?.len() > 1;
         let second = SECOND.for_crate(second).map_err(&refuse)?;
         let year = rest.get(5).copied().unwrap_or("*");
         let build = |day: &str, weekday: &str| {
@@ -300,6 +303,7 @@ impl CronSpec {
             schedules,
             tz,
             interval,
+            sub_minute,
         };
         // A far-future instant still inside chrono's range; an expression such as
         // `0 0 0 30 2 *` (30 February) has no tick at all.
@@ -318,6 +322,12 @@ impl CronSpec {
     /// module's rule).
     pub fn is_interval(&self) -> bool {
         self.interval
+    }
+
+    /// Whether it fires more than once in some minute (its seconds field names several
+    /// seconds): what a tenant may do only when an admin allowed it.
+    pub fn is_sub_minute(&self) -> bool {
+        self.sub_minute
     }
 
     /// The first tick strictly after `now` (Unix ms); `None` when there is none.
