@@ -66,6 +66,8 @@ conformance!(
     routes_are_the_active_versions,
     records_are_written_queried_and_pruned,
     schedules_are_claimed_once_and_leased,
+    pinned_versions_outlive_every_prune,
+    a_deleted_tenant_takes_everything_with_it,
 );
 
 async fn limits_and_ceilings_are_stored_as_chosen(s: &impl Store) {
@@ -1089,4 +1091,152 @@ mod weekdays_are_rechecked_at_start {
         let s = PgStore::connect(&url).await.expect("reconnect");
         check(&s, ids).await;
     }
+}
+
+/// Pins keep a version through a prune asked for and through the automatic one at the cap;
+/// the live version and the newest `keep` are kept too.
+async fn pinned_versions_outlive_every_prune(s: &impl Store) {
+    use picloud_manager_core::VersionQuota;
+    let t = s.create_tenant("t").await.expect("tenant");
+    let f = s.create_function(t.id, "f", true).await.expect("function");
+    for n in 1..=6 {
+        s.add_version(f.id, &format!("fn handle(req) {{ {n} }}"), "a")
+            .await
+            .expect("version");
+    }
+    s.deploy(f.id, 3).await.expect("deploy");
+    let pinned = s.set_version_pinned(f.id, 2, true).await.expect("pin");
+    assert!(pinned.pinned && pinned.version == 2);
+    assert!(matches!(
+        s.set_version_pinned(f.id, 9, true).await,
+        Err(StoreError::NotFound("version"))
+    ));
+    assert_eq!(
+        s.prune_versions(f.id, 1).await.expect("prune"),
+        vec![1, 4, 5]
+    );
+    let left: Vec<(i32, bool)> = s
+        .versions(f.id)
+        .await
+        .expect("versions")
+        .into_iter()
+        .map(|v| (v.version, v.pinned))
+        .collect();
+    assert_eq!(left, vec![(2, true), (3, false), (6, false)]);
+    assert!(s.prune_versions(f.id, 1).await.expect("prune").is_empty());
+    // At the cap (3 versions: the pinned 2, the live 3, the newest 6), nothing is prunable:
+    // the save is refused, naming pins; once 2 is unpinned, the save prunes it.
+    let quota = VersionQuota {
+        max_per_function: 3,
+        max_tenant_bytes: 1 << 20,
+        keep_newest: 1,
+    };
+    let refused = s
+        .add_version_within(t.id, f.id, "fn handle(req) { 7 }", "a", &quota)
+        .await;
+    match refused {
+        Err(StoreError::Quota(message)) => assert!(message.contains("pinned"), "{message}"),
+        other => panic!("expected a quota refusal, got {other:?}"),
+    }
+    s.set_version_pinned(f.id, 2, false).await.expect("unpin");
+    let saved = s
+        .add_version_within(t.id, f.id, "fn handle(req) { 7 }", "a", &quota)
+        .await
+        .expect("save once unpinned");
+    assert_eq!(saved.pruned, vec![2]);
+}
+
+/// A tenant's deletion takes its functions, versions, tokens, records and keys, and nothing
+/// of another tenant's; a record keeps the request it answered.
+async fn a_deleted_tenant_takes_everything_with_it(s: &impl Store) {
+    use picloud_manager_core::{InvocationRecord, RecordFilter, Trigger};
+    use picloud_shared::{InvocationRequest, InvocationResult, Outcome};
+    let quota = KvQuota {
+        max_keys: 10,
+        max_bytes: 1 << 20,
+    };
+    let mut ids = Vec::new();
+    for name in ["gone", "stays"] {
+        let t = s.create_tenant(name).await.expect("tenant");
+        let f = s.create_function(t.id, "f", true).await.expect("function");
+        s.add_version(f.id, "fn handle(req) { 1 }", "a")
+            .await
+            .expect("version");
+        s.create_token(Some(t.id), "main", &format!("hash-{name}"), false)
+            .await
+            .expect("token");
+        s.kv_set(t.id, "k", "1", &quota).await.expect("kv");
+        let result = InvocationResult {
+            wait_us: 0,
+            outcome: Outcome::Ok,
+            response: None,
+            duration_us: 1,
+            fuel_used: 1,
+            peak_memory_bytes: 1,
+            logs: Vec::new(),
+            logs_truncated: false,
+        };
+        let request = InvocationRequest::get("/orders/7");
+        let records: Vec<InvocationRecord> = (0..3)
+            .map(|_| {
+                InvocationRecord::new(t.id, f.id, 1, Trigger::Http, &result).answering(&request)
+            })
+            .chain(std::iter::once(
+                InvocationRecord::new(t.id, f.id, 1, Trigger::Schedule, &result).scheduled_by(42),
+            ))
+            .collect();
+        s.insert_records(&records).await.expect("records");
+        ids.push((t.id, f.id));
+    }
+    let filter = RecordFilter {
+        outcome: None,
+        since: None,
+        until: None,
+        before_id: None,
+        limit: 10,
+    };
+    let kept = s.records(ids[1].1, &filter).await.expect("records");
+    assert_eq!(kept.len(), 4);
+    let http = kept
+        .iter()
+        .find(|r| r.trigger == Trigger::Http)
+        .expect("http");
+    assert_eq!(
+        (
+            http.method.as_deref(),
+            http.path.as_deref(),
+            http.schedule_id
+        ),
+        (Some("GET"), Some("/orders/7"), None)
+    );
+    let tick = kept
+        .iter()
+        .find(|r| r.trigger == Trigger::Schedule)
+        .expect("tick");
+    assert_eq!((tick.method.as_deref(), tick.schedule_id), (None, Some(42)));
+
+    s.delete_tenant(ids[0].0).await.expect("delete");
+    assert!(matches!(
+        s.delete_tenant(ids[0].0).await,
+        Err(StoreError::NotFound("tenant"))
+    ));
+    assert!(s.tenant_by_name("gone").await.expect("read").is_none());
+    assert!(s.token_by_hash("hash-gone").await.expect("read").is_none());
+    assert!(s.token_by_hash("hash-stays").await.expect("read").is_some());
+    assert!(s.versions(ids[0].1).await.expect("versions").is_empty());
+    assert!(
+        s.records(ids[0].1, &filter)
+            .await
+            .expect("records")
+            .is_empty()
+    );
+    assert_eq!(s.kv_get(ids[0].0, "k").await.expect("kv"), None);
+    assert_eq!(
+        s.kv_get(ids[1].0, "k").await.expect("kv").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        s.records(ids[1].1, &filter).await.expect("records").len(),
+        4
+    );
 }
