@@ -421,6 +421,19 @@ fn tenant_routes(tenant: &str) -> Vec<(&'static str, String, Option<Value>)> {
             Some(json!({ "source": HELLO })),
         ),
         ("GET", format!("{f}/versions/1"), None),
+        (
+            "PATCH",
+            format!("{f}/versions/1"),
+            Some(json!({ "pinned": true })),
+        ),
+        (
+            "POST",
+            format!("{f}/versions/prune"),
+            Some(json!({ "keep": 0 })),
+        ),
+        ("GET", format!("{t}/kv"), None),
+        ("GET", format!("{t}/kv/entry?key=k"), None),
+        ("DELETE", format!("{t}/kv/entry?key=k"), None),
         ("POST", format!("{f}/deploy"), Some(json!({ "version": 1 }))),
         (
             "POST",
@@ -480,11 +493,25 @@ fn a_tenant_reaches_nothing_of_another_and_revoked_tokens_nothing_at_all() {
             "{method} {path}: {e}"
         );
     }
-    // Admin-only routes: 403 for a tenant.
-    for (method, path) in [("GET", "/api/v1/tenants"), ("GET", "/api/v1/admin/tokens")] {
-        let (s, e) = http.get(path, Some(&a));
+    // Admin-only routes: 403 for a tenant, its own tenant's included.
+    for (method, path, body) in [
+        ("GET", "/api/v1/tenants", Body::None),
+        ("GET", "/api/v1/admin/tokens", Body::None),
+        (
+            "PATCH",
+            "/api/v1/tenants/beta",
+            Body::Json(json!({ "sub_minute_schedules": true })),
+        ),
+        ("DELETE", "/api/v1/tenants/beta", Body::None),
+        ("DELETE", "/api/v1/tenants/alpha", Body::None),
+        (
+            "PUT",
+            "/api/v1/tenants/alpha/ceilings",
+            Body::Json(json!({ "fuel": 5 })),
+        ),
+    ] {
+        let (s, e) = http.call(method, path, Some(&a), body);
         assert_error(s, &e, 403, "forbidden");
-        let _ = method;
     }
     let (s, e) = http.post("/api/v1/tenants", Some(&a), json!({ "name": "mine" }));
     assert_error(s, &e, 403, "forbidden");
@@ -881,7 +908,8 @@ fn the_openapi_document_covers_every_route_and_docs_api_md_lists_them() {
                 .replace("/tokens/1", "/tokens/{id}")
                 .replace("/versions/1", "/versions/{version}")
                 .replace("/env/KEY", "/env/{name}")
-                .replace("/schedules/1", "/schedules/{id}");
+                .replace("/schedules/1", "/schedules/{id}")
+                .replace("?key=k", "");
             (m.to_lowercase(), p)
         })
         .collect();
@@ -891,6 +919,8 @@ fn the_openapi_document_covers_every_route_and_docs_api_md_lists_them() {
         ("get", "/api/v1/tenants"),
         ("post", "/api/v1/tenants"),
         ("put", "/api/v1/tenants/{tenant}/ceilings"),
+        ("patch", "/api/v1/tenants/{tenant}"),
+        ("delete", "/api/v1/tenants/{tenant}"),
         ("get", "/api/v1/admin/tokens"),
         ("post", "/api/v1/admin/tokens"),
         ("delete", "/api/v1/admin/tokens/{id}"),

@@ -303,6 +303,13 @@ fn a_cluster_deploys_everywhere_schedules_once_and_survives_a_killed_node() {
 
     // Schedules: every second, each tick claimed once across the cluster.
     let schedules = format!("{FUNCTIONS}/hello/schedules");
+    let (s, b) = api.call(
+        "PATCH",
+        "/api/v1/tenants/acme",
+        Some(ADMIN),
+        common::Body::Json(json!({ "sub_minute_schedules": true })),
+    );
+    assert_eq!(s, 200, "{b}");
     let (s, b) = api.post(&schedules, Some(ADMIN), json!({ "cron": "* * * * * *" }));
     assert_eq!(s, 201, "{b}");
     let schedule = b["id"].as_i64().expect("id");

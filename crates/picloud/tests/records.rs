@@ -191,9 +191,13 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     let lines: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("    ")).collect();
-    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines.len(), 4, "a header and three records: {stdout}");
+    assert!(lines[0].starts_with("AT (UTC)"), "{stdout}");
     assert!(
-        lines[0].contains("http") && lines[0].contains(" ok ") && lines[2].contains("test"),
+        lines[1].contains("http")
+            && lines[1].contains(" ok ")
+            && lines[1].ends_with("GET /a")
+            && lines[3].contains("test"),
         "{stdout}"
     );
     assert!(

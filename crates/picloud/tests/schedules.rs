@@ -69,8 +69,21 @@ fn function(http: &Http, name: &str, source: &str) -> String {
     format!("{FUNCTIONS}/{name}/schedules")
 }
 
+/// Lets tenant `acme` have schedules that fire more than once a minute (the admin's choice).
+fn allow_sub_minute(http: &Http) {
+    let (s, b) = http.call(
+        "PATCH",
+        "/api/v1/tenants/acme",
+        Some(ADMIN),
+        Body::Json(json!({ "sub_minute_schedules": true })),
+    );
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["sub_minute_schedules"], true, "{b}");
+}
+
 /// Adds an every-second schedule; returns its id and first tick.
 fn every_second(http: &Http, schedules: &str) -> (i64, i64) {
+    allow_sub_minute(http);
     let (s, b) = http.post(
         schedules,
         Some(ADMIN),
@@ -525,6 +538,18 @@ fn refused_schedules_save_nothing() {
     refuse(json!({ "cron": "* * *" }), 422, "3 fields");
     refuse(json!({ "cron": "0 0 0 30 2 *" }), 422, "never fires");
     refuse(json!({ "cron": "0 0 0 1 1 * 2001" }), 422, "never fires");
+    // More than once a minute needs the admin's permission, even asked by the admin: the
+    // permission is the tenant's, on record.
+    refuse(
+        json!({ "cron": "*/10 * * * * *" }),
+        403,
+        "more than once a minute",
+    );
+    refuse(
+        json!({ "cron": "0,30 * * * * *" }),
+        403,
+        "an admin must first allow",
+    );
     refuse(
         json!({ "cron": "@daily", "time_zone": "Mars/Olympus" }),
         422,

@@ -3,6 +3,7 @@
 //!
 //! Keys travel in the query (`?key=`), not the path: a key may hold `/`, `?` or spaces.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -80,8 +81,9 @@ pub async fn list_keys(
     State(state): State<ApiState>,
     principal: Principal,
     Path(path): Path<TenantPath>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<KvKeys>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
     let limit = within("limit", query.limit, DEFAULT_PAGE, 1..=MAX_PAGE)?;
     let prefix = query.prefix.unwrap_or_default();
@@ -106,8 +108,9 @@ pub async fn get_entry(
     State(state): State<ApiState>,
     principal: Principal,
     Path(path): Path<TenantPath>,
-    Query(query): Query<KeyQuery>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<Json<KvEntry>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
     check("key", &query.key)?;
     let text = state
@@ -130,8 +133,9 @@ pub async fn delete_entry(
     State(state): State<ApiState>,
     principal: Principal,
     Path(path): Path<TenantPath>,
-    Query(query): Query<KeyQuery>,
+    query: Result<Query<KeyQuery>, QueryRejection>,
 ) -> Result<StatusCode, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let tenant = reachable_tenant(&state, &principal, &path.tenant).await?;
     check("key", &query.key)?;
     if state.store.kv_delete(tenant.id, &query.key).await? {

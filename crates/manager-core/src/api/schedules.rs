@@ -136,7 +136,7 @@ pub async fn create_schedule(
         return Err(ApiError::Forbidden(
             "this schedule fires more than once a minute, which an admin must first allow for \
              the tenant (PATCH /api/v1/tenants/{tenant} {\"sub_minute_schedules\": true}, or \
-             `picloud tenant allow-sub-minute TENANT`); a seconds field of one value (`0 * * * * *`) \
+             `picloud tenant ceilings TENANT --sub-minute-schedules yes`); a seconds field of one value (`0 * * * * *`) \
              needs no permission",
         ));
     }
