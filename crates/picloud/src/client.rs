@@ -983,11 +983,31 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
             let list = client.call("GET", &path, None)?;
             let mut records: Vec<Value> = list.as_array().cloned().unwrap_or_default();
             records.reverse();
+            // A scheduled run is told by its schedule's cron expression, fetched once (and
+            // again for a schedule added while following).
+            let mut crons = std::collections::HashMap::new();
+            let mut name_schedule = |r: &Value| -> Result<Option<String>> {
+                let Some(id) = r["schedule_id"].as_i64() else {
+                    return Ok(None);
+                };
+                if !crons.contains_key(&id) {
+                    let list = client.call("GET", &format!("{fns}/{name}/schedules"), None)?;
+                    for sc in list.as_array().into_iter().flatten() {
+                        if let Some(i) = sc["id"].as_i64() {
+                            crons.insert(i, s(&sc["cron"]));
+                        }
+                    }
+                    // Deleted since: its id alone.
+                    crons.entry(id).or_insert_with(String::new);
+                }
+                Ok(crons.get(&id).filter(|c| !c.is_empty()).cloned())
+            };
             if !args.json {
                 println!("{}", record_header());
             }
             for r in &records {
-                print_record(args, r)?;
+                let cron = if args.json { None } else { name_schedule(r)? };
+                print_record(args, r, cron.as_deref())?;
             }
             if *follow {
                 client.follow(&format!("{fns}/{name}/invocations/tail"), |r| {
@@ -995,7 +1015,8 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                         .as_ref()
                         .is_none_or(|o| r["outcome"].as_str() == Some(o))
                     {
-                        print_record(args, r)?;
+                        let cron = if args.json { None } else { name_schedule(r)? };
+                        print_record(args, r, cron.as_deref())?;
                     }
                     Ok(())
                 })?;
@@ -1391,7 +1412,7 @@ fn record_header() -> String {
 }
 
 /// One record: a line, then its message and logs indented; or its JSON with `--json`.
-fn print_record(args: &ClientArgs, r: &Value) -> Result<()> {
+fn print_record(args: &ClientArgs, r: &Value, cron: Option<&str>) -> Result<()> {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -1404,7 +1425,10 @@ fn print_record(args: &ClientArgs, r: &Value) -> Result<()> {
         r["schedule_id"].as_i64(),
     ) {
         (Some(m), Some(p), _) => format!("{m} {p}"),
-        (_, _, Some(id)) => format!("schedule {id}"),
+        (_, _, Some(id)) => match cron {
+            Some(cron) => format!("schedule {id} ({cron})"),
+            None => format!("schedule {id}"),
+        },
         _ => "-".to_string(),
     };
     writeln!(

@@ -868,7 +868,6 @@ fn limits_pins_prunes_keys_runs_and_deleting_a_tenant() {
         std::thread::sleep(std::time::Duration::from_millis(300));
     };
     assert!(runs.starts_with("DUE (UTC)"), "{runs}");
-    ok(&picloud(&server, &token, &["schedule", "rm", "app", &id]));
     // Each record says what it answered: the request, or the schedule.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let logs = loop {
@@ -877,13 +876,14 @@ fn limits_pins_prunes_keys_runs_and_deleting_a_tenant() {
             &token,
             &["fn", "logs", "app", "--limit", "1000"],
         ));
-        if logs.contains(&format!("schedule {id}")) && logs.contains("GET /second") {
+        if logs.contains(&format!("schedule {id} (* * * * * *)")) && logs.contains("GET /second") {
             break logs;
         }
         assert!(std::time::Instant::now() < deadline, "{logs}");
         std::thread::sleep(std::time::Duration::from_millis(300));
     };
     assert!(logs.starts_with("AT (UTC)"), "{logs}");
+    ok(&picloud(&server, &token, &["schedule", "rm", "app", &id]));
     let records = picloud(
         &server,
         &token,
