@@ -50,6 +50,28 @@ impl KvLimits {
         }
     }
 
+    /// Refuses a call whose key, prefix or value is past these sizes, before any store sees it.
+    fn check(&self, call: &HostCall) -> Result<(), String> {
+        match call {
+            HostCall::KvGet { key } | HostCall::KvDelete { key } => self.check_key(key),
+            HostCall::KvSet { key, value } => {
+                self.check_key(key)?;
+                if value.len() > self.max_value_bytes {
+                    return Err(format!(
+                        "the value is {} bytes as JSON; the limit is {}",
+                        value.len(),
+                        self.max_value_bytes
+                    ));
+                }
+                Ok(())
+            }
+            HostCall::KvList { prefix, after, .. } => {
+                self.check_prefix(prefix)?;
+                after.as_deref().map_or(Ok(()), |a| self.check_prefix(a))
+            }
+        }
+    }
+
     fn check_key(&self, key: &str) -> Result<(), String> {
         if key.is_empty() {
             return Err("the key must not be empty".into());
@@ -132,21 +154,13 @@ impl<S: Store> TenantKv<S> {
         if let Some(rate) = &self.rate {
             rate.check(t)?;
         }
+        self.limits.check(&call)?;
         match call {
             HostCall::KvGet { key } => {
-                self.limits.check_key(&key)?;
                 let value = self.store.kv_get(t, &key).await.map_err(failed)?;
                 Ok(HostReply::Value { value })
             }
             HostCall::KvSet { key, value } => {
-                self.limits.check_key(&key)?;
-                if value.len() > self.limits.max_value_bytes {
-                    return Err(format!(
-                        "the value is {} bytes as JSON; the limit is {}",
-                        value.len(),
-                        self.limits.max_value_bytes
-                    ));
-                }
                 self.store
                     .kv_set(t, &key, &value, &self.limits.quota())
                     .await
@@ -154,7 +168,6 @@ impl<S: Store> TenantKv<S> {
                 Ok(HostReply::Done)
             }
             HostCall::KvDelete { key } => {
-                self.limits.check_key(&key)?;
                 let existed = self.store.kv_delete(t, &key).await.map_err(failed)?;
                 Ok(HostReply::Deleted { existed })
             }
@@ -163,10 +176,6 @@ impl<S: Store> TenantKv<S> {
                 after,
                 limit,
             } => {
-                self.limits.check_prefix(&prefix)?;
-                if let Some(after) = &after {
-                    self.limits.check_prefix(after)?;
-                }
                 let limit = limit.clamp(1, self.limits.max_list);
                 let keys = self
                     .store
@@ -224,23 +233,13 @@ impl MemoryKv {
     }
 
     fn answer(&self, call: HostCall) -> Result<HostReply, String> {
+        self.limits.check(&call)?;
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         match call {
-            HostCall::KvGet { key } => {
-                self.limits.check_key(&key)?;
-                Ok(HostReply::Value {
-                    value: entries.get(&key).cloned(),
-                })
-            }
+            HostCall::KvGet { key } => Ok(HostReply::Value {
+                value: entries.get(&key).cloned(),
+            }),
             HostCall::KvSet { key, value } => {
-                self.limits.check_key(&key)?;
-                if value.len() > self.limits.max_value_bytes {
-                    return Err(format!(
-                        "the value is {} bytes as JSON; the limit is {}",
-                        value.len(),
-                        self.limits.max_value_bytes
-                    ));
-                }
                 let old = entries.get(&key).map_or(0, |v| key.len() + v.len());
                 let used: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
                 let keys = entries.len() as u64 + u64::from(old == 0);
@@ -262,21 +261,14 @@ impl MemoryKv {
                 entries.insert(key, value);
                 Ok(HostReply::Done)
             }
-            HostCall::KvDelete { key } => {
-                self.limits.check_key(&key)?;
-                Ok(HostReply::Deleted {
-                    existed: entries.remove(&key).is_some(),
-                })
-            }
+            HostCall::KvDelete { key } => Ok(HostReply::Deleted {
+                existed: entries.remove(&key).is_some(),
+            }),
             HostCall::KvList {
                 prefix,
                 after,
                 limit,
             } => {
-                self.limits.check_prefix(&prefix)?;
-                if let Some(after) = &after {
-                    self.limits.check_prefix(after)?;
-                }
                 let limit = limit.clamp(1, self.limits.max_list) as usize;
                 let keys = entries
                     .range(prefix.clone()..)
@@ -296,5 +288,73 @@ impl HostCalls for MemoryKv {
     fn call(&self, call: HostCall) -> HostFuture<'_> {
         let reply = self.answer(call).unwrap_or_else(HostReply::error);
         Box::pin(async move { reply })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(kv: &MemoryKv, call: HostCall) -> HostReply {
+        kv.answer(call).unwrap_or_else(HostReply::error)
+    }
+
+    /// The laptop's store answers as a server's does: pages in byte order after a key, sizes
+    /// and quotas refused in the store's words.
+    #[test]
+    fn the_memory_store_answers_as_a_servers_does() {
+        let limits = KvLimits {
+            max_keys: 3,
+            max_key_bytes: 8,
+            ..KvLimits::default()
+        };
+        let kv = MemoryKv::new(Default::default(), limits);
+        for key in ["b/2", "a", "b/1"] {
+            let set = HostCall::KvSet {
+                key: key.into(),
+                value: "1".into(),
+            };
+            assert!(matches!(call(&kv, set), HostReply::Done));
+        }
+        let list = |prefix: &str, after: Option<&str>| match call(
+            &kv,
+            HostCall::KvList {
+                prefix: prefix.into(),
+                after: after.map(Into::into),
+                limit: 10,
+            },
+        ) {
+            HostReply::Keys { keys } => keys,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(list("b/", None), ["b/1", "b/2"]);
+        assert_eq!(list("b/", Some("b/1")), ["b/2"]);
+        assert_eq!(list("", None), ["a", "b/1", "b/2"]);
+        let full = HostCall::KvSet {
+            key: "c".into(),
+            value: "1".into(),
+        };
+        match call(&kv, full) {
+            HostReply::Error { message } => assert!(message.contains("may hold 3 keys")),
+            other => panic!("{other:?}"),
+        }
+        let long = HostCall::KvGet {
+            key: "123456789".into(),
+        };
+        match call(&kv, long) {
+            HostReply::Error { message } => assert!(message.contains("the limit is 8")),
+            other => panic!("{other:?}"),
+        }
+        // Overwriting a key is no new key.
+        let again = HostCall::KvSet {
+            key: "a".into(),
+            value: "[2]".into(),
+        };
+        assert!(matches!(call(&kv, again), HostReply::Done));
+        assert!(matches!(
+            call(&kv, HostCall::KvDelete { key: "a".into() }),
+            HostReply::Deleted { existed: true }
+        ));
+        assert_eq!(kv.entries().len(), 2);
     }
 }
