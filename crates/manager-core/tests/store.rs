@@ -651,7 +651,6 @@ async fn deploy_and_rollback(s: &impl Store) {
 async fn writers_racing_each_other_all_succeed(s: &impl Store) {
     use futures_util::future::join_all;
     use picloud_manager_core::{InvocationRecord, Trigger};
-    use picloud_shared::{InvocationResult, Outcome};
     let t = s.create_tenant("t").await.expect("tenant");
     let f = s.create_function(t.id, "f", true).await.expect("function");
     for _ in 0..2 {
@@ -659,16 +658,7 @@ async fn writers_racing_each_other_all_succeed(s: &impl Store) {
             .await
             .expect("version");
     }
-    let result = InvocationResult {
-        wait_us: 0,
-        outcome: Outcome::Ok,
-        response: None,
-        duration_us: 1,
-        fuel_used: 1,
-        peak_memory_bytes: 1,
-        logs: Vec::new(),
-        logs_truncated: false,
-    };
+    let result = ok_result();
     let record = InvocationRecord::new(t.id, f.id, 1, Trigger::Http, &result);
     let quota = KvQuota {
         max_keys: 1000,
@@ -1150,7 +1140,7 @@ async fn pinned_versions_outlive_every_prune(s: &impl Store) {
 /// of another tenant's; a record keeps the request it answered.
 async fn a_deleted_tenant_takes_everything_with_it(s: &impl Store) {
     use picloud_manager_core::{InvocationRecord, RecordFilter, Trigger};
-    use picloud_shared::{InvocationRequest, InvocationResult, Outcome};
+    use picloud_shared::InvocationRequest;
     let quota = KvQuota {
         max_keys: 10,
         max_bytes: 1 << 20,
@@ -1166,16 +1156,7 @@ async fn a_deleted_tenant_takes_everything_with_it(s: &impl Store) {
             .await
             .expect("token");
         s.kv_set(t.id, "k", "1", &quota).await.expect("kv");
-        let result = InvocationResult {
-            wait_us: 0,
-            outcome: Outcome::Ok,
-            response: None,
-            duration_us: 1,
-            fuel_used: 1,
-            peak_memory_bytes: 1,
-            logs: Vec::new(),
-            logs_truncated: false,
-        };
+        let result = ok_result();
         let request = InvocationRequest::get("/orders/7");
         let records: Vec<InvocationRecord> = (0..3)
             .map(|_| {
@@ -1239,4 +1220,18 @@ async fn a_deleted_tenant_takes_everything_with_it(s: &impl Store) {
         s.records(ids[1].1, &filter).await.expect("records").len(),
         4
     );
+}
+
+/// A result of `ok` with the least of everything.
+fn ok_result() -> picloud_shared::InvocationResult {
+    picloud_shared::InvocationResult {
+        wait_us: 0,
+        outcome: picloud_shared::Outcome::Ok,
+        response: None,
+        duration_us: 1,
+        fuel_used: 1,
+        peak_memory_bytes: 1,
+        logs: Vec::new(),
+        logs_truncated: false,
+    }
 }
