@@ -1347,7 +1347,8 @@ macro_rules! impl_store {
                     return Err(StoreError::Quota(format!(
                         "version quota: a function keeps at most {max_count} versions, and none \
                          of this one's is old enough to prune (its live version, its pinned ones and \
-                         its newest {} are kept): unpin some, or delete the function",
+                         its newest {} are kept): unpin some, prune the newest too \
+                         (`picloud fn prune NAME --keep 0`), or delete the function",
                         quota.keep_newest
                     )));
                 }

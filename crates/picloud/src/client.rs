@@ -122,8 +122,8 @@ pub enum FnCommand {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=1000))]
         keep: u32,
     },
-    /// Show a function's invocation records, oldest first; `--follow` then streams new ones
-    /// (with `--json`, one JSON object per line: NDJSON).
+    /// Show a function's invocation records, oldest first; `--follow` then streams new ones.
+    /// With `--json`: one JSON array, or under `--follow` one JSON object per line (NDJSON).
     Logs {
         /// The function's name.
         name: String,
@@ -1002,6 +1002,11 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                 }
                 Ok(crons.get(&id).filter(|c| !c.is_empty()).cloned())
             };
+            if args.json && !*follow {
+                // One JSON document, as every other command prints; only a stream is NDJSON.
+                println!("{}", serde_json::to_string_pretty(&records)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if !args.json {
                 println!("{}", record_header());
             }

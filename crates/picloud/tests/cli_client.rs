@@ -884,17 +884,60 @@ fn limits_pins_prunes_keys_runs_and_deleting_a_tenant() {
     };
     assert!(logs.starts_with("AT (UTC)"), "{logs}");
     ok(&picloud(&server, &token, &["schedule", "rm", "app", &id]));
-    let records = picloud(
+    let records = json_of(&picloud(
         &server,
         &token,
         &["fn", "logs", "app", "--limit", "1000", "--json"],
-    );
-    let first = String::from_utf8_lossy(&records.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("one JSON object per line"))
+    ));
+    let first = records
+        .as_array()
+        .expect("one JSON array")
+        .iter()
         .find(|r| r["path"] == "/first")
         .expect("the first request's record");
     assert_eq!(first["method"], "GET");
+
+    // Followed, `--json` streams NDJSON: a record per line, as each invocation ends.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_picloud"))
+        .args(["fn", "logs", "app", "--follow", "--json", "--limit", "1"])
+        .env("PICLOUD_SERVER", server.url(""))
+        .env("PICLOUD_TOKEN", &token)
+        .env_remove("PICLOUD_TENANT")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("picloud runs");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (lines, arrive) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = arrive
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the latest record");
+    serde_json::from_str::<Value>(&first).expect("a JSON object on one line");
+    // The tail is open once the latest record is printed; a request then arrives as a line.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let streamed = loop {
+        assert_eq!(http.get("/fn/acme/app/third", None).0, 200);
+        if let Ok(line) = arrive.recv_timeout(std::time::Duration::from_millis(500)) {
+            let r: Value = serde_json::from_str(&line).expect("a JSON object on one line");
+            if r["path"] == "/third" {
+                break r;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing streamed");
+    };
+    assert_eq!(streamed["method"], "GET");
+    let _ = follow.kill();
+    let _ = follow.wait();
 
     // Deleting a tenant asks, then takes everything with it.
     let out = picloud(&server, ADMIN, &["tenant", "delete", "acme"]);
