@@ -66,7 +66,8 @@ async fn invoke(
     let sandboxed = on_tenant_host.is_none();
     let mut response = if sandboxed && headers.contains_key("service-worker") {
         ApiError::Forbidden(
-            "a service worker cannot be registered from /fn/: serve it from the tenant's own host",
+            "a service worker cannot be registered from /fn/: serve it from the tenant's own host"
+                .into(),
         )
         .into_response()
     } else {

@@ -208,11 +208,12 @@ impl LimitFlags {
     }
 }
 
-/// Limits in force (and which were chosen) as a small table.
-fn limits_table(in_force: &Value, chosen: &Value) -> String {
+/// Limits in force as a small table, each marked `chosen` or `unchosen` (what it falls back
+/// to: a function's default, the platform's ceiling).
+fn limits_table(in_force: &Value, chosen: &Value, unchosen: &str) -> String {
     let mark = |field: &str| {
         if chosen[field].is_null() {
-            "default"
+            unchosen
         } else {
             "chosen"
         }
@@ -930,7 +931,7 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                 format!(
                     "{} runs under:\n{}",
                     s(&f["name"]),
-                    limits_table(&f["limits"], &f["chosen_limits"])
+                    limits_table(&f["limits"], &f["chosen_limits"], "default")
                 )
             })?;
         }
@@ -961,7 +962,10 @@ pub fn run_fn(args: &ClientArgs, command: &FnCommand) -> Result<ExitCode> {
                     .collect();
                 let kept = s(&r["kept"]);
                 match pruned.len() {
-                    0 => format!("nothing to prune: {name} keeps its {kept} versions\n"),
+                    0 => format!(
+                        "nothing to prune: {name} keeps its {kept} version{}\n",
+                        if kept == "1" { "" } else { "s" }
+                    ),
                     n => format!(
                         "pruned {n} version{} of {name} ({}); {kept} left\n",
                         if n == 1 { "" } else { "s" },
@@ -1343,7 +1347,7 @@ fn show_tenant(t: &Value) -> String {
         "tenant {} (created {})\nceilings on its functions' limits:\n{}schedules more often than once a minute: {sub_minute}\n",
         s(&t["name"]),
         when(&t["created_at"]),
-        limits_table(&t["ceilings"], &t["chosen_ceilings"]),
+        limits_table(&t["ceilings"], &t["chosen_ceilings"], "the platform's"),
     )
 }
 

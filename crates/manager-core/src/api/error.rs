@@ -43,7 +43,7 @@ pub enum ApiError {
     #[error("{0}")]
     Unauthorized(&'static str),
     #[error("{0}")]
-    Forbidden(&'static str),
+    Forbidden(std::borrow::Cow<'static, str>),
     #[error("no such {0}")]
     NotFound(&'static str),
     #[error("{0}")]

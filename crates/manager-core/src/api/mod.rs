@@ -275,7 +275,7 @@ impl Principal {
         if self.admin {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("this needs an admin token"))
+            Err(ApiError::Forbidden("this needs an admin token".into()))
         }
     }
 }

@@ -134,10 +134,14 @@ pub async fn create_schedule(
     // choice per tenant.
     if spec.is_sub_minute() && !tenant.sub_minute_schedules {
         return Err(ApiError::Forbidden(
-            "this schedule fires more than once a minute, which an admin must first allow for \
-             the tenant (PATCH /api/v1/tenants/{tenant} {\"sub_minute_schedules\": true}, or \
-             `picloud tenant ceilings TENANT --sub-minute-schedules yes`); a seconds field of one value (`0 * * * * *`) \
-             needs no permission",
+            format!(
+                "this schedule fires more than once a minute, which an admin must first allow \
+                 for tenant {name} (`picloud tenant ceilings {name} --sub-minute-schedules yes`, \
+                 or PATCH /api/v1/tenants/{name} {{\"sub_minute_schedules\": true}}); a seconds \
+                 field of one value (`0 * * * * *`) needs no permission",
+                name = tenant.name
+            )
+            .into(),
         ));
     }
     let next_run_at = spec.next_after(now_ms()).ok_or_else(|| {
