@@ -22,7 +22,9 @@ pub mod tokens;
 
 pub use limits::{FunctionLimits, LimitOverrides};
 pub use names::{InvalidName, validate_name};
-pub use records::{InvocationRecord, RecordConfig, RecordFilter, Recorder, Trigger};
+pub use records::{
+    InvocationRecord, RecordConfig, RecordFilter, RecordedRequest, Recorder, Trigger,
+};
 pub use routes::{Route, RouteEvent, RouteWatch};
 pub use store::{
     AnyStore, EnvVar, Function, KvQuota, KvUsage, NewFunction, PgStore, SavedVersion, Schedule,

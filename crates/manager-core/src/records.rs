@@ -13,6 +13,7 @@
 //! retried until it is written instead of being dropped. Each record carries a unique key, so
 //! none is written twice.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -37,6 +38,97 @@ pub const LINGER: Duration = Duration::from_millis(100);
 pub const MAX_RECORD_LOG_BYTES: usize = 8 << 10;
 /// The most of a request's path a record keeps, in bytes.
 pub const MAX_RECORD_PATH_BYTES: usize = 1024;
+/// The most of a request's body a record keeps, in bytes.
+pub const MAX_RECORD_BODY_BYTES: usize = 2 << 10;
+/// The most of a request's headers (names and values) a record keeps, in bytes; the query's
+/// parameters have the same budget.
+pub const MAX_RECORD_HEADER_BYTES: usize = 2 << 10;
+/// What a record shows instead of a credential's value.
+pub const REDACTED: &str = "[redacted]";
+
+/// What a record keeps of the request it answered, beyond its method and path: enough to see
+/// what was asked, never a credential. Sized so that a queue full of records stays small
+/// (a few KiB each).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RecordedRequest {
+    /// The query's parameters; a value whose name says it is a secret (`token`, `key`,
+    /// `signature`, …) is `[redacted]`.
+    pub query: BTreeMap<String, String>,
+    /// The headers; `authorization`, cookies and any whose name says it is a secret are
+    /// `[redacted]`.
+    pub headers: BTreeMap<String, String>,
+    /// The body's first 2 KiB.
+    pub body: String,
+    /// Something was left out: the body's end, or parameters or headers past 2 KiB.
+    pub truncated: bool,
+}
+
+impl RecordedRequest {
+    fn of(request: &InvocationRequest) -> Self {
+        let mut truncated = false;
+        let mut keep = |from: &BTreeMap<String, String>| {
+            let mut kept = BTreeMap::new();
+            let mut bytes = 0;
+            for (name, value) in from {
+                let value = if names_a_secret(name) {
+                    REDACTED
+                } else {
+                    value.as_str()
+                };
+                // One huge entry is left out, not everything after it.
+                let size = name.len() + value.len();
+                if bytes + size > MAX_RECORD_HEADER_BYTES {
+                    truncated = true;
+                    continue;
+                }
+                bytes += size;
+                kept.insert(name.clone(), value.to_string());
+            }
+            kept
+        };
+        let query = keep(&request.query);
+        let headers = keep(&request.headers);
+        let body = prefix(&request.body, MAX_RECORD_BODY_BYTES);
+        truncated |= body.len() < request.body.len();
+        Self {
+            query,
+            headers,
+            body: body.to_string(),
+            truncated,
+        }
+    }
+}
+
+/// Whether a header or parameter name says its value is a credential. Generous on purpose: a
+/// debugging aid that hides an idempotency key costs little; one that shows a token leaks it
+/// to everyone who reads the tenant's logs.
+fn names_a_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    name == "sig"
+        || [
+            "auth",
+            "token",
+            "secret",
+            "passw",
+            "cookie",
+            "session",
+            "key",
+            "signature",
+            "jwt",
+            "csrf",
+        ]
+        .iter()
+        .any(|word| name.contains(word))
+}
+
+/// The longest start of `text` of at most `bytes` bytes that ends on a character boundary.
+fn prefix(text: &str, bytes: usize) -> &str {
+    let mut end = text.len().min(bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// What started an invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -100,6 +192,9 @@ pub struct InvocationRecord {
     /// The schedule that ran it, for a scheduled invocation.
     #[serde(default)]
     pub schedule_id: Option<i64>,
+    /// The rest of the request, for an HTTP or test invocation.
+    #[serde(default)]
+    pub request: Option<RecordedRequest>,
     /// Unique to this record (random): a record written again after a crash is ignored.
     #[serde(skip)]
     pub key: String,
@@ -148,19 +243,18 @@ impl InvocationRecord {
             method: None,
             path: None,
             schedule_id: None,
+            request: None,
             key: record_key(),
         }
     }
 
-    /// This record, saying which request it answered (its method and the start of its path).
+    /// This record, saying which request it answered: its method, the start of its path, and
+    /// the rest as [`RecordedRequest`] keeps it.
     #[must_use]
     pub fn answering(mut self, request: &InvocationRequest) -> Self {
-        let mut end = request.path.len().min(MAX_RECORD_PATH_BYTES);
-        while !request.path.is_char_boundary(end) {
-            end -= 1;
-        }
         self.method = Some(request.method.chars().take(16).collect());
-        self.path = Some(request.path[..end].to_string());
+        self.path = Some(prefix(&request.path, MAX_RECORD_PATH_BYTES).to_string());
+        self.request = Some(RecordedRequest::of(request));
         self
     }
 
@@ -288,6 +382,7 @@ pub(crate) struct RecordRow {
     method: Option<String>,
     path: Option<String>,
     schedule_id: Option<i64>,
+    request: Option<String>,
 }
 
 impl From<RecordRow> for InvocationRecord {
@@ -310,6 +405,7 @@ impl From<RecordRow> for InvocationRecord {
             method: r.method,
             path: r.path,
             schedule_id: r.schedule_id,
+            request: r.request.and_then(|text| serde_json::from_str(&text).ok()),
             key: String::new(),
         }
     }
@@ -933,6 +1029,10 @@ fn make_storable(record: &mut InvocationRecord) {
     for line in &mut record.logs {
         clean(&mut line.message);
     }
+    for text in [&mut record.method, &mut record.path].into_iter().flatten() {
+        clean(text);
+    }
+    // The request is stored as JSON text, where a NUL is written `\u0000`: nothing to do.
 }
 
 /// What came of writing some records with [`write_retrying`].
@@ -1038,6 +1138,39 @@ async fn prune(store: AnyStore, config: RecordConfig) {
 
 #[cfg(test)]
 mod tests {
+
+    /// A record keeps what was asked, never a credential, and a bounded amount of it.
+    #[test]
+    fn a_recorded_request_redacts_credentials_and_is_bounded() {
+        let mut request = picloud_shared::InvocationRequest::get("/x");
+        for (name, value) in [
+            ("Authorization", "Bearer pc_secret"),
+            ("cookie", "sid=1"),
+            ("X-Upstream-Token", "t"),
+            ("accept", "*/*"),
+        ] {
+            request.headers.insert(name.into(), value.into());
+        }
+        request.query.insert("page".into(), "2".into());
+        request.query.insert("sig".into(), "abc".into());
+        request.query.insert("filler".into(), "v".repeat(3000));
+        request.body = "b".repeat(10);
+        let kept = super::RecordedRequest::of(&request);
+        assert_eq!(kept.headers["Authorization"], super::REDACTED);
+        assert_eq!(kept.headers["cookie"], super::REDACTED);
+        assert_eq!(kept.headers["X-Upstream-Token"], super::REDACTED);
+        assert_eq!(kept.headers["accept"], "*/*");
+        assert_eq!(kept.query["page"], "2");
+        assert_eq!(
+            kept.query.get("sig").map(String::as_str),
+            Some(super::REDACTED)
+        );
+        assert!(!kept.query.contains_key("filler"), "past the budget");
+        assert!(kept.truncated);
+        assert_eq!(kept.body, "b".repeat(10));
+        let serialized = serde_json::to_string(&kept).expect("json");
+        assert!(!serialized.contains("pc_secret") && !serialized.contains("sid=1"));
+    }
     use super::*;
 
     /// A recorder with a spool on a fresh SQLite store holding one tenant's function.

@@ -784,7 +784,7 @@ fn with_env(rows: Vec<RouteRow>, env: Vec<EnvRow>) -> Vec<Route> {
         .collect()
 }
 
-/// Records in one multi-row `INSERT`: 18 bound values each, well under SQLite's limit of
+/// Records in one multi-row `INSERT`: 19 bound values each, well under SQLite's limit of
 /// 32,766 variables in a statement (and PostgreSQL's 65,535).
 const RECORDS_PER_STATEMENT: usize = 250;
 
@@ -1153,7 +1153,7 @@ macro_rules! impl_store {
                 for chunk in records.chunks(RECORDS_PER_STATEMENT) {
                     let mut insert = sqlx::QueryBuilder::new(
                         "INSERT INTO invocations (id, tenant_id, function_id, version, trigger_kind, outcome, status, at, \
-                         duration_us, fuel, peak_memory, message, logs, logs_truncated, record_key, method, path, schedule_id) ",
+                         duration_us, fuel, peak_memory, message, logs, logs_truncated, record_key, method, path, schedule_id, request) ",
                     );
                     insert.push_values(chunk, |mut row, r| {
                         let logs = serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into());
@@ -1176,7 +1176,8 @@ macro_rules! impl_store {
                             .push_bind((!r.key.is_empty()).then(|| r.key.clone()))
                             .push_bind(r.method.clone())
                             .push_bind(r.path.clone())
-                            .push_bind(r.schedule_id);
+                            .push_bind(r.schedule_id)
+                            .push_bind(r.request.as_ref().and_then(|q| serde_json::to_string(q).ok()));
                     });
                     // A record written again (replayed from the spool after a crash) is
                     // already here.
@@ -1189,7 +1190,7 @@ macro_rules! impl_store {
             async fn records(&self, function_id: i64, filter: &RecordFilter) -> Result<Vec<InvocationRecord>> {
                 let rows: Vec<RecordRow> = sqlx::query_as(
                     "SELECT id, tenant_id, function_id, version, trigger_kind, outcome, status, at, duration_us, fuel, \
-                     peak_memory, message, logs, logs_truncated, method, path, schedule_id FROM invocations \
+                     peak_memory, message, logs, logs_truncated, method, path, schedule_id, request FROM invocations \
                      WHERE function_id = $1 AND ($2 IS NULL OR outcome = $2) AND ($3 IS NULL OR at >= $3) \
                      AND ($4 IS NULL OR at < $4) AND ($5 IS NULL OR (at, id) < (SELECT at, id FROM invocations WHERE id = $5)) \
                      ORDER BY at DESC, id DESC LIMIT $6",

@@ -1157,7 +1157,9 @@ async fn a_deleted_tenant_takes_everything_with_it(s: &impl Store) {
             .expect("token");
         s.kv_set(t.id, "k", "1", &quota).await.expect("kv");
         let result = ok_result();
-        let request = InvocationRequest::get("/orders/7");
+        let mut request = InvocationRequest::get("/orders/7");
+        request.headers.insert("accept".into(), "text/plain".into());
+        request.body = "nul \0 inside".into();
         let records: Vec<InvocationRecord> = (0..3)
             .map(|_| {
                 InvocationRecord::new(t.id, f.id, 1, Trigger::Http, &result).answering(&request)
@@ -1189,6 +1191,12 @@ async fn a_deleted_tenant_takes_everything_with_it(s: &impl Store) {
             http.schedule_id
         ),
         (Some("GET"), Some("/orders/7"), None)
+    );
+    let kept_request = http.request.as_ref().expect("the request");
+    assert_eq!(kept_request.headers["accept"], "text/plain");
+    assert_eq!(
+        kept_request.body, "nul \0 inside",
+        "a NUL round-trips in JSON text"
     );
     let tick = kept
         .iter()

@@ -74,12 +74,17 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
     });
     std::thread::sleep(Duration::from_millis(300));
 
-    assert_eq!(http.get("/fn/acme/f/a", None).0, 200);
+    assert_eq!(http.get("/fn/acme/f/a?name=x&api_key=k1", None).0, 200);
     assert_eq!(http.get("/fn/acme/f/fail", None).0, 500);
     let (s, r) = http.post(
         &format!("{FNS}/f/invoke"),
         Some(ADMIN),
-        json!({ "request": { "path": "/t" } }),
+        json!({ "request": {
+            "path": "/t",
+            "query": { "session": "s1", "q": "v" },
+            "headers": { "x-api-key": "k", "accept": "text/plain" },
+            "body": "é".repeat(1500),
+        } }),
     );
     assert_eq!((s, r["outcome"]["kind"].as_str()), (200, Some("ok")));
 
@@ -95,6 +100,30 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
         (Some("http"), Some("ok"), Some(200))
     );
     assert_eq!(ok["logs"][0]["message"], "got /a");
+    // Each record keeps the request it answered, credentials redacted, the body capped.
+    assert_eq!(
+        (ok["method"].as_str(), ok["path"].as_str()),
+        (Some("GET"), Some("/a"))
+    );
+    assert_eq!(
+        ok["request"]["query"],
+        json!({ "name": "x", "api_key": "[redacted]" }),
+        "{ok}"
+    );
+    assert_eq!(ok["request"]["truncated"], false);
+    let asked = &list[0]["request"];
+    assert_eq!(asked["query"], json!({ "session": "[redacted]", "q": "v" }));
+    assert_eq!(asked["headers"]["x-api-key"], "[redacted]");
+    assert_eq!(asked["headers"]["accept"], "text/plain");
+    let body = asked["body"].as_str().expect("body");
+    assert_eq!(
+        (body.len(), asked["truncated"].as_bool()),
+        (2048, Some(true))
+    );
+    assert!(
+        body.chars().all(|c| c == 'é'),
+        "cut on a character boundary"
+    );
     assert_eq!(ok["version"], 1);
     assert!(
         ok["fuel_used"].as_u64().is_some_and(|f| f > 0) && ok["duration_us"].as_u64().is_some()
