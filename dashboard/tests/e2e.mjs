@@ -153,6 +153,18 @@ try {
 		expect((await rows.count()) > before, 'the live tail shows the new invocation');
 		await shot('logs');
 		await page.getByRole('button', { name: 'Stop live tail' }).click();
+		// Each row says what it answered, with its date, and opens into the whole invocation.
+		const newest = rows.first();
+		const newestText = (await newest.textContent()) ?? '';
+		expect(/\d{4}-\d\d-\d\d \d\d:\d\d:\d\d/.test(newestText) && newestText.includes('GET /?name=live'), `the newest row: ${newestText.slice(0, 200)}`);
+		await newest.getByRole('button').click();
+		const detail = page.locator('[aria-label="Invocations"] .detail dl');
+		await detail.waitFor();
+		const details = (await detail.textContent()) ?? '';
+		expect(details.includes('GET /?name=live') && details.includes('Headers') && details.includes('fuel') && details.includes('MiB'), `the invocation's detail: ${details.slice(0, 300)}`);
+		await shot('logs-detail');
+		await newest.getByRole('button').click();
+		await detail.waitFor({ state: 'detached' });
 
 		// Metrics: the last hour from the records (the endpoint was called twice so far).
 		await page.getByRole('tab', { name: 'Metrics' }).click();

@@ -1,8 +1,8 @@
 //! The dashboard in a real browser: `dashboard/tests/e2e.mjs` (playwright-core driving Debian's
 //! Chromium, headless) against a real `picloud serve`, at 1280 and 360 pixels wide — log in,
 //! create a function, type a script, Format (valid, undo, invalid with its banner), save,
-//! deploy, the Test tab's JSON Format (valid, invalid) and Send, the Logs tab (records and live
-//! tail), the Metrics tab, a refused schedule, settings (variables, a secret, access), a second
+//! deploy, the Test tab's JSON Format (valid, invalid) and Send, the Logs tab (records with
+//! their request and date, live tail, a row opened into the whole invocation), the Metrics tab, a refused schedule, settings (variables, a secret, access), a second
 //! version, rollback, the list's p50/p99,
 //! the tenants and tokens pages; a screenshot of each page at each width.
 //! Also: the bundle budget, and what the server answers for dashboard paths.
@@ -65,6 +65,7 @@ fn the_dashboard_works_in_a_real_browser() {
         "edit-format-error",
         "test",
         "logs",
+        "logs-detail",
         "metrics",
         "schedules",
         "settings",
