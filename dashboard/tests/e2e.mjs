@@ -133,7 +133,23 @@ try {
 		await result.waitFor();
 		const shown = (await result.textContent()) ?? '';
 		expect(shown.includes('status 200') && shown.includes('hello tester') && shown.includes('fuel'), `the result: ${shown.slice(0, 200)}`);
+		expect(shown.includes("Ran the editor's text"), `the result says what ran: ${shown.slice(0, 120)}`);
 		await shot('test');
+		// The live version instead, on request.
+		await page.getByLabel(/the live version/).check();
+		await page.getByRole('button', { name: 'Send' }).click();
+		await eventually(async () => {
+			const t = (await result.textContent()) ?? '';
+			return [t.includes('Ran live version 1') && t.includes('hello tester'), t.slice(0, 120)];
+		}, 'the live version runs when chosen');
+		await page.getByLabel(/the editor's text/).check();
+		// A body that looks like JSON and is not is refused before sending, saying where.
+		await body.fill('{"a":');
+		await page.getByRole('button', { name: 'Send' }).click();
+		await jsonBanner.waitFor();
+		const refusedBody = (await jsonBanner.textContent()) ?? '';
+		expect(refusedBody.includes('not valid JSON') && (refusedBody.match(/position|line \d+/g) ?? []).length === 1, `the body is refused, its place said once: ${refusedBody}`);
+		await body.fill('');
 
 		// Logs: the endpoint call and the test-invoke are recorded; the live tail shows a new one.
 		await page.getByRole('tab', { name: 'Logs' }).click();
@@ -228,9 +244,42 @@ try {
 		await page.getByRole('row').filter({ hasText: /^1/ }).getByRole('button', { name: 'Diff' }).click();
 		const diffShown = (await page.getByLabel('Diff').textContent()) ?? '';
 		expect(diffShown.includes('+ // version two') && diffShown.includes('  fn handle(req) {'), `the diff: ${diffShown}`);
-		await page.getByRole('button', { name: 'Rollback' }).click();
+		// Rollback names its target and asks first.
+		let asked = '';
+		page.once('dialog', (d) => ((asked = d.message()), d.accept()));
+		await page.getByRole('button', { name: 'Rollback to v1' }).click();
 		await page.getByText(/Rolled back to version 1\./).waitFor();
+		expect(asked.includes('version 1') && asked.includes('Version 2 stops serving'), `the rollback asks, naming its target: ${asked}`);
 		await eventually(async () => [!(await text()).includes('version two'), await text()], 'the editor shows version 1 again');
+
+		// An unsaved edit is marked, runs in Test, and an error's line leads back to the editor.
+		await editor.click();
+		await page.keyboard.press('Control+a');
+		await page.keyboard.press('Delete');
+		await editor.pressSequentially('fn handle(req) { throw "boom" }', { delay: 0 });
+		await eventually(async () => {
+			const label = (await page.getByRole('tab', { name: /Edit/ }).textContent()) ?? '';
+			return [label.includes('●') && (await page.title()).startsWith('●'), `${label} / ${await page.title()}`];
+		}, 'unsaved changes are marked on the tab and in the title');
+		await page.getByRole('tab', { name: 'Test' }).click();
+		await page.getByRole('button', { name: 'Send' }).click();
+		const errorLink = page.getByRole('button', { name: /line 1, column \d+/ });
+		await errorLink.waitFor();
+		expect(((await result.textContent()) ?? '').includes('script_error'), 'the unsaved script ran and failed');
+		await errorLink.click();
+		await page.locator('.cm-error-line').waitFor();
+		expect((await page.locator('.cm-error-marker').count()) === 1, "the error's line is marked in the gutter");
+		await shot('edit-error-line');
+		await page.keyboard.press('End');
+		await page.keyboard.type(' ');
+		await page.locator('.cm-error-line').waitFor({ state: 'detached' });
+		expect(true, 'the mark goes once the line changes');
+		// Leaving with unsaved changes asks; staying keeps them.
+		page.once('dialog', (d) => d.dismiss());
+		await page.getByRole('link', { name: 'Functions' }).first().click();
+		await page.waitForTimeout(300);
+		expect((await text()).includes('throw "boom"'), 'declining to leave keeps the edit');
+		page.once('dialog', (d) => d.accept());
 
 		// The functions list shows it.
 		await page.getByRole('link', { name: 'Functions' }).first().click();

@@ -63,6 +63,7 @@ fn the_dashboard_works_in_a_real_browser() {
         "functions",
         "edit",
         "edit-format-error",
+        "edit-error-line",
         "test",
         "logs",
         "logs-detail",

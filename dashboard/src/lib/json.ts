@@ -14,6 +14,8 @@ export function formatJson(text: string): JsonResult {
 		const before = text.slice(0, offset);
 		const line = before.split('\n').length;
 		const column = offset - before.lastIndexOf('\n');
-		return { ok: false, message, line, column, offset };
+		// The caller says where, once, in lines and columns: the parser's own position goes.
+		const bare = message.replace(/\s*at position \d+(\s*\(line \d+ column \d+\))?/, '');
+		return { ok: false, message: bare, line, column, offset };
 	}
 }
