@@ -659,13 +659,21 @@ async fn writers_racing_each_other_all_succeed(s: &impl Store) {
             .expect("version");
     }
     let result = ok_result();
-    let record = InvocationRecord::new(t.id, f.id, 1, Trigger::Http, &result);
+    // A record each, as real writers race: two writers never hold the same record at once (a
+    // record is written again only by its own server's spool replay, one batch after another).
+    let batches: Vec<InvocationRecord> = (0..40)
+        .map(|_| InvocationRecord::new(t.id, f.id, 1, Trigger::Http, &result))
+        .collect();
     let quota = KvQuota {
         max_keys: 1000,
         max_bytes: 1 << 20,
     };
     let deploys = join_all((0..40).map(|i| s.deploy(f.id, 1 + i % 2)));
-    let records = join_all((0..40).map(|_| s.insert_records(std::slice::from_ref(&record))));
+    let records = join_all(
+        batches
+            .iter()
+            .map(|record| s.insert_records(std::slice::from_ref(record))),
+    );
     let kv = join_all((0..40).map(|i| {
         let key = format!("k{i}");
         async move { s.kv_set(t.id, &key, "1", &quota).await }
