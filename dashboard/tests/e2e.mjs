@@ -37,6 +37,7 @@ const failures = [];
 try {
 	for (const width of [1280, 360]) {
 		const page = await browser.newPage({ viewport: { width, height: 900 } });
+		await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(BASE_URL).origin });
 		page.setDefaultTimeout(15000);
 		page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
 		const shot = (name) => page.screenshot({ path: `${SCREENSHOTS}/${name}-${width}.png`, fullPage: true });
@@ -112,6 +113,17 @@ try {
 		await page.getByText(/Version 1 is live\./).waitFor();
 		const live = await fetch(`${BASE_URL}/fn/${TENANT}/${name}?name=pi`).then((r) => r.text());
 		expect(live.includes('hello pi'), `the endpoint answers: ${live}`);
+		// The endpoint is a full link, copied as a URL or as a curl command that works.
+		const endpointLink = page.locator('a.endpoint');
+		const endpointUrl = (await endpointLink.getAttribute('href')) ?? '';
+		expect(/^http:\/\/.+\/.*e2e-/.test(endpointUrl), `the endpoint is a full URL: ${endpointUrl}`);
+		await page.getByRole('button', { name: 'Copy as curl' }).click();
+		await page.getByText('The curl command copied.').waitFor();
+		const curlCommand = await page.evaluate(() => navigator.clipboard.readText());
+		expect(curlCommand === `curl '${endpointUrl}'`, `curl for a public function: ${curlCommand}`);
+		await page.getByRole('button', { name: 'Copy URL' }).click();
+		await page.getByText('The URL copied.').waitFor();
+		expect((await page.evaluate(() => navigator.clipboard.readText())) === endpointUrl, 'the URL is on the clipboard');
 		await shot('edit');
 
 		// Test tab: JSON Format, valid then invalid; Send.
@@ -300,11 +312,30 @@ try {
 		await page.getByLabel('New token').fill(`ci-${width}`);
 		await page.getByRole('button', { name: 'Create' }).click();
 		const newToken = await page.getByRole('status').filter({ hasText: 'shown this once' }).textContent();
-		expect(/pc_[A-Za-z0-9_]+/.test(newToken ?? ''), 'a new token is shown once');
+		expect(/pc_[A-Za-z0-9_]+/.test(newToken ?? '') && (newToken ?? '').includes('admin rights'), `a new admin token is shown once, saying what it is: ${newToken}`);
 		await page.getByRole('cell', { name: `ci-${width}`, exact: true }).waitFor();
+		// An admin makes a tenant's token by choosing the tenant; Copy puts it on the clipboard.
+		await page.getByLabel('Tokens of').selectOption(`tenant ${TENANT}`);
+		await page.getByLabel('New token').fill(`app-${width}`);
+		await page.getByRole('button', { name: 'Create' }).click();
+		const tenantToken = (await page.getByRole('status').filter({ hasText: 'shown this once' }).textContent()) ?? '';
+		expect(tenantToken.includes(`of tenant ${TENANT}`) && tenantToken.includes('never be shown again'), `a tenant's token, with its warning: ${tenantToken}`);
+		const secret = /pc_[A-Za-z0-9_]+/.exec(tenantToken)?.[0] ?? '';
+		const whoami = await fetch(`${BASE_URL}/api/v1/whoami`, { headers: { authorization: `Bearer ${secret}` } }).then((r) => r.json());
+		expect(whoami.tenant === TENANT && whoami.admin === false, `the token is the tenant's: ${JSON.stringify(whoami)}`);
+		await page.getByRole('button', { name: 'Copy', exact: true }).click();
+		await page.getByText('Copied.').waitFor();
+		expect((await page.evaluate(() => navigator.clipboard.readText())) === secret, 'the token is on the clipboard');
+		// A name the server would refuse is refused by the browser first (its pattern is valid).
+		await page.getByLabel('New token').fill('Bad Name');
+		expect(!(await page.getByLabel('New token').evaluate((el) => el.checkValidity())), 'the name field checks its pattern');
 		await shot('tokens');
 		await page.close();
 	}
+} catch (e) {
+	// What the pages threw before this step failed is often why it failed.
+	if (failures.length) console.error(failures.join('\n'));
+	throw e;
 } finally {
 	await browser.close();
 }

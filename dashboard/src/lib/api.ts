@@ -95,3 +95,29 @@ export const enc = encodeURIComponent;
 export function errorText(e: unknown): string {
 	return e instanceof Error ? e.message : String(e);
 }
+
+/** Puts `text` on the clipboard; `false` when the browser refuses (no permission, no secure
+ * context), so that the caller can say so instead of pretending. */
+export async function copyText(text: string): Promise<boolean> {
+	try {
+		await navigator.clipboard.writeText(text);
+		return true;
+	} catch {
+		// Older or locked-down browsers: a selected text area and the copy command.
+		const area = document.createElement('textarea');
+		area.value = text;
+		area.setAttribute('readonly', '');
+		area.style.position = 'fixed';
+		area.style.opacity = '0';
+		document.body.append(area);
+		area.select();
+		const ok = document.execCommand('copy');
+		area.remove();
+		return ok;
+	}
+}
+
+/** The server's names (tenants, functions, tokens) as an input's `pattern`. Chromium compiles
+ * patterns with the `v` flag, where a bare `-` at the end of a class is an error that turns
+ * every check off; escaped, it is checked. */
+export const NAME_PATTERN = '[a-z0-9][a-z0-9\\-]{0,62}';
