@@ -264,6 +264,22 @@ try {
 		expect(asked.includes('version 1') && asked.includes('Version 2 stops serving'), `the rollback asks, naming its target: ${asked}`);
 		await eventually(async () => [!(await text()).includes('version two'), await text()], 'the editor shows version 1 again');
 
+		// Typing indents a level after an opening bracket, closes brackets, and blocks fold.
+		await editor.click();
+		await page.keyboard.press('Control+a');
+		await page.keyboard.press('Delete');
+		await editor.pressSequentially('fn f() {', { delay: 0 });
+		await page.keyboard.press('Enter');
+		await eventually(async () => [(await text()) === 'fn f() {\n\t\n}', JSON.stringify(await text())], 'Enter after { indents a level, and the bracket is closed');
+		await page.keyboard.type('let x = [');
+		await eventually(async () => [(await text()) === 'fn f() {\n\tlet x = []\n}', JSON.stringify(await text())], 'an opened [ is closed');
+		await eventually(async () => {
+			const n = await page.locator('.cm-foldGutter [title="Fold line"]').count();
+			return [n >= 1, `${n} fold markers`];
+		}, 'a block can be folded');
+		await page.locator('.cm-foldGutter [title="Fold line"]').first().click();
+		await eventually(async () => [(await page.locator('.cm-foldPlaceholder').count()) === 1, 'no placeholder'], 'folding hides the block');
+
 		// An unsaved edit is marked, runs in Test, and an error's line leads back to the editor.
 		await editor.click();
 		await page.keyboard.press('Control+a');

@@ -1,7 +1,7 @@
 // Rhai highlighting for CodeMirror 6: a small stream tokenizer (keywords, strings with their
 // `${…}` left plain, numbers, comments, operators). Highlighting only: the server's parser
 // and formatter are what judge a script.
-import { StreamLanguage, type StreamParser } from '@codemirror/language';
+import { StreamLanguage, foldService, matchBrackets, type StreamParser } from '@codemirror/language';
 
 const keywords = new Set(
 	(
@@ -14,11 +14,13 @@ interface State {
 	/** Inside a block comment this deep, or inside a backtick string. */
 	comment: number;
 	backtick: boolean;
+	/** Brackets open at this point (outside strings and comments): the indentation level. */
+	depth: number;
 }
 
 const parser: StreamParser<State> = {
 	name: 'rhai',
-	startState: () => ({ comment: 0, backtick: false }),
+	startState: () => ({ comment: 0, backtick: false, depth: 0 }),
 	token(stream, state) {
 		if (state.comment > 0) {
 			while (!stream.eol()) {
@@ -70,10 +72,34 @@ const parser: StreamParser<State> = {
 			return 'variableName';
 		}
 		if (stream.match(/^[-+*/%=<>!&|^?.:]+/)) return 'operator';
-		stream.next();
+		const ch = stream.next();
+		if (ch === '{' || ch === '(' || ch === '[') state.depth++;
+		else if (ch === '}' || ch === ')' || ch === ']') state.depth = Math.max(0, state.depth - 1);
 		return null;
 	},
-	languageData: { commentTokens: { line: '//', block: { open: '/*', close: '*/' } } }
+	// One level per open bracket; a line that starts by closing one sits a level out.
+	indent(state, textAfter, cx) {
+		const closing = /^\s*[}\])]/.test(textAfter) ? 1 : 0;
+		return Math.max(0, state.depth - closing) * cx.unit;
+	},
+	languageData: {
+		commentTokens: { line: '//', block: { open: '/*', close: '*/' } },
+		// Typing a closing bracket alone on its line dedents it.
+		indentOnInput: /^\s*[}\])]$/,
+		closeBrackets: { brackets: ['(', '[', '{', '"', '`'] }
+	}
 };
 
 export const rhai = StreamLanguage.define(parser);
+
+/** Folding: a line that ends by opening a bracket folds to its matching close. */
+export const rhaiFolding = foldService.of((state, lineStart, lineEnd) => {
+	const text = state.sliceDoc(lineStart, lineEnd).replace(/\s*(\/\/.*)?$/, '');
+	if (!/[{[(]$/.test(text)) return null;
+	const open = lineStart + text.length - 1;
+	const match = matchBrackets(state, open, 1);
+	if (!match || !match.matched || !match.end) return null;
+	const close = match.end.from;
+	if (state.doc.lineAt(close).number === state.doc.lineAt(open).number) return null;
+	return { from: open + 1, to: close };
+});
