@@ -233,6 +233,28 @@ try {
 		await settings.getByRole('cell', { name: 'API_KEY', exact: true }).waitFor();
 		const vars = (await settings.getByRole('table', { name: 'Variables' }).textContent()) ?? '';
 		expect(vars.includes('hi') && vars.includes('(secret)') && !vars.includes('s3cret'), `variables: ${vars}`);
+		// Limits in units: "32MB" is refused (nothing saved), 32 is 32 MiB; one message at a time.
+		const memory = settings.getByLabel('Memory (MiB)');
+		expect(((await memory.getAttribute('placeholder')) ?? '').includes('64 MiB'), `the default in MiB: ${await memory.getAttribute('placeholder')}`);
+		await memory.fill('32MB');
+		await settings.getByRole('button', { name: 'Save settings' }).click();
+		const settingsBanner = settings.locator('.error.inline');
+		await settingsBanner.waitFor();
+		expect(((await settingsBanner.textContent()) ?? '').includes('not a whole number of MiB'), `the refusal: ${await settingsBanner.textContent()}`);
+		const unchanged = await fetch(`${BASE_URL}/api/v1/tenants/${TENANT}/functions/${name}`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+		expect(unchanged.chosen_limits.memory_bytes === null, 'nothing was saved');
+		await memory.fill('32');
+		await settings.getByRole('button', { name: 'Save settings' }).click();
+		await settings.getByText('Settings saved.').waitFor();
+		expect((await settingsBanner.count()) === 0, 'the old error is gone with the new success');
+		const saved = await fetch(`${BASE_URL}/api/v1/tenants/${TENANT}/functions/${name}`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+		expect(saved.chosen_limits.memory_bytes === 32 * 1048576, `32 MiB saved: ${saved.chosen_limits.memory_bytes}`);
+		// Removing a secret asks, saying it cannot be recovered.
+		let removal = '';
+		page.once('dialog', (d) => ((removal = d.message()), d.accept()));
+		await settings.getByRole('button', { name: 'Remove API_KEY' }).click();
+		await settings.getByText('API_KEY removed.').waitFor();
+		expect(removal.includes('cannot be recovered'), `the removal asks: ${removal}`);
 		await settings.getByLabel(/Public \(anyone/).uncheck();
 		await settings.getByRole('button', { name: 'Save settings' }).click();
 		await settings.getByText('Settings saved.').waitFor();
