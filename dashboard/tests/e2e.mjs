@@ -40,6 +40,12 @@ try {
 		await page.context().grantPermissions(['clipboard-read', 'clipboard-write'], { origin: new URL(BASE_URL).origin });
 		page.setDefaultTimeout(15000);
 		page.on('pageerror', (e) => failures.push(`page error: ${e.message}`));
+		// Any console error fails the run, but the browser's own line for an HTTP error answer:
+		// the test provokes refusals (422, 409) on purpose, and the page shows each one.
+		page.on('console', (m) => {
+			if (m.type() === 'error' && !m.text().startsWith('Failed to load resource: the server responded with a status of'))
+				failures.push(`console error at ${width} px: ${m.text()}`);
+		});
 		const shot = (name) => page.screenshot({ path: `${SCREENSHOTS}/${name}-${width}.png`, fullPage: true });
 		const name = `e2e-${width}`;
 
