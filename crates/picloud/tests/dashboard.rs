@@ -69,6 +69,7 @@ fn the_dashboard_works_in_a_real_browser() {
         "logs-detail",
         "metrics",
         "schedules",
+        "schedules-run",
         "settings",
         "tenants",
         "tokens",

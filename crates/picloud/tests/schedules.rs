@@ -735,3 +735,64 @@ fn sqlite_runs(server: &Server, id: i64) -> Vec<Value> {
         .map(|(due_at, backfill, outcome)| json!({ "due_at": due_at, "backfill": backfill, "outcome": outcome }))
         .collect()
 }
+
+/// "Run now": test-invoke with a schedule runs `on_schedule` with that schedule's payload at
+/// once, recorded as a test run of that schedule (not one of its ticks); another function's
+/// schedule is not found.
+#[test]
+fn a_schedule_runs_now_on_request() {
+    let server = Server::start(&data_dir("sched-run-now"), None);
+    let http = Http::new(&server);
+    let schedules = function(&http, "tick", TICK);
+    let (s, b) = http.post(
+        &schedules,
+        Some(ADMIN),
+        json!({ "cron": "@yearly", "payload": { "greeting": "now" } }),
+    );
+    assert_eq!(s, 201, "{b}");
+    let id = b["id"].as_i64().expect("id");
+    let before = http.get(&format!("{schedules}/{id}/runs"), Some(ADMIN)).1;
+    let (s, r) = http.post(
+        &format!("{FUNCTIONS}/tick/invoke"),
+        Some(ADMIN),
+        json!({ "schedule": id }),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["outcome"]["kind"], "ok", "{r}");
+    let logged = r["logs"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        logged.contains("backfill=false payload=now"),
+        "the schedule's event: {logged}"
+    );
+    // Not one of its ticks: the run history is unchanged; the record names the schedule.
+    assert_eq!(
+        http.get(&format!("{schedules}/{id}/runs"), Some(ADMIN)).1,
+        before
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let record = loop {
+        let (_, list) = http.get(&format!("{FUNCTIONS}/tick/invocations"), Some(ADMIN));
+        if let Some(r) = list.as_array().and_then(|l| l.first()).cloned() {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "no record");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        (record["trigger"].as_str(), record["schedule_id"].as_i64()),
+        (Some("test"), Some(id))
+    );
+    // A schedule of another function is not this function's to run.
+    let other = function(&http, "other", TICK);
+    let (s, b) = http.post(&other, Some(ADMIN), json!({ "cron": "@daily" }));
+    assert_eq!(s, 201, "{b}");
+    let (s, e) = http.post(
+        &format!("{FUNCTIONS}/tick/invoke"),
+        Some(ADMIN),
+        json!({ "schedule": b["id"] }),
+    );
+    assert_eq!(
+        (s, e["error"]["message"].as_str()),
+        (404, Some("no such schedule"))
+    );
+}

@@ -229,6 +229,10 @@ pub struct TestInvoke {
     /// A saved version to run; with neither, the active version.
     pub version: Option<i32>,
     pub request: TestRequest,
+    /// Run `on_schedule(event)` as this schedule of the function would, now ("Run now"):
+    /// `scheduled_at` and `fired_at` are now, `backfill` false, the schedule's payload; the
+    /// request is not used. Recorded as a test run of that schedule, not as one of its ticks.
+    pub schedule: Option<i64>,
 }
 
 fn check_size(state: &ApiState, source: &str) -> Result<(), ApiError> {
@@ -790,6 +794,24 @@ pub async fn test_invoke(
         headers: r.headers,
         body: r.body,
     };
+    let event = match body.schedule {
+        Some(id) => {
+            let schedule = state
+                .store
+                .schedule(id)
+                .await?
+                .filter(|s| s.function_id == function.id)
+                .ok_or(ApiError::NotFound("schedule"))?;
+            let payload = schedule
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let now = crate::store::now_ms();
+            Some(crate::schedules::event_json(id, now, now, &payload, false))
+        }
+        None => None,
+    };
     let owner = FunctionRef::new(tenant.name.clone(), function.name.clone());
     let env = state
         .store
@@ -816,17 +838,17 @@ pub async fn test_invoke(
             request: &request,
             limits: &executor_limits(&limits),
             env: &env,
-            event: None,
+            event: event.as_deref(),
         })
         .await;
     unanswered.answered();
     if let Some(recorder) = &state.recorder {
-        recorder
-            .record_spooled(
-                InvocationRecord::new(tenant.id, function.id, version, Trigger::Test, &result)
-                    .answering(&request),
-            )
-            .await;
+        let record = InvocationRecord::new(tenant.id, function.id, version, Trigger::Test, &result);
+        let record = match body.schedule {
+            Some(id) => record.scheduled_by(id),
+            None => record.answering(&request),
+        };
+        recorder.record_spooled(record).await;
     }
     Ok(Json(result))
 }

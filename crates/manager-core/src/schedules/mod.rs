@@ -129,6 +129,24 @@ struct Event<'a> {
     backfill: bool,
 }
 
+/// `on_schedule`'s argument as the guest takes it (JSON text).
+pub(crate) fn event_json(
+    schedule: i64,
+    scheduled_at: i64,
+    fired_at: i64,
+    payload: &serde_json::Value,
+    backfill: bool,
+) -> String {
+    serde_json::to_string(&Event {
+        schedule,
+        scheduled_at,
+        fired_at,
+        payload,
+        backfill,
+    })
+    .unwrap_or_default()
+}
+
 /// A running scheduler; [`Scheduler::stop`] ends it.
 #[derive(Debug)]
 pub struct Scheduler {
@@ -400,14 +418,7 @@ impl Runner {
         let limits = crate::api::executor_limits(&route.limits);
         for &(due_at, backfill) in &plan.runs {
             let fired_at = now_ms();
-            let event = serde_json::to_string(&Event {
-                schedule: id,
-                scheduled_at: due_at,
-                fired_at,
-                payload: &payload,
-                backfill,
-            })
-            .unwrap_or_default();
+            let event = event_json(id, due_at, fired_at, &payload, backfill);
             let result = self
                 .invoker
                 .invoke(Invocation {
