@@ -214,7 +214,25 @@ try {
 		expect(/Invocations\s*2\b/.test(seen), `the metrics count the endpoint's calls: ${seen}`);
 		expect((await page.getByRole('img', { name: 'Latency' }).count()) === 1, 'a latency chart');
 		expect(((await page.getByRole('table', { name: 'Outcomes' }).textContent()) ?? '').includes('ok'), 'outcomes listed');
+		const tooltip = (await page.locator('[aria-label="Latency"] circle title').first().textContent()) ?? '';
+		expect(/^p50: [\d.]+ ms at /.test(tooltip), `a point's tooltip: ${tooltip}`);
 		await shot('metrics');
+		// Another window: the last day, in half hours.
+		await page.getByLabel('Last', { exact: true }).and(page.locator('#m-window')).selectOption('1440');
+		await eventually(async () => {
+			const label = (await page.getByRole('img', { name: 'Rate' }).textContent()) ?? '';
+			const t = (await summary.textContent()) ?? '';
+			return [label.includes('−24 h') && /Invocations\s*2\b/.test(t), `${label} / ${t}`];
+		}, 'the day window draws the same invocations');
+		// An outcome's count opens Logs filtered to it, in the same window.
+		await page.getByRole('table', { name: 'Outcomes' }).getByRole('row').filter({ hasText: 'ok' }).getByRole('button').click();
+		await eventually(async () => {
+			const o = await page.locator('#l-outcome').inputValue();
+			const w = await page.locator('#l-since').inputValue();
+			const shownRows = (await rows.allTextContents()).join('\n');
+			return [o === 'ok' && w === '1440' && shownRows.includes('ok') && !shownRows.includes('No invocations'), `${o} ${w} ${shownRows.slice(0, 100)}`];
+		}, "an outcome's count opens Logs filtered to it");
+		await page.locator('#l-outcome').selectOption('');
 
 		// Schedules: the live version has no on_schedule, so adding one is refused, clearly.
 		await page.getByRole('tab', { name: 'Schedules' }).click();
