@@ -418,6 +418,12 @@ try {
 		await page.getByLabel('New token').fill('Bad Name');
 		expect(!(await page.getByLabel('New token').evaluate((el) => el.checkValidity())), 'the name field checks its pattern');
 		await shot('tokens');
+		// A misspelt function's page says so once, with no editor to type into.
+		await page.goto(`${BASE_URL}/functions/${TENANT}/no-such-fn-${width}`);
+		await page.getByRole('alert').filter({ hasText: 'no such function' }).waitFor();
+		await page.waitForTimeout(300);
+		const alerts = await page.getByRole('alert').allTextContents();
+		expect(alerts.length === 1 && (await page.locator('.cm-editor').count()) === 0, `one message and no editor: ${JSON.stringify(alerts)}`);
 		await page.close();
 	}
 } catch (e) {
