@@ -220,7 +220,7 @@ try {
 		// Another window: the last day, in half hours.
 		await page.getByLabel('Last', { exact: true }).and(page.locator('#m-window')).selectOption('1440');
 		await eventually(async () => {
-			const label = (await page.getByRole('img', { name: 'Rate' }).textContent()) ?? '';
+			const label = (await page.locator('figure').filter({ has: page.getByRole('img', { name: 'Rate' }) }).textContent()) ?? '';
 			const t = (await summary.textContent()) ?? '';
 			return [label.includes('−24 h') && /Invocations\s*2\b/.test(t), `${label} / ${t}`];
 		}, 'the day window draws the same invocations');
@@ -232,6 +232,19 @@ try {
 			const shownRows = (await rows.allTextContents()).join('\n');
 			return [o === 'ok' && w === '1440' && shownRows.includes('ok') && !shownRows.includes('No invocations'), `${o} ${w} ${shownRows.slice(0, 100)}`];
 		}, "an outcome's count opens Logs filtered to it");
+		// The error count opens Logs on every outcome but ok (none here).
+		await page.getByRole('tab', { name: 'Metrics' }).click();
+		await page.getByRole('term').filter({ hasText: 'Errors' }).locator('xpath=..').getByRole('button').click();
+		await eventually(async () => {
+			const o = await page.locator('#l-outcome').inputValue();
+			const shownRows = (await rows.allTextContents()).join('\n');
+			return [o === 'error' && shownRows.includes('No invocations'), `${o} ${shownRows.slice(0, 100)}`];
+		}, 'the error count opens Logs on the errors');
+		// Chart labels keep a readable size on a narrow screen.
+		await page.getByRole('tab', { name: 'Metrics' }).click();
+		const axisSize = await page.locator('figure .axis span').first().evaluate((el) => parseFloat(getComputedStyle(el).fontSize));
+		expect(axisSize >= 11, `chart labels at ${width} px are ${axisSize} px`);
+		await page.getByRole('tab', { name: 'Logs' }).click();
 		await page.locator('#l-outcome').selectOption('');
 
 		// Schedules: the live version has no on_schedule, so adding one is refused, clearly.

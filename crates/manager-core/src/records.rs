@@ -527,6 +527,7 @@ pub fn stats(samples: &[RecordSample], since: i64, until: i64, buckets: u32) -> 
 /// Which records to list, newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecordFilter {
+    /// One outcome kind, or `error`: any but `ok`.
     pub outcome: Option<String>,
     /// From this time on (Unix ms, inclusive).
     pub since: Option<i64>,

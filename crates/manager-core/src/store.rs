@@ -1191,7 +1191,7 @@ macro_rules! impl_store {
                 let rows: Vec<RecordRow> = sqlx::query_as(
                     "SELECT id, tenant_id, function_id, version, trigger_kind, outcome, status, at, duration_us, fuel, \
                      peak_memory, message, logs, logs_truncated, method, path, schedule_id, request FROM invocations \
-                     WHERE function_id = $1 AND ($2 IS NULL OR outcome = $2) AND ($3 IS NULL OR at >= $3) \
+                     WHERE function_id = $1 AND ($2 IS NULL OR outcome = $2 OR ($2 = 'error' AND outcome <> 'ok')) AND ($3 IS NULL OR at >= $3) \
                      AND ($4 IS NULL OR at < $4) AND ($5 IS NULL OR (at, id) < (SELECT at, id FROM invocations WHERE id = $5)) \
                      ORDER BY at DESC, id DESC LIMIT $6",
                 )

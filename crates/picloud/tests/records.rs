@@ -148,6 +148,12 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
 
     // Filters and paging.
     assert_eq!(records(&http, "?outcome=script_error", 1).len(), 1);
+    let errors = records(&http, "?outcome=error", 1);
+    assert_eq!(
+        (errors.len(), errors[0]["outcome"].as_str()),
+        (1, Some("script_error")),
+        "`error` is every outcome but ok"
+    );
     let page = records(&http, "?limit=1", 1);
     assert_eq!(page.len(), 1);
     let next = records(&http, &format!("?limit=5&before={}", page[0]["id"]), 2);

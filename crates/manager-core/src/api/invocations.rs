@@ -24,7 +24,8 @@ pub const MAX_LIMIT: u32 = 1_000;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RecordQuery {
-    /// Only this outcome (`ok`, `script_error`, `timeout`, …).
+    /// Only this outcome (`ok`, `script_error`, `timeout`, …), or `error`: every outcome but
+    /// `ok`.
     pub outcome: Option<String>,
     /// From this time on, Unix milliseconds.
     pub since: Option<i64>,
@@ -50,10 +51,11 @@ pub async fn list_invocations(
     let (_, function) =
         reachable_function(&state, &principal, &path.tenant, &path.function).await?;
     if let Some(outcome) = &q.outcome
+        && outcome != "error"
         && !Outcome::KINDS.contains(&outcome.as_str())
     {
         return Err(ApiError::BadRequest(format!(
-            "`outcome` is {outcome:?}; it must be one of {}",
+            "`outcome` is {outcome:?}; it must be one of {}, or error (any but ok)",
             Outcome::KINDS.join(", ")
         )));
     }
