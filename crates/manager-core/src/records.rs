@@ -123,11 +123,7 @@ fn names_a_secret(name: &str) -> bool {
 
 /// The longest start of `text` of at most `bytes` bytes that ends on a character boundary.
 fn prefix(text: &str, bytes: usize) -> &str {
-    let mut end = text.len().min(bytes);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    &text[..text.floor_char_boundary(bytes)]
 }
 
 /// What started an invocation.
