@@ -815,6 +815,26 @@ fn limits_pins_prunes_keys_runs_and_deleting_a_tenant() {
     let out = picloud(&server, &token, &["kv", "get", "a b?c"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("404 no such key"));
+    // Hostile keys through the API: a NUL, bytes that are not UTF-8, a huge key, control
+    // characters — each a clear 4xx in JSON, never a 500.
+    let huge = "k".repeat(5000);
+    for (query, status) in [
+        ("key=%00", 400),
+        // Not UTF-8: read with U+FFFD in place of each bad byte, a key no script wrote.
+        ("key=%FF%FE", 404),
+        (&*format!("key={huge}"), 400),
+        ("key=%01%1B%7F", 404),
+        ("", 400),
+    ] {
+        let (s, e) = http.get(
+            &format!("/api/v1/tenants/acme/kv/entry?{query}"),
+            Some(&token),
+        );
+        assert_eq!(s, status, "{query:.40}: {e}");
+        assert!(e["error"]["message"].is_string(), "{query:.40}: {e}");
+    }
+    let (s, e) = http.get("/api/v1/tenants/acme/kv?prefix=%00", Some(&token));
+    assert_eq!(s, 400, "{e}");
     // The admin reads any tenant's keys, naming it.
     let keys = ok(&picloud(
         &server,
