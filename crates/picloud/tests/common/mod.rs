@@ -552,3 +552,71 @@ pub fn get_on_host(addr: &str, host: &str, path: &str) -> (u16, Vec<(String, Str
         .collect();
     (status, headers, body.to_string())
 }
+
+/// `method path` with `body`, written from a thread of its own while the answer is read, as
+/// curl does: a server may answer a body past its cap from the declared length alone and close,
+/// and a client that writes everything before it reads (ureq) then meets a reset instead of
+/// the answer. The status and the JSON body (a string when it is not JSON).
+pub fn send_while_reading(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\n\
+         Content-Length: {}\r\n{auth}Connection: close\r\n\r\n",
+        body.len()
+    )
+    .expect("send the head");
+    let mut writer = stream.try_clone().expect("clone");
+    // The server may stop reading at any point: what it did not read is not an error here.
+    let sending = std::thread::spawn(move || {
+        let _ = writer.write_all(&body);
+    });
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            // A reset after the answer (the unread body) ends the reading, not the test.
+            Err(e) if !raw.is_empty() => {
+                eprintln!("after {} bytes of answer: {e}", raw.len());
+                break;
+            }
+            Err(e) => panic!("no answer to {method} {path}: {e}"),
+        }
+    }
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = sending.join();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("a head and a body in {text:?}"));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line in {head:?}"));
+    let length = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .unwrap_or(rest.len());
+    let body = &rest[..length.min(rest.len())];
+    let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_string()));
+    (status, value)
+}
