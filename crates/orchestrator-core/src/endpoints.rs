@@ -10,7 +10,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use picloud_manager_core::api::{
-    ApiError, Invocation, Invoker, authenticate, executor_limits, is_body_timeout,
+    ApiError, Invocation, Invoker, authenticate, drain_refused_body, executor_limits,
+    is_body_timeout,
 };
 use picloud_manager_core::records::{InvocationRecordTemplate, Unanswered};
 use picloud_manager_core::tokens::Tokens;
@@ -105,6 +106,7 @@ async fn run(
     };
     // A declared length past the cap is refused before anything else is looked at.
     if declared_length(&headers).is_some_and(|n| n > state.max_body_bytes as u64) {
+        drain_refused_body(body).await;
         return Err(too_large());
     }
     let route = state

@@ -458,6 +458,7 @@ impl Client {
         check_path(path)?;
         let url = format!("{}/api/v1{path}", self.base);
         let auth = format!("Bearer {}", self.token);
+        let mut sent = 0usize;
         let response = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("Authorization", &auth).call(),
             ("DELETE", _) => self
@@ -466,18 +467,32 @@ impl Client {
                 .header("Authorization", &auth)
                 .call(),
             (m, b) => {
-                let b = b.cloned().unwrap_or_else(|| json!({}));
+                let b = serde_json::to_vec(b.unwrap_or(&json!({})))?;
+                sent = b.len();
                 let req = match m {
                     "PUT" => self.agent.put(&url),
                     "PATCH" => self.agent.patch(&url),
                     _ => self.agent.post(&url),
                 };
-                req.header("Authorization", &auth).send_json(&b)
+                req.header("Authorization", &auth)
+                    .header("Content-Type", "application/json")
+                    .send(&b[..])
             }
         };
-        let mut response = response.map_err(|e| Unreachable {
-            server: self.base.clone(),
-            cause: e.to_string(),
+        let mut response = response.map_err(|e| {
+            let mut cause = e.to_string();
+            // A server refuses a body past its cap from the declared length and reads at most
+            // 32 MiB more of it; past that the connection breaks before its 413 is read.
+            if matches!(e, ureq::Error::Io(_)) && sent > LARGE_BODY {
+                cause.push_str(&format!(
+                    " (the server stopped reading a body of {sent} bytes: most likely it is \
+                     more than the server takes, its --max-script-bytes and --max-body-bytes)"
+                ));
+            }
+            Unreachable {
+                server: self.base.clone(),
+                cause,
+            }
         })?;
         let status = response.status();
         let text = response
@@ -566,6 +581,10 @@ impl Client {
         }
     }
 }
+
+/// A body from which on a broken connection is likely the server refusing its size (the
+/// server's default body cap is 1 MiB).
+const LARGE_BODY: usize = 1 << 20;
 
 /// The server refused a request: its status and its error's message (and where in the script,
 /// for a script it refused).

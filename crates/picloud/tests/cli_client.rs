@@ -321,6 +321,33 @@ fn mistakes_are_refused_with_what_to_do() {
         e.contains("\"my func\" is not a valid name") && e.contains("lower-case"),
         "{e}"
     );
+    // A script far past the body cap: the server reads (and drops) what it refuses, so the CLI,
+    // which writes its whole body before it reads, gets the 413 and its reason, not a broken
+    // pipe.
+    let huge = dir.join("huge.rhai");
+    std::fs::write(
+        &huge,
+        format!("fn handle(req) {{ \"\" }}\n//{}\n", "x".repeat(20 << 20)),
+    )
+    .expect("write");
+    let out = picloud(
+        &server,
+        ADMIN,
+        &[
+            "fn",
+            "deploy",
+            "big",
+            &huge.to_string_lossy(),
+            "--tenant",
+            "acme",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "the server refused: exit 1");
+    let e = err(&out);
+    assert!(
+        e.contains("huge.rhai") && e.contains("more than this server takes"),
+        "{e}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_picloud"))
         .args([
             "fn",

@@ -247,15 +247,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
         match <axum::Json<T> as FromRequest<S>>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Self(v)),
             Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::TooLarge(match declared {
-                    Some(n) => format!(
-                        "the request body is {n} bytes, more than this server takes (its \
-                         --max-script-bytes and --max-body-bytes)"
-                    ),
-                    None => "the request body is more than this server takes (its \
-                             --max-script-bytes and --max-body-bytes)"
-                        .to_string(),
-                }))
+                Err(api_body_too_large(declared))
             }
             Err(e) => Err(json_rejection(e)),
         }
@@ -375,6 +367,45 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
 fn path_rejection(e: PathRejection) -> ApiError {
     // A path that names nothing that could exist (a version that is not a number, say).
     ApiError::BadRequest(e.body_text())
+}
+
+/// How much of a refused body is read and thrown away before the refusal goes out.
+const LINGER_BYTES: usize = 32 << 20;
+/// How long reading a refused body may take.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads and drops what is left of a body being refused (413), up to 32 MiB or 2 s, before
+/// the answer goes out. A server that answers from the declared length and closes at once
+/// leaves the rest unread, the kernel resets the connection, and a client that writes its
+/// whole body before reading (the CLI among them) sees "broken pipe" instead of the 413 and
+/// its reason. Bounded, so a hostile sender costs one connection for two seconds at most.
+pub async fn drain_refused_body(body: axum::body::Body) {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > LINGER_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// What a body past the API's cap is answered: its declared length and the flags that set
+/// the cap.
+pub(crate) fn api_body_too_large(declared: Option<u64>) -> ApiError {
+    ApiError::TooLarge(match declared {
+        Some(n) => format!(
+            "the request body is {n} bytes, more than this server takes (its \
+             --max-script-bytes and --max-body-bytes)"
+        ),
+        None => "the request body is more than this server takes (its \
+                 --max-script-bytes and --max-body-bytes)"
+            .to_string(),
+    })
 }
 
 #[cfg(test)]

@@ -31,7 +31,9 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{ApiError, BodyTimedOut, ErrorBody, ErrorDetail, Json, Path, is_body_timeout};
+pub use error::{
+    ApiError, BodyTimedOut, ErrorBody, ErrorDetail, Json, Path, drain_refused_body, is_body_timeout,
+};
 
 use crate::limits::FunctionLimits;
 use crate::records::Recorder;
@@ -592,5 +594,23 @@ pub fn router(state: ApiState) -> Router {
             ApiError::MethodNotAllowed("this route does not take that method").into_response()
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| async move {
+                // A declared length past the cap is refused here, its body drained first (see
+                // `drain_refused_body`); a body that only turns out too long is the
+                // extractors' to refuse.
+                let declared = request
+                    .headers()
+                    .get(axum::http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+                match declared {
+                    Some(n) if n > max_body as u64 => {
+                        error::drain_refused_body(request.into_body()).await;
+                        error::api_body_too_large(declared).into_response()
+                    }
+                    _ => next.run(request).await,
+                }
+            },
+        ))
         .with_state(state)
 }
