@@ -58,6 +58,23 @@ try {
 		expect(!page.url().includes(TOKEN), 'the token is not in the URL');
 		expect((await page.evaluate(() => sessionStorage.getItem('picloud.token'))) === TOKEN, 'the token is in sessionStorage');
 
+		// The server starts with no tenant (tests/dashboard.rs): the first run meets what a
+		// newcomer meets, a pointer to making one instead of an empty picker, and follows it.
+		if (width === 1280) {
+			await page.getByText('No tenant yet').waitFor();
+			await page.waitForTimeout(200);
+			const pointers = await page.getByText(/no tenants? yet/i).allTextContents();
+			expect((await page.getByLabel('Tenant').count()) === 0 && pointers.length === 1, `no empty tenant picker, and the pointer said once: ${JSON.stringify(pointers)}`);
+			await shot('functions-empty');
+			await page.getByRole('link', { name: 'Create the first one' }).click();
+			await page.getByLabel('New tenant').fill(TENANT);
+			await page.getByRole('button', { name: 'Create' }).click();
+			await page.getByRole('cell', { name: TENANT, exact: true }).waitFor();
+			await page.getByRole('link', { name: 'Functions' }).first().click();
+			await page.getByRole('heading', { name: 'Functions' }).waitFor();
+			expect(true, 'the first tenant is made from the dashboard');
+		}
+
 		// Create a function: the function page opens.
 		await page.getByLabel('Tenant').selectOption(TENANT);
 		await page.getByLabel('New function').fill(name);
@@ -95,6 +112,13 @@ try {
 		await page.keyboard.type('\nlet broken = ;');
 		await eventually(async () => [(await text()).endsWith('let broken = ;'), await text()], 'the broken line is typed');
 		const invalid = await text();
+		// The lint marks it while typing pauses, from the same parse Format uses.
+		await eventually(async () => {
+			const marks = await page.locator('.cm-lint-error').allTextContents();
+			const title = (await page.locator('.cm-lint-marker').first().getAttribute('title').catch(() => null)) ?? '';
+			const words = (await page.getByLabel('Problem in the script').textContent().catch(() => null)) ?? '';
+			return [marks.length === 1 && marks[0].includes(';') && title.length > 0 && /line \d+, column \d+: /.test(words), `${JSON.stringify(marks)} / ${title} / ${words}`];
+		}, 'the lint underlines the problem, marks its line and says what it is');
 		await page.keyboard.press('Shift+Alt+F');
 		const banner = page.locator('.error.inline');
 		await banner.waitFor();
@@ -111,6 +135,10 @@ try {
 		// Take the broken line out again, save and deploy (Ctrl-S saves).
 		await page.keyboard.press('Control+z');
 		await page.keyboard.press('Control+z');
+		await eventually(async () => {
+			const n = (await page.locator('.cm-lint-error').count()) + (await page.locator('.cm-lint-marker').count());
+			return [n === 0 && (await page.getByLabel('Problem in the script').count()) === 0, `${n} lint marks`];
+		}, 'the lint marks go once the script parses');
 		await page.getByRole('button', { name: 'Format' }).first().click();
 		await page.getByText('Formatted.').waitFor();
 		await page.keyboard.press('Control+s');
@@ -386,6 +414,25 @@ try {
 		await page.getByText('No ticks have run yet').waitFor();
 		expect(true, 'the run history opens (Run now is no tick)');
 		await shot('schedules-run');
+		// Rolling back to a version without on_schedule would stop the schedule: the dashboard
+		// says so, naming it, and does not offer to (the API refuses the same, 409).
+		await page.getByRole('tab', { name: /Edit/ }).click();
+		const rollbackButton = page.getByRole('button', { name: /^Rollback to v\d+$/ });
+		await eventually(async () => [(await rollbackButton.textContent()) === 'Rollback to v2', await rollbackButton.textContent()], 'the Edit tab reads the versions again (v3 came from the API)');
+		await eventually(async () => [((await page.locator('.meta').textContent()) ?? '').includes('Version 3 is live'), await page.locator('.meta').textContent()], 'the page says which version is live now');
+		let rollbackAsked = '';
+		const noRollbackDialog = (d) => ((rollbackAsked = d.message()), d.dismiss());
+		page.on('dialog', noRollbackDialog);
+		await rollbackButton.click();
+		const scheduleId = (await fetch(`${BASE_URL}/api/v1/tenants/${TENANT}/functions/${name}/schedules`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json()))[0].id;
+		const breaks = page.locator('[aria-label="Edit"] .error.inline').filter({ hasText: 'on_schedule' });
+		await breaks.waitFor();
+		page.off('dialog', noRollbackDialog);
+		const breaksText = (await breaks.textContent()) ?? '';
+		expect(breaksText.includes('Version 2') && breaksText.includes(`(${scheduleId})`) && rollbackAsked === '', `the rollback is refused before asking, naming the schedule: ${breaksText} / asked: ${rollbackAsked}`);
+		const stillLive = await fetch(`${BASE_URL}/api/v1/tenants/${TENANT}/functions/${name}`, { headers: { authorization: `Bearer ${TOKEN}` } }).then((r) => r.json());
+		expect(stillLive.active_version === 3, `version 3 stays live: ${stillLive.active_version}`);
+		await shot('edit-rollback-refused');
 
 		// Leaving with unsaved changes asks; staying keeps them.
 		page.once('dialog', (d) => d.dismiss());

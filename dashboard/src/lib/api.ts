@@ -89,6 +89,13 @@ export interface Version {
 	source?: string;
 }
 
+/** A problem the editor's lint found: where (1-based) and what. */
+export interface LintProblem {
+	line: number;
+	column: number;
+	message: string;
+}
+
 export const enc = encodeURIComponent;
 
 /** What to show of a failure: the API's message, or the error's. */
