@@ -90,7 +90,23 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
 
     let list = records(&http, "", 3);
     assert_eq!(list.len(), 3);
-    let (test, fail, ok) = (&list[0], &list[1], &list[2]);
+    // Newest first by start time in milliseconds; two warm invocations can start in the same
+    // millisecond, and then their (random) ids order them: each is found by what it was.
+    let find = |trigger: &str, outcome: &str| {
+        list.iter()
+            .find(|r| r["trigger"] == trigger && r["outcome"] == outcome)
+            .unwrap_or_else(|| panic!("a {trigger} {outcome} record in {list:?}"))
+    };
+    let (test, fail, ok) = (
+        find("test", "ok"),
+        find("http", "script_error"),
+        find("http", "ok"),
+    );
+    let ats: Vec<_> = list.iter().filter_map(|r| r["at"].as_i64()).collect();
+    assert!(
+        ats.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {ats:?}"
+    );
     assert_eq!(
         (
             ok["trigger"].as_str(),
@@ -111,7 +127,7 @@ fn every_invocation_leaves_a_record_that_can_be_queried_and_tailed() {
         "{ok}"
     );
     assert_eq!(ok["request"]["truncated"], false);
-    let asked = &list[0]["request"];
+    let asked = &test["request"];
     assert_eq!(asked["query"], json!({ "session": "[redacted]", "q": "v" }));
     assert_eq!(asked["headers"]["x-api-key"], "[redacted]");
     assert_eq!(asked["headers"]["accept"], "text/plain");
