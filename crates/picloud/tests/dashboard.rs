@@ -12,8 +12,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ADMIN, Http, Server, data_dir};
-use serde_json::json;
+use common::{ADMIN, Server, data_dir};
 
 fn dashboard_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../dashboard"))
