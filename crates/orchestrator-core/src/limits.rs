@@ -170,3 +170,150 @@ impl Ingress {
             })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use picloud_manager_core::FunctionLimits;
+
+    use super::*;
+
+    fn route(tenant_id: i64, function_id: i64, concurrency: u64) -> Route {
+        Route {
+            tenant_id,
+            tenant: format!("t{tenant_id}"),
+            function_id,
+            function: format!("f{function_id}"),
+            public: true,
+            forward_authorization: false,
+            version: 1,
+            source: String::new(),
+            limits: FunctionLimits {
+                concurrency,
+                ..FunctionLimits::DEFAULT
+            },
+            env: BTreeMap::new(),
+        }
+    }
+
+    fn ingress(config: IngressConfig) -> Ingress {
+        Ingress::new(config, Arc::default())
+    }
+
+    fn why(refused: Result<(), (Rejection, ApiError)>) -> Rejection {
+        match refused {
+            Err((why, ApiError::TooManyRequests { retry_after, .. })) => {
+                assert!(retry_after >= 1, "a Retry-After of at least a second");
+                why
+            }
+            Err((why, other)) => panic!("{why:?} answered {other:?}, not a 429"),
+            Ok(()) => panic!("let through"),
+        }
+    }
+
+    #[test]
+    fn a_functions_rate_stops_it_and_spares_its_neighbours() {
+        let ingress = ingress(IngressConfig {
+            function_rate: 2,
+            tenant_rate: 0,
+            ..IngressConfig::default()
+        });
+        let (busy, quiet) = (route(1, 10, 8), route(1, 11, 8));
+        assert!(ingress.within_rates(&busy).is_ok());
+        assert!(ingress.within_rates(&busy).is_ok());
+        assert_eq!(why(ingress.within_rates(&busy)), Rejection::Rate);
+        assert!(ingress.within_rates(&quiet).is_ok(), "another function");
+    }
+
+    #[test]
+    fn a_tenants_rate_counts_all_its_functions_and_no_one_elses() {
+        let ingress = ingress(IngressConfig {
+            function_rate: 0,
+            tenant_rate: 3,
+            ..IngressConfig::default()
+        });
+        let (a, b, stranger) = (route(1, 10, 8), route(1, 11, 8), route(2, 20, 8));
+        for r in [&a, &b, &a] {
+            assert!(ingress.within_rates(r).is_ok());
+        }
+        assert_eq!(why(ingress.within_rates(&b)), Rejection::TenantRate);
+        assert!(ingress.within_rates(&stranger).is_ok(), "another tenant");
+    }
+
+    #[test]
+    fn a_rate_of_zero_is_no_limit() {
+        let ingress = ingress(IngressConfig {
+            function_rate: 0,
+            tenant_rate: 0,
+            ..IngressConfig::default()
+        });
+        let r = route(1, 10, 8);
+        assert!((0..10_000).all(|_| ingress.within_rates(&r).is_ok()));
+    }
+
+    #[tokio::test]
+    async fn places_are_per_function_and_per_tenant_and_come_back() {
+        let ingress = ingress(IngressConfig {
+            tenant_concurrency: 2,
+            queue_wait: Duration::from_millis(30),
+            ..IngressConfig::default()
+        });
+        let (one, two, three) = (route(1, 10, 1), route(1, 11, 5), route(1, 12, 5));
+        let held = ingress.places(&one).await.expect("a place");
+        let started = tokio::time::Instant::now();
+        let refused = ingress
+            .places(&one)
+            .await
+            .expect_err("its one place is taken");
+        assert_eq!(refused.0, Rejection::Concurrency);
+        assert!(
+            started.elapsed() >= Duration::from_millis(30),
+            "it waited its bound first"
+        );
+        let _second = ingress
+            .places(&two)
+            .await
+            .expect("the tenant's second place");
+        let refused = ingress
+            .places(&three)
+            .await
+            .expect_err("the tenant is full");
+        assert_eq!(refused.0, Rejection::TenantConcurrency);
+        assert!(
+            ingress.places(&route(2, 20, 1)).await.is_ok(),
+            "another tenant is not held up"
+        );
+        drop(held);
+        assert!(
+            ingress.places(&one).await.is_ok(),
+            "a freed place is taken again"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_place_freed_within_the_wait_goes_to_the_waiter() {
+        let ingress = Arc::new(ingress(IngressConfig {
+            queue_wait: Duration::from_secs(10),
+            ..IngressConfig::default()
+        }));
+        let r = route(1, 10, 1);
+        let held = ingress.places(&r).await.expect("a place");
+        let waiter = {
+            let (ingress, r) = (Arc::clone(&ingress), r.clone());
+            tokio::spawn(async move { ingress.places(&r).await.map(|g| g.len()) })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "it waits while the place is held");
+        drop(held);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the place is freed, not at the end of its wait")
+            .expect("the waiter");
+        assert_eq!(
+            got.map_err(|e| e.0),
+            Ok(2),
+            "both places, function and tenant"
+        );
+    }
+}

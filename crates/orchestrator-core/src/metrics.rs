@@ -379,3 +379,117 @@ impl picloud_manager_core::schedules::ScheduleObserver for Metrics {
             .inc_by(ticks);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exposition's sample lines of `name` that carry every one of `labels` (`k="v"`).
+    fn samples<'a>(text: &'a str, name: &str, labels: &[&str]) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .collect()
+    }
+
+    fn ok_result(fuel: u64) -> InvocationResult {
+        InvocationResult {
+            outcome: Outcome::Ok,
+            response: None,
+            duration_us: 1_500,
+            wait_us: 100,
+            fuel_used: fuel,
+            peak_memory_bytes: 2 << 20,
+            logs: Vec::new(),
+            logs_truncated: false,
+        }
+    }
+
+    #[test]
+    fn a_routable_functions_series_start_at_zero_and_go_with_it() {
+        let metrics = Metrics::new();
+        metrics.add_function("acme", "hello");
+        let text = metrics.render(PoolFigures::default(), None);
+        for kind in Outcome::KINDS {
+            let found = samples(
+                &text,
+                "picloud_function_invocations_total",
+                &[
+                    r#"tenant="acme""#,
+                    r#"function="hello""#,
+                    &format!(r#"outcome="{kind}""#),
+                ],
+            );
+            assert_eq!(found.len(), 1, "{kind}: {text}");
+            assert!(found[0].ends_with(" 0"), "{}", found[0]);
+        }
+        for why in Rejection::ALL {
+            let label = format!(r#"reason="{}""#, why.label());
+            let found = samples(&text, "picloud_function_rejected_total", &[&label]);
+            assert_eq!(found.len(), 1, "{label}: {text}");
+        }
+        metrics.remove_function("acme", "hello");
+        let text = metrics.render(PoolFigures::default(), None);
+        assert!(!text.contains(r#"tenant="acme""#), "{text}");
+        // The server's own series stay.
+        assert!(text.contains("picloud_pool_warm_workers 0"), "{text}");
+    }
+
+    #[test]
+    fn observations_count_and_a_tenants_view_holds_only_its_own() {
+        let metrics = Metrics::new();
+        metrics.add_function("acme", "hello");
+        metrics.add_function("other", "secret");
+        metrics.observe("acme", "hello", &ok_result(700));
+        metrics.observe("acme", "hello", &ok_result(300));
+        metrics.rejected("acme", "hello", Rejection::TenantRate);
+        metrics.observe("other", "secret", &ok_result(5));
+
+        let mine = metrics.render(PoolFigures::default(), Some("acme"));
+        let ok = samples(
+            &mine,
+            "picloud_function_invocations_total",
+            &[r#"function="hello""#, r#"outcome="ok""#],
+        );
+        assert_eq!(ok, vec![ok[0]], "{mine}");
+        assert!(ok[0].ends_with(" 2"), "{}", ok[0]);
+        let fuel = samples(&mine, "picloud_function_fuel_consumed_total", &[]);
+        assert!(fuel.len() == 1 && fuel[0].ends_with(" 1000"), "{fuel:?}");
+        let rate = samples(
+            &mine,
+            "picloud_function_rejected_total",
+            &[r#"reason="tenant_rate""#],
+        );
+        assert!(rate.len() == 1 && rate[0].ends_with(" 1"), "{rate:?}");
+        assert!(
+            !mine.contains("other") && !mine.contains("secret"),
+            "another tenant's series: {mine}"
+        );
+        assert!(
+            !mine.contains("picloud_pool_"),
+            "the server's own figures are not a tenant's: {mine}"
+        );
+        let all = metrics.render(PoolFigures::default(), None);
+        assert!(all.contains(r#"tenant="other""#), "{all}");
+    }
+
+    #[test]
+    fn mirrored_totals_only_ever_climb() {
+        let metrics = Metrics::new();
+        let with = |cold: u64| PoolFigures {
+            warm: 3,
+            busy: 1,
+            cold_starts_total: cold,
+            ..PoolFigures::default()
+        };
+        let text = metrics.render(with(5), None);
+        assert!(text.contains("picloud_pool_cold_starts_total 5"), "{text}");
+        assert!(text.contains("picloud_pool_warm_workers 3"), "{text}");
+        let text = metrics.render(with(7), None);
+        assert!(text.contains("picloud_pool_cold_starts_total 7"), "{text}");
+        // A total that went down (a restarted pool) leaves the counter where it was: a
+        // Prometheus counter never decreases.
+        let text = metrics.render(with(2), None);
+        assert!(text.contains("picloud_pool_cold_starts_total 7"), "{text}");
+    }
+}

@@ -614,3 +614,77 @@ pub fn router(state: ApiState) -> Router {
         ))
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// How many are counted as running in `slot`.
+    fn running(in_flight: &InFlight, slot: Slot) -> u64 {
+        let running = in_flight.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.get(&slot).copied().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_place_is_counted_until_its_guard_goes() {
+        let in_flight = Arc::new(InFlight::default());
+        let f = Slot::Function(1);
+        let first = in_flight.try_acquire(f, 2).expect("a place");
+        let second = in_flight.try_acquire(f, 2).expect("a second place");
+        assert!(in_flight.try_acquire(f, 2).is_none(), "the limit is 2");
+        assert_eq!(running(&in_flight, f), 2);
+        drop(first);
+        assert_eq!(running(&in_flight, f), 1);
+        // A limit changed while invocations run applies to the next one at once.
+        assert!(in_flight.try_acquire(f, 1).is_none(), "lowered to 1: full");
+        let third = in_flight.try_acquire(f, 3).expect("raised to 3");
+        drop((second, third));
+        assert_eq!(running(&in_flight, f), 0);
+        assert!(
+            in_flight
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty(),
+            "an idle slot leaves no entry behind"
+        );
+    }
+
+    #[tokio::test]
+    async fn several_places_are_taken_all_or_none() {
+        let in_flight = Arc::new(InFlight::default());
+        let (f, t) = (Slot::Function(1), Slot::Tenant(9));
+        let tenant_full = in_flight.try_acquire(t, 1).expect("the tenant's one place");
+        let refused = in_flight
+            .acquire(&[(f, 5), (t, 1)], Duration::from_millis(20))
+            .await
+            .expect_err("the tenant is full");
+        assert_eq!(refused, t, "names the slot that is full");
+        assert_eq!(running(&in_flight, f), 0, "nothing half taken");
+        drop(tenant_full);
+        let both = in_flight
+            .acquire(&[(f, 5), (t, 1)], Duration::from_millis(20))
+            .await
+            .expect("both places");
+        assert_eq!(
+            (both.len(), running(&in_flight, f), running(&in_flight, t)),
+            (2, 1, 1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_zero_wait_answers_at_once() {
+        let in_flight = Arc::new(InFlight::default());
+        let f = Slot::Function(1);
+        let _held = in_flight.try_acquire(f, 1).expect("a place");
+        let refused = tokio::time::timeout(
+            Duration::from_secs(5),
+            in_flight.acquire(&[(f, 1)], Duration::ZERO),
+        )
+        .await
+        .expect("no queue when the wait is zero");
+        assert_eq!(refused.map(|g| g.len()), Err(f));
+    }
+}
