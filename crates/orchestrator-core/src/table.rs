@@ -202,3 +202,145 @@ impl RouteSink for LocalRoutes {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use picloud_manager_core::{LimitOverrides, SqliteStore};
+
+    use super::*;
+
+    /// A fresh SQLite store (the embedded default: a real database, not a stand-in).
+    async fn store() -> AnyStore {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join("picloud-table-tests");
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        // Databases of test processes that are gone are removed: nothing piles up.
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.split('-').next().unwrap_or_default();
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let path = dir.join(format!(
+            "{}-{}.db",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        AnyStore::Sqlite(SqliteStore::open(&path).await.expect("open and migrate"))
+    }
+
+    /// A function of `tenant` with `source` saved and deployed; its id.
+    async fn deployed(store: &AnyStore, tenant: i64, name: &str, source: &str) -> i64 {
+        let f = store
+            .create_function(tenant, name, true)
+            .await
+            .expect("function");
+        let v = store
+            .add_version(f.id, source, "test")
+            .await
+            .expect("version");
+        store.deploy(f.id, v.version).await.expect("deploy");
+        f.id
+    }
+
+    fn has_series(table: &RoutingTable, tenant: &str, function: &str) -> bool {
+        table
+            .metrics()
+            .render(crate::metrics::PoolFigures::default(), None)
+            .contains(&format!(
+                r#"function="{function}",outcome="ok",tenant="{tenant}""#
+            ))
+    }
+
+    #[tokio::test]
+    async fn each_change_reaches_the_table_and_its_metrics() {
+        let store = store().await;
+        let acme = store.create_tenant("acme").await.expect("tenant").id;
+        let other = store.create_tenant("other").await.expect("tenant").id;
+        let hello = deployed(&store, acme, "hello", "fn handle(req) { 1 }").await;
+        // Saved but never deployed: not routable.
+        let draft = store
+            .create_function(acme, "draft", true)
+            .await
+            .expect("function");
+        store
+            .add_version(draft.id, "fn handle(req) { 2 }", "test")
+            .await
+            .expect("version");
+        deployed(&store, other, "theirs", "fn handle(req) { 3 }").await;
+
+        let table = RoutingTable::new(Arc::default());
+        table.reload(&store).await.expect("load");
+        assert_eq!(table.len(), 2);
+        assert!(table.get("acme", "draft").is_none(), "nothing deployed");
+        assert!(has_series(&table, "acme", "hello"));
+        assert!(!has_series(&table, "acme", "draft"));
+
+        // A new version deployed and a limit changed: the one function's event brings both.
+        let v2 = store
+            .add_version(hello, "fn handle(req) { 10 }", "test")
+            .await
+            .expect("version");
+        store.deploy(hello, v2.version).await.expect("deploy");
+        let limits = LimitOverrides {
+            concurrency: Some(3),
+            ..LimitOverrides::default()
+        };
+        store
+            .update_function(hello, false, &limits)
+            .await
+            .expect("update");
+        table
+            .apply(&store, RouteEvent::Function(hello))
+            .await
+            .expect("apply");
+        let route = table.get("acme", "hello").expect("still routable");
+        assert_eq!(
+            (route.version, route.public, route.limits.concurrency),
+            (v2.version, false, 3)
+        );
+
+        // Deleted: gone from the table and from the metrics, the neighbours untouched.
+        store.delete_function(acme, "hello").await.expect("delete");
+        table
+            .apply(&store, RouteEvent::Function(hello))
+            .await
+            .expect("apply");
+        assert!(table.get("acme", "hello").is_none());
+        assert!(!has_series(&table, "acme", "hello"));
+        assert!(table.get("other", "theirs").is_some());
+
+        // A tenant's event reloads its functions only; a deleted tenant leaves nothing.
+        let draft_v = store.versions(draft.id).await.expect("versions")[0].version;
+        store.deploy(draft.id, draft_v).await.expect("deploy");
+        table
+            .apply(&store, RouteEvent::Tenant(acme))
+            .await
+            .expect("apply");
+        assert!(table.get("acme", "draft").is_some());
+        store.delete_tenant(other).await.expect("delete tenant");
+        table
+            .apply(&store, RouteEvent::Tenant(other))
+            .await
+            .expect("apply");
+        assert!(table.get("other", "theirs").is_none());
+        assert!(!has_series(&table, "other", "theirs"));
+        assert_eq!(table.len(), 1);
+
+        // Schedules and tokens change no route; a resync reads everything again.
+        table
+            .apply(&store, RouteEvent::Schedule(1))
+            .await
+            .expect("apply");
+        table
+            .apply(&store, RouteEvent::Resync)
+            .await
+            .expect("apply");
+        assert_eq!(table.len(), 1);
+        assert!(table.get("acme", "draft").is_some());
+    }
+}
