@@ -27,9 +27,8 @@ fn main() {
     let bytes = std::fs::read(&wasm)
         .unwrap_or_else(|e| panic!("cannot read the guest at {}: {e}", wasm.display()));
     std::fs::write(&dest, &bytes).expect("cannot write the guest into OUT_DIR");
-    let digest = Sha256::digest(&bytes);
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    println!("cargo:rustc-env=PICLOUD_GUEST_SHA256={hex}");
+    let digest = hex::encode(Sha256::digest(&bytes));
+    println!("cargo:rustc-env=PICLOUD_GUEST_SHA256={digest}");
 }
 
 fn build_guest(guest_dir: &Path, out_dir: &Path) -> PathBuf {

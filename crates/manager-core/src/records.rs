@@ -355,7 +355,7 @@ fn record_key() -> String {
         bytes[..8].copy_from_slice(&crate::store::now_ms().to_le_bytes());
         bytes[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
     }
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// A stored row.

@@ -228,10 +228,7 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 pub(crate) fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// The control plane's data. Every method that names a tenant's object takes the tenant, so a
