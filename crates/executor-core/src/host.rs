@@ -182,11 +182,7 @@ impl LogBuffer {
         let mut message = String::from_utf8_lossy(message).into_owned();
         if message.len() > room {
             self.truncated = true;
-            let mut cut = room;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
+            message.truncate(message.floor_char_boundary(room));
             if message.is_empty() {
                 return;
             }

@@ -279,11 +279,7 @@ pub const MAX_RESPONSE_HEADER_BYTES: usize = 64 << 10;
 /// Cuts `text` to at most `max` bytes, on a character boundary.
 fn cut_to(text: &mut String, max: usize) {
     if text.len() > max {
-        let mut end = max;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
+        text.truncate(text.floor_char_boundary(max));
     }
 }
 
