@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits};
 use serde::{Deserialize, Serialize};
@@ -119,7 +119,8 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) -> bool {
-    let live = Arc::new(());
+    // Every exchange in progress, so that a stop can wait for them without polling.
+    let exchanges = tokio_util::task::TaskTracker::new();
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -127,12 +128,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let executor = Arc::clone(&executor);
-                    let live = Arc::clone(&live);
-                    tokio::spawn(async move {
+                    exchanges.spawn(async move {
                         if let Err(e) = exchange(stream, &executor).await {
                             tracing::debug!(error = %e, "an exchange with the orchestrator ended early");
                         }
-                        drop(live);
                     });
                 }
                 Err(e) => {
@@ -144,14 +143,8 @@ pub async fn serve(
         }
     }
     drop(listener);
-    let deadline = Instant::now() + grace;
-    while Arc::strong_count(&live) > 1 {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    true
+    exchanges.close();
+    tokio::time::timeout(grace, exchanges.wait()).await.is_ok()
 }
 
 /// Host calls of one invocation, relayed to the connection's task (which owns the socket).

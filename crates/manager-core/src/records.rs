@@ -576,6 +576,8 @@ pub struct Recorder {
     written: AtomicU64,
     /// Records queued and not yet written or dropped: what [`Recorder::flush`] waits for.
     outstanding: AtomicU64,
+    /// Woken when `outstanding` comes down to zero.
+    drained: tokio::sync::Notify,
     /// Set by [`Recorder::flush`]: the writer stops lingering.
     flushing: AtomicBool,
     flush_now: tokio::sync::Notify,
@@ -744,6 +746,7 @@ impl Recorder {
             rejected: AtomicU64::new(0),
             written: AtomicU64::new(0),
             outstanding: AtomicU64::new(0),
+            drained: tokio::sync::Notify::new(),
             flushing: AtomicBool::new(false),
             flush_now: tokio::sync::Notify::new(),
             tails: Tails::default(),
@@ -824,8 +827,15 @@ impl Recorder {
     }
 
     fn not_queued(&self) {
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
+        self.settled(1);
         self.dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `n` outstanding records were written or dropped; the last wakes [`Recorder::flush`].
+    fn settled(&self, n: u64) {
+        if self.outstanding.fetch_sub(n, Ordering::AcqRel) == n {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Writes what is queued now, without lingering, waiting at most `within`; true if nothing
@@ -834,13 +844,19 @@ impl Recorder {
         self.flushing.store(true, Ordering::Release);
         self.flush_now.notify_one();
         let deadline = tokio::time::Instant::now() + within;
-        while self.outstanding.load(Ordering::Acquire) > 0 {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
+        loop {
+            // Registered before the check, so that the last record settled meanwhile is not
+            // missed.
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.outstanding.load(Ordering::Acquire) == 0 {
+                return true;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            if tokio::time::timeout_at(deadline, drained).await.is_err() {
+                return self.outstanding.load(Ordering::Acquire) == 0;
+            }
         }
-        true
     }
 
     /// Records dropped so far (queue full, or a batch the database refused again and again).
@@ -984,14 +1000,15 @@ async fn write_batches(
             }
         };
         let written = insert(&recorder, &store, &batch).await;
-        recorder
-            .outstanding
-            .fetch_sub(batch.len() as u64, Ordering::AcqRel);
         if written && let (Some(spool), Some(sealed)) = (&recorder.spool, sealed) {
             // Off the runtime's threads: a slow disk delays only this.
             let spool = Arc::clone(spool);
             let _ = tokio::task::spawn_blocking(move || spool.remove_through(sealed)).await;
         }
+        // Settled only now, the spool's segments removed too: a flush that returns before
+        // them leaves a stopping server's spool holding written records (replayed at the next
+        // start as duplicates the store skips, but a spool that should be empty is not).
+        recorder.settled(batch.len() as u64);
         batch.clear();
     }
 }
