@@ -163,6 +163,17 @@ pub struct Schedule {
     pub created_at: i64,
 }
 
+impl Schedule {
+    /// The payload as `on_schedule` gets it: `()` (JSON null) when there is none or it is
+    /// not JSON (it is checked when saved).
+    pub fn payload_value(&self) -> serde_json::Value {
+        self.payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(serde_json::Value::Null)
+    }
+}
+
 /// One claimed tick of a schedule.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, ToSchema)]
 pub struct ScheduleRun {

@@ -10,8 +10,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use picloud_manager_core::api::{
-    ApiError, Invocation, Invoker, authenticate, drain_refused_body, executor_limits,
-    is_body_timeout,
+    ApiError, Invocation, Invoker, authenticate, declared_length, drain_refused_body,
+    executor_limits, is_body_timeout,
 };
 use picloud_manager_core::records::{InvocationRecordTemplate, Unanswered};
 use picloud_manager_core::tokens::Tokens;
@@ -253,17 +253,6 @@ enum BodyError {
     TooLarge,
     TimedOut(String),
     Broken(String),
-}
-
-/// The `Content-Length` a request declares, if it is a number.
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(axum::http::header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Reads a whole body of at most `limit` bytes.

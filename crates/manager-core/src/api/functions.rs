@@ -802,13 +802,14 @@ pub async fn test_invoke(
                 .await?
                 .filter(|s| s.function_id == function.id)
                 .ok_or(ApiError::NotFound("schedule"))?;
-            let payload = schedule
-                .payload
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or(serde_json::Value::Null);
             let now = crate::store::now_ms();
-            Some(crate::schedules::event_json(id, now, now, &payload, false))
+            Some(crate::schedules::event_json(
+                id,
+                now,
+                now,
+                &schedule.payload_value(),
+                false,
+            ))
         }
         None => None,
     };

@@ -32,7 +32,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 pub use error::{
-    ApiError, BodyTimedOut, ErrorBody, ErrorDetail, Json, Path, drain_refused_body, is_body_timeout,
+    ApiError, BodyTimedOut, ErrorBody, ErrorDetail, Json, Path, declared_length,
+    drain_refused_body, is_body_timeout,
 };
 
 use crate::limits::FunctionLimits;
@@ -599,10 +600,7 @@ pub fn router(state: ApiState) -> Router {
                 // A declared length past the cap is refused here, its body drained first (see
                 // `drain_refused_body`); a body that only turns out too long is the
                 // extractors' to refuse.
-                let declared = request
-                    .headers()
-                    .get(axum::http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+                let declared = error::declared_length(request.headers());
                 match declared {
                     Some(n) if n > max_body as u64 => {
                         error::drain_refused_body(request.into_body()).await;

@@ -408,11 +408,7 @@ impl Runner {
             self.observer
                 .skipped(&route.tenant, &route.function, plan.skipped);
         }
-        let payload: serde_json::Value = schedule
-            .payload
-            .as_deref()
-            .and_then(|p| serde_json::from_str(p).ok())
-            .unwrap_or(serde_json::Value::Null);
+        let payload = schedule.payload_value();
         let owner = FunctionRef::new(route.tenant.clone(), route.function.clone());
         let request = InvocationRequest::get("/");
         let limits = crate::api::executor_limits(&route.limits);
