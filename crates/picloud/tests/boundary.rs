@@ -771,3 +771,49 @@ fn the_tls_question_answers_only_for_existing_tenants() {
     assert_eq!(http.get("/_picloud/tls-ask", None).0, 400);
     assert_eq!(http.get("/healthz", None).0, 200);
 }
+
+/// A refused body is drained only within bounds: a sender that declares 100 MB and sends
+/// nothing still gets its 413 (after at most the drain's 2 s), one that leaves half-way costs
+/// nothing, and the server goes on answering — on an endpoint and on the API alike.
+#[test]
+fn a_refused_body_is_drained_within_bounds_and_a_sender_that_leaves_costs_nothing() {
+    let server = Server::start(&data_dir("drain-bounds"), None);
+    let http = Http::new(&server);
+    tenant(&http, "acme");
+    deploy(
+        &http,
+        "acme",
+        json!({ "name": "f", "source": "fn handle(req) { \"ok\" }", "deploy": true }),
+    );
+    let head = |path: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100000000\r\n\r\n"
+        )
+    };
+    for path in ["/fn/acme/f", "/api/v1/tenants/acme/functions/f/versions"] {
+        // Declares 100 MB and sends none of it: answered once the drain gives up.
+        let mut silent = TcpStream::connect(&server.addr).expect("connect");
+        silent
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        silent.write_all(head(path).as_bytes()).expect("head");
+        let mut answer = [0u8; 512];
+        let n = silent.read(&mut answer).expect("an answer, not a hang");
+        let answer = String::from_utf8_lossy(&answer[..n]);
+        assert!(
+            answer.starts_with("HTTP/1.1 413") && answer.contains("too_large"),
+            "{path}: {answer}"
+        );
+        // Sends 64 KiB of hostile bytes (NUL, invalid UTF-8, control characters) and leaves.
+        let mut leaving = TcpStream::connect(&server.addr).expect("connect");
+        leaving.write_all(head(path).as_bytes()).expect("head");
+        let junk: Vec<u8> = (0..64 << 10)
+            .map(|i| [0u8, 0xff, 0x1b, b'{'][i % 4])
+            .collect();
+        leaving.write_all(&junk).expect("junk");
+        drop(leaving);
+        let (s, b) = http.get("/fn/acme/f", None);
+        assert_eq!((s, b), (200, json!("ok")), "{path}: the server goes on");
+    }
+}
