@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use picloud_executor_protocol::default_total_memory;
 use serde::{Deserialize, Serialize};
 
 /// Where invocations run.
@@ -47,7 +48,8 @@ pub struct ExecutorConfig {
     /// settings). Must be writable by the server and trusted: its files are loaded as native
     /// code.
     pub cache_dir: PathBuf,
-    /// Largest linear memory any invocation may ask for, in bytes. Default 256 MiB.
+    /// Largest linear memory any invocation may ask for, in bytes. Default 256 MiB
+    /// ([`picloud_shared::MAX_MEMORY_BYTES_CEILING`], what the highest tenant ceiling allows).
     pub max_memory_bytes: u64,
     /// Largest script accepted, in bytes; larger ones end as `script_error` before reaching the
     /// guest. Default 1 MiB.
@@ -72,7 +74,7 @@ impl ExecutorConfig {
         Self {
             isolation,
             cache_dir: cache_dir.into(),
-            max_memory_bytes: 256 << 20,
+            max_memory_bytes: picloud_shared::MAX_MEMORY_BYTES_CEILING,
             max_script_bytes: 1 << 20,
             consume_fuel: true,
             max_running: default_max_running(default_total_memory()),
@@ -81,23 +83,6 @@ impl ExecutorConfig {
             instance: InstanceConfig::default(),
         }
     }
-}
-
-/// Half the machine's memory (`MemTotal`), or 1 GiB when it cannot be read.
-#[must_use]
-pub fn default_total_memory() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse::<u64>()
-                .ok()
-        })
-        .map_or(1 << 30, |kib| kib * 1024 / 2)
 }
 
 /// Invocations at once for a memory budget: one per 32 MiB of it, from 4 to 1,024.

@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod args;
 mod config;
 mod engine;
 mod error;
@@ -34,32 +35,18 @@ use picloud_shared::{
 };
 use serde::{Deserialize, Serialize};
 
-pub use config::{
-    ExecutorConfig, InstanceConfig, Isolation, ProcessConfig, default_max_running,
-    default_total_memory,
-};
+pub use config::{ExecutorConfig, InstanceConfig, Isolation, ProcessConfig, default_max_running};
 pub use error::ExecutorError;
-pub use picloud_shared::host::{HostCall, HostCalls, HostFuture, HostReply};
+pub use picloud_executor_protocol::{
+    ClientError, Execute, ExecutorClient, HostCall, HostCalls, HostFuture, HostReply,
+    InvocationContext, InvokeFuture, PoolStats, SandboxReport, default_total_memory,
+};
 pub use process::zygote::{ZYGOTE_ARG, run_zygote_if_requested};
-pub use service::{ClientError, ExecutorClient};
 
 /// The guest module as built by `build.rs` (before wizer's snapshot).
 pub const GUEST_WASM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/picloud_guest.wasm"));
 /// SHA-256 of [`GUEST_WASM`], hex: part of the module cache key.
 pub const GUEST_SHA256: &str = env!("PICLOUD_GUEST_SHA256");
-
-/// Which sandbox layers the zygote could apply; the per-worker layers (closed descriptors,
-/// cleared environment, rlimits, no-new-privs, seccomp) are always applied, or the worker
-/// refuses to run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SandboxReport {
-    pub network_namespace: bool,
-    pub user_namespace: bool,
-    /// The zygote started as root and switched to `nobody`.
-    pub dropped_root: bool,
-    /// The effective uid workers run as.
-    pub uid: u32,
-}
 
 /// A worker's view of its own sandbox, for tests ([`ProcessConfig::diagnostics`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -81,47 +68,6 @@ pub struct DiagnosticReport {
     /// (`openat`, `socket inet`, `clone`, `execve`, `ptrace attach`, `kill`, …): the error, or
     /// `"allowed"`.
     pub attempts: std::collections::BTreeMap<String, String>,
-}
-
-/// A snapshot of the process pool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PoolStats {
-    pub warm: usize,
-    pub busy: usize,
-    /// Requested from the zygote, not yet arrived.
-    pub pending: usize,
-    /// Warm workers the pool currently aims for.
-    pub target: usize,
-    pub spawned_total: u64,
-    /// Invocations that found no warm worker and waited for one.
-    pub misses_total: u64,
-    /// Workers parked for another invocation of the function they served.
-    pub reusable: usize,
-    /// Invocations served by a reused worker.
-    pub reused_total: u64,
-}
-
-/// What an invocation gets beyond its script and request: the function's variables and
-/// whoever answers its host calls (scoped to its tenant). The default has neither: `env(name)`
-/// is `()` and every host call fails with a clear error.
-#[derive(Clone, Default)]
-pub struct InvocationContext<'a> {
-    /// Borrowed: it is copied once, into the guest input.
-    pub env: Option<&'a BTreeMap<String, String>>,
-    pub host: Option<Arc<dyn HostCalls>>,
-    /// A schedule's tick as JSON: the guest calls `on_schedule(event)` with it instead of
-    /// `handle(req)`.
-    pub event: Option<&'a str>,
-}
-
-impl std::fmt::Debug for InvocationContext<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InvocationContext")
-            .field("env", &self.env.map(|e| e.keys().collect::<Vec<_>>()))
-            .field("host", &self.host.is_some())
-            .field("event", &self.event)
-            .finish()
-    }
 }
 
 /// Which invocations go first when they wait for a worker (process mode) or a runner thread
@@ -406,6 +352,23 @@ impl Executor {
             Mode::Process(p) if self.config.process.diagnostics => p.diagnose().await,
             _ => Err(ExecutorError::DiagnosticsDisabled),
         }
+    }
+}
+
+impl Execute for Executor {
+    fn execute<'a>(
+        &'a self,
+        owner: &'a FunctionRef,
+        script: &'a str,
+        request: &'a InvocationRequest,
+        limits: &'a Limits,
+        context: InvocationContext<'a>,
+    ) -> InvokeFuture<'a> {
+        Box::pin(self.invoke_with(owner, script, request, limits, context))
+    }
+
+    fn stats(&self) -> PoolStats {
+        Executor::stats(self)
     }
 }
 

@@ -59,7 +59,7 @@ impl FunctionLimits {
     pub const CEILING: Self = Self {
         timeout_ms: 30_000,
         fuel: 10_000_000_000,
-        memory_bytes: 256 << 20,
+        memory_bytes: picloud_shared::MAX_MEMORY_BYTES_CEILING,
         concurrency: 64,
     };
 

@@ -144,7 +144,7 @@ fn connection_room() -> usize {
     }
 }
 
-/// Serves `app` on `listener` until `stop` ([`shutdown_signal`]), then lets the requests in progress finish
+/// Serves `app` on `listener` until `stop` ([`picloud_daemon::shutdown_signal`]), then lets the requests in progress finish
 /// for up to `grace`. Answers whether they all finished.
 pub async fn serve_until_signal(
     listener: TcpListener,
@@ -773,29 +773,6 @@ impl HttpBody for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-///
-/// The handler is installed when this is called, not when the future is first polled: a
-/// server calls it before it says it listens, so that a SIGTERM right after that line stops
-/// it gracefully instead of killing it.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
-    async move {
-        let term = async {
-            match term {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            () = term => {},
-        }
     }
 }
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use picloud_executor_core::{Executor, Isolation, service};
-use picloud_orchestrator_core::node::executor_config;
+use picloud_executor_core::args::ExecutorArgs;
+use picloud_executor_core::{Executor, ExecutorConfig, Isolation, service};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,20 +36,20 @@ struct Args {
     #[arg(long, env = "PICLOUD_GRACE_SECONDS", default_value_t = 10)]
     grace_seconds: u64,
     #[command(flatten)]
-    caps: picloud_orchestrator_core::args::ExecutorArgs,
+    caps: ExecutorArgs,
 }
 
 fn main() -> ExitCode {
     // Must run before anything starts a thread: this process may be the executor's zygote.
     picloud_executor_core::run_zygote_if_requested();
     let args = Args::parse();
-    picloud_orchestrator_core::node::run_main(run(args))
+    picloud_daemon::run_main(run(args))
 }
 
 async fn run(args: Args) -> Result<()> {
     let executor = Arc::new(
         Executor::start({
-            let mut config = executor_config(args.isolation, args.cache_dir);
+            let mut config = ExecutorConfig::new(args.isolation, args.cache_dir);
             args.caps.apply(&mut config);
             config
         })
@@ -58,7 +58,7 @@ async fn run(args: Args) -> Result<()> {
     );
     let listener = service::bind(&args.executor_socket)
         .with_context(|| format!("cannot listen on {}", args.executor_socket.display()))?;
-    let stop = picloud_orchestrator_core::node::shutdown_signal();
+    let stop = picloud_daemon::shutdown_signal();
     println!(
         "PiCloud executor listening on unix:{}",
         args.executor_socket.display()

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use picloud_executor_core::ExecutorClient;
+use picloud_executor_protocol::ExecutorClient;
 use picloud_manager_core::api::{ApiState, InFlight, MetricsSource};
 use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore};
@@ -76,7 +76,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    picloud_orchestrator_core::node::run_main(run(args))
+    picloud_daemon::run_main(run(args))
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -90,7 +90,7 @@ async fn run(args: Args) -> Result<()> {
             .await
             .context("opening PostgreSQL")?,
     );
-    picloud_orchestrator_core::node::private_dir(&args.data_dir)
+    picloud_daemon::private_dir(&args.data_dir)
         .with_context(|| format!("the data directory {}", args.data_dir.display()))?;
     let store = picloud_orchestrator_core::node::with_secret_key(
         store,
@@ -146,7 +146,7 @@ async fn run(args: Args) -> Result<()> {
         .fallback_service(picloud_manager_core::dashboard::router(
             dashboard.as_deref(),
         ));
-    let stop = picloud_orchestrator_core::node::shutdown_signal();
+    let stop = picloud_daemon::shutdown_signal();
     println!(
         "PiCloud manager listening on http://{}",
         listener.local_addr()?

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use picloud_executor_core::ExecutorClient;
+use picloud_executor_protocol::ExecutorClient;
 use picloud_manager_core::api::{InFlight, Invoker};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
 use picloud_manager_core::tokens::start_tokens;
@@ -71,7 +71,7 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    picloud_orchestrator_core::node::run_main(run(args))
+    picloud_daemon::run_main(run(args))
 }
 
 async fn run(args: Args) -> Result<()> {
@@ -126,7 +126,7 @@ async fn run(args: Args) -> Result<()> {
         ingress: Arc::new(Ingress::new(
             // The node's executor runs on this machine, with its default budget.
             args.ingress
-                .config(picloud_executor_core::default_total_memory()),
+                .config(picloud_executor_protocol::default_total_memory()),
             Arc::new(InFlight::default()),
         )),
         recorder: Arc::clone(&recorder),
@@ -144,7 +144,7 @@ async fn run(args: Args) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let stop = picloud_orchestrator_core::node::shutdown_signal();
+    let stop = picloud_daemon::shutdown_signal();
     println!(
         "PiCloud orchestrator listening on http://{}",
         listener.local_addr()?

@@ -178,7 +178,7 @@ pub fn main() -> ExitCode {
     } else {
         Cli::parse()
     };
-    picloud_orchestrator_core::node::init_process();
+    picloud_daemon::init_process();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -11,18 +11,19 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::Router;
 use clap::Args;
-use picloud_executor_core::{Executor, Isolation};
+use picloud_executor_core::args::ExecutorArgs;
+use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
 use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
 use picloud_manager_core::tokens::start_tokens;
 use picloud_manager_core::{AnyStore, PgStore, SqliteStore};
 use picloud_orchestrator_core::args::{
-    ExecutorArgs, HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs,
+    HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs,
 };
 use picloud_orchestrator_core::hosts::tls_ask_router;
 use picloud_orchestrator_core::listen::ListenArgs;
 use picloud_orchestrator_core::node::{
-    NodeMetrics, Parts, Runner, announce_admin, executor_config, ops_router, serve_until_signal,
+    NodeMetrics, Parts, Runner, announce_admin, ops_router, serve_until_signal,
 };
 use picloud_orchestrator_core::{
     EndpointState, FunctionHosts, Ingress, LocalRoutes, Metrics, route_by_host, start_routing,
@@ -115,7 +116,7 @@ pub async fn serve(args: ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let server = build(&args).await?;
-    let stop = picloud_orchestrator_core::node::shutdown_signal();
+    let stop = picloud_daemon::shutdown_signal();
     println!("PiCloud listening on http://{}", listener.local_addr()?);
     let grace = Duration::from_secs(args.grace_seconds);
     serve_until_signal(
@@ -164,8 +165,8 @@ pub(crate) async fn open_store(
 /// Opens the store (creating the admin token at first start), starts the executor, the routing
 /// table, the record writer and the scheduler, and assembles the HTTP surface.
 pub async fn build(args: &ServeArgs) -> Result<Server> {
-    picloud_orchestrator_core::node::private_files();
-    picloud_orchestrator_core::node::private_dir(&args.data_dir).with_context(|| {
+    picloud_daemon::private_files();
+    picloud_daemon::private_dir(&args.data_dir).with_context(|| {
         format!(
             "cannot create the data directory {}",
             args.data_dir.display()
@@ -185,7 +186,7 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         .cache_dir
         .clone()
         .unwrap_or_else(|| args.data_dir.join("cache"));
-    let mut config = executor_config(args.isolation, cache_dir);
+    let mut config = ExecutorConfig::new(args.isolation, cache_dir);
     args.executor.apply(&mut config);
     let invocation_memory = config.max_total_memory_bytes;
     let executor = Arc::new(

@@ -13,4 +13,4 @@ pub use invocation::{
     DROPPED_RESPONSE_HEADERS, FunctionRef, InvocationRequest, InvocationResponse, InvocationResult,
     LogLevel, LogLine, Outcome, response_header_allowed,
 };
-pub use limits::{Limits, MAX_CALL_LEVELS_CEILING, ScriptLimits};
+pub use limits::{Limits, MAX_CALL_LEVELS_CEILING, MAX_MEMORY_BYTES_CEILING, ScriptLimits};

@@ -54,6 +54,10 @@ pub struct ScriptLimits {
     pub max_map_len: u32,
 }
 
+/// The most linear memory any function may be allowed, in bytes (256 MiB): the highest tenant
+/// ceiling, and what every executor accepts.
+pub const MAX_MEMORY_BYTES_CEILING: u64 = 256 << 20;
+
 /// The deepest call nesting the guest's 1 MiB wasm stack is sized for; deeper settings are
 /// lowered to this.
 pub const MAX_CALL_LEVELS_CEILING: u32 = 128;

@@ -8,10 +8,6 @@ use picloud_shared::Limits;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-/// Largest frame accepted between the executor service and its orchestrator (a request or an
-/// answer with its body and logs).
-pub(crate) const MAX_FRAME: usize = 64 << 20;
-
 /// Largest answer a worker may send: a body of Rhai's largest string (4 MiB) even if JSON
 /// escaped every byte of it, logs and framing.
 pub(crate) const MAX_ANSWER_FRAME: usize = 32 << 20;
@@ -77,22 +73,6 @@ pub(crate) async fn read_worker_frame(r: &mut (impl AsyncRead + Unpin)) -> io::R
     let mut buf = vec![0u8; len];
     buf[0] = first;
     r.read_exact(&mut buf[1..]).await?;
-    Ok(buf)
-}
-
-pub(crate) async fn read_frame_async(
-    r: &mut (impl AsyncRead + Unpin),
-    max: usize,
-) -> io::Result<Vec<u8>> {
-    let len = r.read_u32_le().await? as usize;
-    if len > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes"),
-        ));
-    }
-    let mut buf = vec![0u8; len];
-    r.read_exact(&mut buf).await?;
     Ok(buf)
 }
 

@@ -15,7 +15,7 @@ mod kv;
 mod schedules;
 mod tenants;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -25,7 +25,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits};
+use picloud_shared::Limits;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -42,36 +42,7 @@ use crate::routes::RouteEvent;
 use crate::store::{AnyStore, Function, Store, Tenant};
 use crate::tokens::Tokens;
 
-/// A future the invoker returns; boxed so that [`Invoker`] can be a trait object.
-pub type InvokeFuture<'a> = Pin<Box<dyn Future<Output = InvocationResult> + Send + 'a>>;
-
-/// One invocation of a tenant's function, as the API (test-invokes) and the endpoints hand it
-/// to the executor.
-#[derive(Debug, Clone, Copy)]
-pub struct Invocation<'a> {
-    /// Whose data the invocation's host calls (the key-value store) reach.
-    pub tenant_id: i64,
-    pub owner: &'a FunctionRef,
-    pub script: &'a str,
-    pub request: &'a InvocationRequest,
-    pub limits: &'a Limits,
-    /// The function's variables and secrets, for `env(name)`.
-    pub env: &'a BTreeMap<String, String>,
-    /// A schedule's tick as JSON: the script's `on_schedule(event)` runs instead of
-    /// `handle(req)`.
-    pub event: Option<&'a str>,
-}
-
-/// Runs a script: the executor in the all-in-one server, a node's executor in a cluster.
-pub trait Invoker: Send + Sync + 'static {
-    fn invoke<'a>(&'a self, invocation: Invocation<'a>) -> InvokeFuture<'a>;
-
-    /// Whether invocations can run now (a cluster node's executor answers). A scheduler
-    /// claims no tick while it is false, so a tick runs on a healthy node. Default: true.
-    fn ready(&self) -> bool {
-        true
-    }
-}
+pub use picloud_executor_protocol::{Invocation, InvokeFuture, Invoker};
 
 /// Told of each route change the API commits, before the API answers: the all-in-one server's
 /// routing table applies it at once, so a deploy is live by the time its answer arrives (other
