@@ -101,7 +101,7 @@ fn wait_ok(url: &str) -> Result<()> {
 }
 
 fn fresh_database(rt: &tokio::runtime::Runtime) -> String {
-    rt.block_on(picloud_manager_core::testing::fresh_pg_database())
+    rt.block_on(picloud_store::testing::fresh_pg_database())
 }
 
 fn main() -> Result<()> {

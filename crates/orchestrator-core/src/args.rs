@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::Args;
 use picloud_manager_core::api::ApiConfig;
-use picloud_manager_core::kv::KvLimits;
 use picloud_manager_core::schedules::SchedulerConfig;
-use picloud_manager_core::{RecordConfig, VersionQuota};
+use picloud_store::kv::KvLimits;
+use picloud_store::{RecordConfig, VersionQuota};
 
 use crate::{FunctionHosts, IngressConfig};
 
@@ -79,7 +79,7 @@ impl IngressArgs {
     /// The configuration on a machine whose invocations may have `invocation_memory` bytes
     /// together.
     pub fn config(&self, invocation_memory: u64) -> IngressConfig {
-        let fits = invocation_memory / picloud_manager_core::FunctionLimits::DEFAULT.memory_bytes;
+        let fits = invocation_memory / picloud_store::FunctionLimits::DEFAULT.memory_bytes;
         IngressConfig {
             tenant_concurrency: self
                 .tenant_concurrency

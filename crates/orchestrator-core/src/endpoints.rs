@@ -13,10 +13,10 @@ use picloud_manager_core::api::{
     ApiError, Invocation, Invoker, authenticate, declared_length, drain_refused_body,
     executor_limits, is_body_timeout,
 };
-use picloud_manager_core::records::{InvocationRecordTemplate, Unanswered};
 use picloud_manager_core::tokens::Tokens;
-use picloud_manager_core::{InvocationRecord, Recorder, Trigger};
 use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
+use picloud_store::records::{InvocationRecordTemplate, Unanswered};
+use picloud_store::{InvocationRecord, Recorder, Trigger};
 
 use crate::RoutingTable;
 use crate::hosts::OnTenantHost;
@@ -285,7 +285,7 @@ fn is_length_limit(error: &(dyn std::error::Error + 'static)) -> bool {
 pub const PLATFORM_COOKIE_PREFIX: &str = "picloud";
 
 /// The request headers a script sees. `authorization` is removed unless the function opted in
-/// ([`Route::forward_authorization`](picloud_manager_core::Route)), and always when it carries
+/// ([`Route::forward_authorization`](picloud_store::Route)), and always when it carries
 /// a PiCloud token: a private function is called with one, and tenant code that saw it could
 /// keep it (`kv_set`, a log line) and act as its caller. Platform cookies are removed from
 /// `cookie`. Values that are not visible ASCII are left out, as before.

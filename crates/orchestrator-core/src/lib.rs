@@ -1,7 +1,7 @@
 //! PiCloud's ingress (DESIGN.md §2): the function endpoints `/fn/{tenant}/{function}/{*rest}`,
 //! served from a routing table held in memory, and dispatch to the executor. Nothing on the
 //! request path of a public function touches the database; the table follows the store's
-//! change announcements ([`picloud_manager_core::RouteEvent`]) and reloads everything after a
+//! change announcements ([`picloud_store::RouteEvent`]) and reloads everything after a
 //! reconnect. [`node`] and [`args`] hold what the server binaries are composed of.
 
 pub mod args;

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use picloud_manager_core::Route;
 use picloud_manager_core::api::{ApiError, InFlight, InFlightGuard, Slot};
+use picloud_store::Route;
 
 /// The ingress limits of one server.
 #[derive(Debug, Clone, Copy)]
@@ -175,7 +175,7 @@ impl Ingress {
 mod tests {
     use std::collections::BTreeMap;
 
-    use picloud_manager_core::FunctionLimits;
+    use picloud_store::FunctionLimits;
 
     use super::*;
 

@@ -15,9 +15,9 @@ use picloud_executor_protocol::{
     Execute, ExecutorClient, Invocation, InvocationContext, InvokeFuture, Invoker, PoolStats,
 };
 use picloud_manager_core::api::MetricsSource;
-use picloud_manager_core::kv::{KvLimits, KvRate, TenantKv};
-use picloud_manager_core::{AnyStore, Recorder, Store};
 use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits, Outcome};
+use picloud_store::kv::{KvLimits, KvRate, TenantKv};
+use picloud_store::{AnyStore, Recorder, Store};
 
 use crate::{Metrics, PoolFigures};
 
@@ -307,9 +307,9 @@ impl Parts {
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
     #[error(transparent)]
-    Key(#[from] picloud_manager_core::secrets::SecretError),
+    Key(#[from] picloud_store::secrets::SecretError),
     #[error(transparent)]
-    Store(#[from] picloud_manager_core::StoreError),
+    Store(#[from] picloud_store::StoreError),
 }
 
 /// `store`, sealing and opening secret variables with the key at `path` (default:
@@ -329,7 +329,7 @@ pub async fn with_secret_key(
 ) -> Result<AnyStore, SealError> {
     let default = data_dir.join("secret.key");
     let path = path.unwrap_or(&default);
-    let key = picloud_manager_core::secrets::KeySource::new(path, create)?;
+    let key = picloud_store::secrets::KeySource::new(path, create)?;
     if key.key().is_none() {
         tracing::warn!(
             path = %path.display(),

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use picloud_manager_core::api::RouteSink;
 
 use crate::metrics::Metrics;
-use picloud_manager_core::{AnyStore, Route, RouteEvent, Store, StoreError};
+use picloud_store::{AnyStore, Route, RouteEvent, Store, StoreError};
 
 /// Routes by tenant name, then function name (looked up by `&str`, without allocating).
 #[derive(Debug, Default)]
@@ -207,7 +207,7 @@ impl RouteSink for LocalRoutes {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use picloud_manager_core::{LimitOverrides, SqliteStore};
+    use picloud_store::{LimitOverrides, SqliteStore};
 
     use super::*;
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use picloud_executor_core::{Executor, ExecutorConfig, HostCalls, InvocationContext, Isolation};
-use picloud_manager_core::kv::{KvLimits, MemoryKv};
 use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits};
+use picloud_store::kv::{KvLimits, MemoryKv};
 
 use crate::client::{
     ClientArgs, EnvCommand, FnCommand, KvCommand, ScheduleCommand, TenantCommand, TokenCommand,

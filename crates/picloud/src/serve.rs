@@ -16,7 +16,6 @@ use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
 use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
 use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
 use picloud_manager_core::tokens::start_tokens;
-use picloud_manager_core::{AnyStore, PgStore, SqliteStore};
 use picloud_orchestrator_core::args::{
     HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs,
 };
@@ -28,6 +27,7 @@ use picloud_orchestrator_core::node::{
 use picloud_orchestrator_core::{
     EndpointState, FunctionHosts, Ingress, LocalRoutes, Metrics, route_by_host, start_routing,
 };
+use picloud_store::{AnyStore, PgStore, SqliteStore};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -85,7 +85,7 @@ pub struct ServeArgs {
 pub struct Server {
     pub app: Router,
     scheduler: Scheduler,
-    recorder: Arc<picloud_manager_core::records::Recorder>,
+    recorder: Arc<picloud_store::records::Recorder>,
 }
 
 impl std::fmt::Debug for Server {

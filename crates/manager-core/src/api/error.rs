@@ -11,9 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
+use crate::InvalidName;
 use crate::StoreError;
 use crate::limits::LimitError;
-use crate::names::InvalidName;
 use crate::script::ScriptError;
 
 /// The body of every error response.

@@ -14,11 +14,11 @@ use super::{
     reachable_function, reachable_tenant,
 };
 use crate::limits::{FunctionLimits, LimitOverrides};
-use crate::names::validate_name;
 use crate::records::{InvocationRecord, InvocationRecordTemplate, Trigger, Unanswered};
 use crate::routes::RouteEvent;
 use crate::script::{check_script, check_text};
 use crate::store::{EnvVar, Function, Store, Tenant, Version};
+use crate::validate_name;
 
 /// Most functions one tenant may have (a soft cap: concurrent creates may pass it by a few).
 pub const MAX_FUNCTIONS: usize = 1_000;

@@ -8,9 +8,9 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_tenant};
 use crate::auth::{generate_token, hash_token};
 use crate::limits::{FunctionLimits, LimitOverrides};
-use crate::names::validate_name;
 use crate::routes::RouteEvent;
 use crate::store::{Store, Tenant, Token};
+use crate::validate_name;
 
 /// A tenant with the ceilings in force on its functions' limits.
 #[derive(Debug, Serialize, ToSchema)]

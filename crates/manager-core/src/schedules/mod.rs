@@ -29,8 +29,6 @@
 //! schedule change (the store's announcements: `NOTIFY` on PostgreSQL). With nothing scheduled
 //! it waits on that alone and uses no CPU.
 
-mod spec;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,7 +38,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-pub use spec::{CronSpec, SpecError, recheck_weekdays, utc_ms};
+pub use picloud_store::schedule_spec::{CronSpec, SpecError, recheck_weekdays, utc_ms};
 
 use crate::api::{Invocation, Invoker};
 use crate::records::{InvocationRecord, Recorder, Trigger};

@@ -13,7 +13,7 @@ use sqlx::Connection;
 /// The admin token the test servers are started with (`PICLOUD_ADMIN_TOKEN`).
 pub const ADMIN: &str = "pc_test_admin_0123456789abcdef0123456789";
 
-use picloud_manager_core::testing::pg_admin_url;
+use picloud_store::testing::pg_admin_url;
 
 /// A running `picloud serve`, killed when dropped.
 pub struct Server {
@@ -208,7 +208,7 @@ impl Server {
 
 /// A fresh PostgreSQL database for one test; its URL.
 pub fn fresh_pg() -> String {
-    block_on(picloud_manager_core::testing::fresh_pg_database())
+    block_on(picloud_store::testing::fresh_pg_database())
 }
 
 /// Terminates every connection to the database of `url` (as an operator's restart would).

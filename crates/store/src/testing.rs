@@ -1,5 +1,5 @@
 //! For tests of this crate and of the crates above it: a fresh PostgreSQL database per test on
-//! the local server. Not used by the server itself.
+//! the local server, and a fresh SQLite file. Not used by the server itself.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -57,4 +57,22 @@ pub async fn fresh_pg_database() -> String {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("PICLOUD_TEST_DATABASE_URL must name a database: {admin}"),
     }
+}
+
+/// A path for a new SQLite store in `dir` (created if needed), named after the process and a
+/// counter; a file left there by an earlier run of the same name is removed.
+///
+/// # Panics
+///
+/// When `dir` cannot be created.
+pub fn fresh_sqlite_path(dir: &Path) -> std::path::PathBuf {
+    static N: AtomicU32 = AtomicU32::new(0);
+    std::fs::create_dir_all(dir).expect("a directory for SQLite stores");
+    let path = dir.join(format!(
+        "{}-{}.db",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&path);
+    path
 }

@@ -4,11 +4,9 @@
 
 use std::path::PathBuf;
 
-use picloud_manager_core::records::{MAX_TAILS_PER_TENANT, TAIL_QUEUE, TooManyTails};
-use picloud_manager_core::{
-    AnyStore, InvocationRecord, RecordConfig, Recorder, SqliteStore, Trigger,
-};
 use picloud_shared::{InvocationResult, Outcome};
+use picloud_store::records::{MAX_TAILS_PER_TENANT, TAIL_QUEUE, TooManyTails};
+use picloud_store::{AnyStore, InvocationRecord, RecordConfig, Recorder, SqliteStore, Trigger};
 
 fn record(tenant: i64, function: i64) -> InvocationRecord {
     let result = InvocationResult::failed(Outcome::Ok, std::time::Duration::from_micros(5));

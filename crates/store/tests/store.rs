@@ -3,12 +3,9 @@
 //! test gets a database of its own). A PostgreSQL that cannot be reached fails the test.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use picloud_manager_core::testing::fresh_pg_database;
-use picloud_manager_core::{
-    KvQuota, KvUsage, LimitOverrides, PgStore, SqliteStore, Store, StoreError,
-};
+use picloud_store::testing::{fresh_pg_database, fresh_sqlite_path};
+use picloud_store::{KvQuota, KvUsage, LimitOverrides, PgStore, SqliteStore, Store, StoreError};
 use sqlx::Connection;
 
 /// A store on a fresh PostgreSQL database.
@@ -19,16 +16,7 @@ async fn fresh_pg() -> PgStore {
 }
 
 fn sqlite_path() -> PathBuf {
-    static N: AtomicU32 = AtomicU32::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sqlite-stores");
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(format!(
-        "{}-{}.db",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_file(&path);
-    path
+    fresh_sqlite_path(&PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("sqlite-stores"))
 }
 
 async fn fresh_sqlite() -> SqliteStore {
@@ -177,7 +165,7 @@ async fn routes_are_the_active_versions(s: &impl Store) {
     assert_eq!(s.routes().await.expect("routes"), vec![]);
 }
 
-async fn next(watch: &mut picloud_manager_core::RouteWatch) -> picloud_manager_core::RouteEvent {
+async fn next(watch: &mut picloud_store::RouteWatch) -> picloud_store::RouteEvent {
     tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
         .await
         .expect("announced within 5 s")
@@ -185,8 +173,8 @@ async fn next(watch: &mut picloud_manager_core::RouteWatch) -> picloud_manager_c
 
 /// Each committed change is announced to a watcher: by NOTIFY on PostgreSQL, in-process on
 /// SQLite.
-async fn changes_are_announced(store: picloud_manager_core::AnyStore) {
-    use picloud_manager_core::RouteEvent;
+async fn changes_are_announced(store: picloud_store::AnyStore) {
+    use picloud_store::RouteEvent;
     let mut watch = store.watch_routes().await.expect("watch");
     let t = store.create_tenant("acme").await.expect("tenant");
     let f = store
@@ -227,17 +215,18 @@ async fn changes_are_announced(store: picloud_manager_core::AnyStore) {
 
 #[tokio::test]
 async fn changes_are_announced_on_sqlite() {
-    changes_are_announced(picloud_manager_core::AnyStore::Sqlite(fresh_sqlite().await)).await;
+    changes_are_announced(picloud_store::AnyStore::Sqlite(fresh_sqlite().await)).await;
 }
 
 #[tokio::test]
 async fn changes_are_announced_on_postgres() {
-    changes_are_announced(picloud_manager_core::AnyStore::Postgres(fresh_pg().await)).await;
+    changes_are_announced(picloud_store::AnyStore::Postgres(fresh_pg().await)).await;
 }
 
 async fn records_are_written_queried_and_pruned(s: &impl Store) {
-    use picloud_manager_core::{InvocationRecord, RecordFilter, Trigger};
     use picloud_shared::{InvocationResult, LogLevel, LogLine, Outcome};
+    use picloud_store::RecordFilter;
+    use picloud_store::{InvocationRecord, Trigger};
     let t = s.create_tenant("acme").await.expect("tenant");
     let f = s.create_function(t.id, "f", true).await.expect("function");
     let g = s.create_function(t.id, "g", true).await.expect("function");
@@ -650,7 +639,7 @@ async fn deploy_and_rollback(s: &impl Store) {
 /// the write lock up front and wait its turn.
 async fn writers_racing_each_other_all_succeed(s: &impl Store) {
     use futures_util::future::join_all;
-    use picloud_manager_core::{InvocationRecord, Trigger};
+    use picloud_store::{InvocationRecord, Trigger};
     let t = s.create_tenant("t").await.expect("tenant");
     let f = s.create_function(t.id, "f", true).await.expect("function");
     for _ in 0..2 {
@@ -784,75 +773,12 @@ async fn postgres_edited_migration_stops_start_up() {
     assert!(err.to_string().contains("modified"), "{err}");
 }
 
-mod admin_bootstrap {
-    use picloud_manager_core::Store;
-    use picloud_manager_core::auth::{TOKEN_PREFIX, bootstrap_admin, hash_token};
-
-    async fn first_start_creates_one_admin_token(s: &impl Store) {
-        let token = bootstrap_admin(s, None)
-            .await
-            .expect("bootstrap")
-            .expect("a new token");
-        assert!(token.starts_with(TOKEN_PREFIX) && token.len() == TOKEN_PREFIX.len() + 64);
-        let stored = s
-            .token_by_hash(&hash_token(&token))
-            .await
-            .expect("get")
-            .expect("stored by hash");
-        assert!(stored.admin);
-        // Only the hash is stored: the plain token appears in no listed field.
-        let listed = format!("{:?}", s.list_tokens(None).await.expect("list"));
-        assert!(!listed.contains(&token));
-        // A second start creates nothing, and ignores a chosen token.
-        assert_eq!(
-            bootstrap_admin(s, Some("x".repeat(30).as_str()))
-                .await
-                .expect("again"),
-            None
-        );
-        assert_eq!(s.list_tokens(None).await.expect("list").len(), 1);
-    }
-
-    async fn a_chosen_admin_token_is_used(s: &impl Store) {
-        assert!(
-            bootstrap_admin(s, Some("short")).await.is_err(),
-            "too short is refused"
-        );
-        let chosen = "pc_automation-token-0123456789";
-        assert_eq!(
-            bootstrap_admin(s, Some(chosen))
-                .await
-                .expect("bootstrap")
-                .as_deref(),
-            Some(chosen)
-        );
-        assert!(
-            s.token_by_hash(&hash_token(chosen))
-                .await
-                .expect("get")
-                .is_some()
-        );
-    }
-
-    #[tokio::test]
-    async fn sqlite() {
-        first_start_creates_one_admin_token(&super::fresh_sqlite().await).await;
-        a_chosen_admin_token_is_used(&super::fresh_sqlite().await).await;
-    }
-
-    #[tokio::test]
-    async fn postgres() {
-        first_start_creates_one_admin_token(&super::fresh_pg().await).await;
-        a_chosen_admin_token_is_used(&super::fresh_pg().await).await;
-    }
-}
-
 /// Schedules: stored as given, paused and resumed, and each due tick claimed by exactly one of
 /// many racing claims; a claim's lease blocks the next until released or lapsed, and a lapsed
 /// claim's unfinished tick is marked abandoned.
 async fn schedules_are_claimed_once_and_leased(s: &impl Store) {
     use futures_util::future::join_all;
-    use picloud_manager_core::ScheduleClaim;
+    use picloud_store::ScheduleClaim;
     let t = s.create_tenant("t").await.expect("tenant");
     let f = s.create_function(t.id, "f", true).await.expect("function");
     let sc = s
@@ -1094,7 +1020,7 @@ mod weekdays_are_rechecked_at_start {
 /// Pins keep a version through a prune asked for and through the automatic one at the cap;
 /// the live version and the newest `keep` are kept too.
 async fn pinned_versions_outlive_every_prune(s: &impl Store) {
-    use picloud_manager_core::VersionQuota;
+    use picloud_store::VersionQuota;
     let t = s.create_tenant("t").await.expect("tenant");
     let f = s.create_function(t.id, "f", true).await.expect("function");
     for n in 1..=6 {
@@ -1147,8 +1073,9 @@ async fn pinned_versions_outlive_every_prune(s: &impl Store) {
 /// A tenant's deletion takes its functions, versions, tokens, records and keys, and nothing
 /// of another tenant's; a record keeps the request it answered.
 async fn a_deleted_tenant_takes_everything_with_it(s: &impl Store) {
-    use picloud_manager_core::{InvocationRecord, RecordFilter, Trigger};
     use picloud_shared::InvocationRequest;
+    use picloud_store::RecordFilter;
+    use picloud_store::{InvocationRecord, Trigger};
     let quota = KvQuota {
         max_keys: 10,
         max_bytes: 1 << 20,

@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use picloud_manager_core::testing::fresh_pg_database;
-use picloud_manager_core::{
+use picloud_shared::{InvocationResult, LogLevel, LogLine, Outcome};
+use picloud_store::testing::fresh_pg_database;
+use picloud_store::{
     AnyStore, InvocationRecord, PgStore, RecordConfig, RecordFilter, Recorder, SqliteStore, Store,
     Trigger,
 };
-use picloud_shared::{InvocationResult, LogLevel, LogLine, Outcome};
 
 fn temp(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))

@@ -215,7 +215,7 @@ pub struct ScheduleClaim<'a> {
 /// Records one pruning statement deletes at most.
 const PRUNE_BATCH: i64 = 1_000;
 
-pub(crate) fn random_id() -> i64 {
+pub fn random_id() -> i64 {
     let mut bytes = [0u8; 8];
     // Without randomness from the kernel (never seen on Linux), the clock's nanoseconds mixed
     // in still give ids that are not a count.
@@ -232,13 +232,13 @@ pub(crate) fn random_id() -> i64 {
         .max(1)
 }
 
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-pub(crate) fn sha256_hex(text: &str) -> String {
+pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
@@ -1853,7 +1853,7 @@ macro_rules! impl_store {
 }
 
 /// Migration 10's second half, on either database: each schedule it marked gets the
-/// `next_run_at` of cron(5)'s days of week ([`crate::schedules::recheck_weekdays`]), then loses
+/// `next_run_at` of cron(5)'s days of week ([`crate::schedule_spec::recheck_weekdays`]), then loses
 /// the mark. A compare-and-set on the old `next_run_at`: a server starting beside a running
 /// scheduler changes nothing that scheduler has claimed since.
 macro_rules! recheck_weekdays {
@@ -1866,7 +1866,7 @@ macro_rules! recheck_weekdays {
         .map_err(StoreError::Database)?;
         let now = now_ms();
         for (id, cron, time_zone, next_run_at) in marked {
-            let next = crate::schedules::recheck_weekdays(&cron, &time_zone, next_run_at, now);
+            let next = crate::schedule_spec::recheck_weekdays(&cron, &time_zone, next_run_at, now);
             if let Some(next) = next {
                 tracing::info!(
                     schedule = id,
