@@ -1,28 +1,8 @@
-//! API tokens: random secrets shown once, stored only as a SHA-256 hash; and the admin token
-//! created at first start.
+//! The admin token created at first start (tokens themselves: `picloud_edge::tokens`).
 
-use sha2::{Digest, Sha256};
+use picloud_edge::tokens::{generate_token, hash_token};
 
 use crate::store::{Store, StoreError};
-
-/// Every token starts with this, so a leaked one is recognisable (secret scanners, logs).
-pub const TOKEN_PREFIX: &str = "pc_";
-
-/// A new random token: the prefix and 32 random bytes in hex.
-///
-/// # Errors
-///
-/// When the operating system has no randomness to give.
-pub fn generate_token() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
-    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
-}
-
-/// What the store keeps of a token.
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
 
 /// Why the admin token could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -81,4 +61,30 @@ pub async fn bootstrap_admin(
         Err(StoreError::Conflict(_)) if chosen.is_some() => Err(BootstrapError::Taken),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Creates the admin token at first start and prints it, once: the operator's only chance to
+/// see it (only its hash is stored).
+///
+/// # Errors
+///
+/// When the store fails or the chosen token is too short.
+pub async fn announce_admin(
+    store: &impl Store,
+    chosen: Option<&str>,
+) -> Result<(), BootstrapError> {
+    match bootstrap_admin(store, chosen).await? {
+        // Its owner has it already: printing it would only put it in a log.
+        Some(_) if chosen.is_some() => println!(
+            "Created the admin token you chose in PICLOUD_ADMIN_TOKEN (only its hash is stored)."
+        ),
+        Some(token) => println!(
+            "Created the admin token (shown once, only its hash is stored):\n\n    {token}\n\n\
+             Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI.\n\
+             Lost it? `picloud admin create-token` (with this server's --data-dir or \
+             --database-url) makes another."
+        ),
+        None => {}
+    }
+    Ok(())
 }

@@ -4,12 +4,12 @@
 //! this crate still holds (issue 22) moves to the node.
 
 pub mod api;
+pub mod args;
 pub mod auth;
 pub mod dashboard;
-pub mod schedules;
 pub mod script;
-pub mod tokens;
 
+pub use picloud_edge::tokens;
 /// The store's module, under the path this crate's code has always used.
 pub(crate) use picloud_store as store;
 pub use picloud_store::{

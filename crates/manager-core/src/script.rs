@@ -2,20 +2,10 @@
 //! parser settings and defines `fn handle(req)`. Refusing at save keeps a broken version from
 //! ever being deployed; the active one keeps serving.
 
+pub use picloud_edge::ScriptError;
 use picloud_shared::ScriptLimits;
 use picloud_shared::nesting::{MAX_NESTING, check_nesting};
 use rhai::{Engine, OptimizationLevel};
-use serde::Serialize;
-use utoipa::ToSchema;
-
-/// A script the platform refuses, with where (1-based line and column) when known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, thiserror::Error)]
-#[error("{message}")]
-pub struct ScriptError {
-    pub message: String,
-    pub line: Option<u32>,
-    pub column: Option<u32>,
-}
 
 /// A script as sent, without a leading UTF-8 byte order mark: editors on Windows put one at
 /// the start of a file, and Rhai would refuse it as an invisible `'\u{FEFF}'`. For

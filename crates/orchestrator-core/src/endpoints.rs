@@ -9,12 +9,12 @@ use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use picloud_manager_core::api::{
-    ApiError, Invocation, Invoker, authenticate, declared_length, drain_refused_body,
-    executor_limits, is_body_timeout,
+use picloud_edge::{
+    ApiError, Tokens, authenticate, declared_length, drain_refused_body, is_body_timeout,
 };
-use picloud_manager_core::tokens::Tokens;
+use picloud_executor_protocol::{Invocation, Invoker};
 use picloud_shared::{FunctionRef, InvocationRequest, Outcome};
+use picloud_store::limits::executor_limits;
 use picloud_store::records::{InvocationRecordTemplate, Unanswered};
 use picloud_store::{InvocationRecord, Recorder, Trigger};
 
@@ -296,7 +296,7 @@ fn script_headers(headers: &HeaderMap, forward_authorization: bool) -> BTreeMap<
             continue;
         };
         if name == axum::http::header::AUTHORIZATION {
-            if !forward_authorization || value.contains(picloud_manager_core::auth::TOKEN_PREFIX) {
+            if !forward_authorization || value.contains(picloud_edge::TOKEN_PREFIX) {
                 continue;
             }
         } else if name == axum::http::header::COOKIE {

@@ -17,7 +17,7 @@ use axum::extract::{Query, Request};
 use axum::http::{Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use picloud_manager_core::api::ApiError;
+use picloud_edge::ApiError;
 use picloud_store::{AnyStore, Store, validate_name};
 use tower::ServiceExt;
 

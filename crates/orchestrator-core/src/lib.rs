@@ -1,5 +1,6 @@
-//! PiCloud's ingress (DESIGN.md §2): the function endpoints `/fn/{tenant}/{function}/{*rest}`,
-//! served from a routing table held in memory, and dispatch to the executor. Nothing on the
+//! PiCloud's node (DESIGN.md §2): the function endpoints `/fn/{tenant}/{function}/{*rest}`,
+//! served from a routing table held in memory, the ingress limits, the metrics, the scheduler
+//! and dispatch to the executor. It never imports the control plane. Nothing on the
 //! request path of a public function touches the database; the table follows the store's
 //! change announcements ([`picloud_store::RouteEvent`]) and reloads everything after a
 //! reconnect. [`node`] and [`args`] hold what the server binaries are composed of.
@@ -11,6 +12,7 @@ pub mod limits;
 pub mod listen;
 pub mod metrics;
 pub mod node;
+pub mod scheduler;
 mod table;
 
 pub use endpoints::{EndpointState, router};

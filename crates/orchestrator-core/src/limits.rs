@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use picloud_manager_core::api::{ApiError, InFlight, InFlightGuard, Slot};
+use picloud_edge::{ApiError, InFlight, InFlightGuard, Slot};
 use picloud_store::Route;
 
 /// The ingress limits of one server.

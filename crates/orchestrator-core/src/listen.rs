@@ -32,7 +32,7 @@ use clap::Args;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use picloud_manager_core::api::{ApiError, BodyTimedOut};
+use picloud_edge::{ApiError, BodyTimedOut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};

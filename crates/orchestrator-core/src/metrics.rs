@@ -350,7 +350,7 @@ fn catch_up(counter: &IntCounter, seen: &Mutex<u64>, total: u64) {
 
 /// Schedule runs count as the function's invocations too; their own series add how late they
 /// started and the ticks given up or abandoned. Created at a function's first schedule event.
-impl picloud_manager_core::schedules::ScheduleObserver for Metrics {
+impl crate::scheduler::ScheduleObserver for Metrics {
     fn ran(
         &self,
         tenant: &str,

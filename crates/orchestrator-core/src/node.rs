@@ -11,10 +11,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use picloud_edge::MetricsSource;
 use picloud_executor_protocol::{
     Execute, ExecutorClient, Invocation, InvocationContext, InvokeFuture, Invoker, PoolStats,
 };
-use picloud_manager_core::api::MetricsSource;
 use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits, Outcome};
 use picloud_store::kv::{KvLimits, KvRate, TenantKv};
 use picloud_store::{AnyStore, Recorder, Store};
@@ -342,32 +342,6 @@ pub async fn with_secret_key(
         tracing::info!(sealed, "sealed secret variables stored in the clear");
     }
     Ok(store)
-}
-
-/// Creates the admin token at first start and prints it, once: the operator's only chance to
-/// see it (only its hash is stored).
-///
-/// # Errors
-///
-/// When the store fails or the chosen token is too short.
-pub async fn announce_admin(
-    store: &AnyStore,
-    chosen: Option<&str>,
-) -> Result<(), picloud_manager_core::auth::BootstrapError> {
-    match picloud_manager_core::auth::bootstrap_admin(store, chosen).await? {
-        // Its owner has it already: printing it would only put it in a log.
-        Some(_) if chosen.is_some() => println!(
-            "Created the admin token you chose in PICLOUD_ADMIN_TOKEN (only its hash is stored)."
-        ),
-        Some(token) => println!(
-            "Created the admin token (shown once, only its hash is stored):\n\n    {token}\n\n\
-             Use it as `Authorization: Bearer <token>` or `export PICLOUD_TOKEN=<token>` for the CLI.\n\
-             Lost it? `picloud admin create-token` (with this server's --data-dir or \
-             --database-url) makes another."
-        ),
-        None => {}
-    }
-    Ok(())
 }
 
 #[derive(Clone)]

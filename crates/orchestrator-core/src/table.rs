@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::future::Future;
 use std::pin::Pin;
 
-use picloud_manager_core::api::RouteSink;
+use picloud_store::routes::RouteSink;
 
 use crate::metrics::Metrics;
 use picloud_store::{AnyStore, Route, RouteEvent, Store, StoreError};

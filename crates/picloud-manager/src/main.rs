@@ -13,14 +13,14 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use picloud_executor_protocol::ExecutorClient;
 use picloud_manager_core::api::{ApiState, InFlight, MetricsSource};
+use picloud_manager_core::args::SizeArgs;
+use picloud_manager_core::auth::announce_admin;
 use picloud_manager_core::tokens::start_tokens;
 use picloud_orchestrator_core::Metrics;
-use picloud_orchestrator_core::args::{HostArgs, KvArgs, RecordArgs, SizeArgs};
+use picloud_orchestrator_core::args::{HostArgs, KvArgs, RecordArgs};
 use picloud_orchestrator_core::hosts::tls_ask_router;
 use picloud_orchestrator_core::listen::ListenArgs;
-use picloud_orchestrator_core::node::{
-    Parts, Runner, announce_admin, ops_router, serve_until_signal,
-};
+use picloud_orchestrator_core::node::{Parts, Runner, ops_router, serve_until_signal};
 use picloud_store::{AnyStore, PgStore};
 
 #[derive(Debug, Parser)]

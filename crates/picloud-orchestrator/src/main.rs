@@ -14,11 +14,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use picloud_executor_protocol::ExecutorClient;
 use picloud_manager_core::api::{InFlight, Invoker};
-use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
 use picloud_manager_core::tokens::start_tokens;
 use picloud_orchestrator_core::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
 use picloud_orchestrator_core::listen::ListenArgs;
 use picloud_orchestrator_core::node::{Parts, Runner, ops_router, serve_until_signal};
+use picloud_orchestrator_core::scheduler::{ScheduleObserver, Scheduler};
 use picloud_orchestrator_core::{EndpointState, Ingress, Metrics, route_by_host, start_routing};
 use picloud_store::{AnyStore, PgStore};
 

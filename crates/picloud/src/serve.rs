@@ -14,16 +14,14 @@ use clap::Args;
 use picloud_executor_core::args::ExecutorArgs;
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
 use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
-use picloud_manager_core::schedules::{ScheduleObserver, Scheduler};
+use picloud_manager_core::args::SizeArgs;
+use picloud_manager_core::auth::announce_admin;
 use picloud_manager_core::tokens::start_tokens;
-use picloud_orchestrator_core::args::{
-    HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs, SizeArgs,
-};
+use picloud_orchestrator_core::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
 use picloud_orchestrator_core::hosts::tls_ask_router;
 use picloud_orchestrator_core::listen::ListenArgs;
-use picloud_orchestrator_core::node::{
-    NodeMetrics, Parts, Runner, announce_admin, ops_router, serve_until_signal,
-};
+use picloud_orchestrator_core::node::{NodeMetrics, Parts, Runner, ops_router, serve_until_signal};
+use picloud_orchestrator_core::scheduler::{ScheduleObserver, Scheduler};
 use picloud_orchestrator_core::{
     EndpointState, FunctionHosts, Ingress, LocalRoutes, Metrics, route_by_host, start_routing,
 };

@@ -177,6 +177,16 @@ fn check(
     }
 }
 
+/// The limits a function runs under, as the executor takes them.
+pub fn executor_limits(limits: &FunctionLimits) -> picloud_shared::Limits {
+    picloud_shared::Limits {
+        fuel: limits.fuel,
+        memory_bytes: limits.memory_bytes,
+        timeout_ms: limits.timeout_ms,
+        ..picloud_shared::Limits::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

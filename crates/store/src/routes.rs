@@ -206,3 +206,13 @@ impl RouteWatch {
         }
     }
 }
+
+/// Told of each route change the API commits, before the API answers: the all-in-one server's
+/// routing table applies it at once, so a deploy is live by the time its answer arrives (other
+/// nodes hear of it through the store's announcements).
+pub trait RouteSink: Send + Sync + 'static {
+    fn changed(
+        &self,
+        event: RouteEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>>;
+}

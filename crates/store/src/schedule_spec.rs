@@ -21,6 +21,7 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
+use serde::Serialize;
 
 /// Why an expression or a time zone was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -529,6 +530,36 @@ pub fn utc_ms(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
     Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
         .single()
         .map_or(0, |t| t.timestamp_millis())
+}
+
+/// The argument of `on_schedule(event)`.
+#[derive(Debug, Serialize)]
+struct Event<'a> {
+    schedule: i64,
+    /// The tick, Unix ms.
+    scheduled_at: i64,
+    /// When the run started, Unix ms.
+    fired_at: i64,
+    payload: &'a serde_json::Value,
+    backfill: bool,
+}
+
+/// `on_schedule`'s argument as the guest takes it (JSON text).
+pub fn event_json(
+    schedule: i64,
+    scheduled_at: i64,
+    fired_at: i64,
+    payload: &serde_json::Value,
+    backfill: bool,
+) -> String {
+    serde_json::to_string(&Event {
+        schedule,
+        scheduled_at,
+        fired_at,
+        payload,
+        backfill,
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -803,7 +803,7 @@ pub async fn test_invoke(
                 .filter(|s| s.function_id == function.id)
                 .ok_or(ApiError::NotFound("schedule"))?;
             let now = crate::store::now_ms();
-            Some(crate::schedules::event_json(
+            Some(picloud_store::schedule_spec::event_json(
                 id,
                 now,
                 now,

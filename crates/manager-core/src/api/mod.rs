@@ -7,7 +7,6 @@
 //! tenant; anything else answers 404 exactly as if it did not exist, so a token cannot probe
 //! which other tenants or functions there are. An admin token reaches every tenant.
 
-mod error;
 mod format;
 mod functions;
 mod invocations;
@@ -15,47 +14,30 @@ mod kv;
 mod schedules;
 mod tenants;
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
-use picloud_shared::Limits;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use error::{
-    ApiError, BodyTimedOut, ErrorBody, ErrorDetail, Json, Path, declared_length,
-    drain_refused_body, is_body_timeout,
+pub use picloud_edge::{
+    ApiError, BodyTimedOut, ErrorBody, ErrorDetail, InFlight, InFlightGuard, Json, MetricsSource,
+    Path, Principal, Slot, authenticate, declared_length, drain_refused_body, is_body_timeout,
 };
+pub use picloud_store::limits::executor_limits;
+pub use picloud_store::routes::RouteSink;
 
-use crate::limits::FunctionLimits;
 use crate::records::Recorder;
 use crate::routes::RouteEvent;
 use crate::store::{AnyStore, Function, Store, Tenant};
 use crate::tokens::Tokens;
 
 pub use picloud_executor_protocol::{Invocation, InvokeFuture, Invoker};
-
-/// Told of each route change the API commits, before the API answers: the all-in-one server's
-/// routing table applies it at once, so a deploy is live by the time its answer arrives (other
-/// nodes hear of it through the store's announcements).
-pub trait RouteSink: Send + Sync + 'static {
-    fn changed(&self, event: RouteEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
-}
-
-/// The server's metrics in the Prometheus text format: everything, or only `tenant`'s
-/// function series.
-pub trait MetricsSource: Send + Sync + 'static {
-    fn render(&self, tenant: Option<&str>) -> String;
-}
 
 /// Sizes the API accepts.
 #[derive(Debug, Clone, Copy)]
@@ -122,144 +104,6 @@ impl std::fmt::Debug for ApiState {
     }
 }
 
-/// What a concurrency limit counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Slot {
-    /// Invocations of one function (its `concurrency` limit).
-    Function(i64),
-    /// Invocations of all of one tenant's functions.
-    Tenant(i64),
-}
-
-/// Invocations running, per function and per tenant. Counting rather than holding a semaphore
-/// per key lets a changed limit apply at once.
-#[derive(Debug, Default)]
-pub struct InFlight {
-    running: Mutex<HashMap<Slot, u64>>,
-    /// Woken whenever a place frees up, for callers waiting a bounded time.
-    freed: tokio::sync::Notify,
-}
-
-/// One running invocation's place; dropping it frees the place.
-#[derive(Debug)]
-pub struct InFlightGuard {
-    in_flight: Arc<InFlight>,
-    slot: Slot,
-}
-
-impl InFlight {
-    /// A place in `slot`, or `None` when `limit` are running.
-    pub fn try_acquire(self: &Arc<Self>, slot: Slot, limit: u64) -> Option<InFlightGuard> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let n = running.entry(slot).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(InFlightGuard {
-            in_flight: Arc::clone(self),
-            slot,
-        })
-    }
-
-    /// A place in every slot, or none: checked and taken under one lock, so that a partial
-    /// take never has to be given back (which would wake the waiters for nothing).
-    fn try_acquire_all(
-        self: &Arc<Self>,
-        slots: &[(Slot, u64)],
-    ) -> Result<Vec<InFlightGuard>, Slot> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(&(full, _)) = slots
-            .iter()
-            .find(|(slot, limit)| running.get(slot).copied().unwrap_or(0) >= *limit)
-        {
-            return Err(full);
-        }
-        Ok(slots
-            .iter()
-            .map(|&(slot, _)| {
-                *running.entry(slot).or_insert(0) += 1;
-                InFlightGuard {
-                    in_flight: Arc::clone(self),
-                    slot,
-                }
-            })
-            .collect())
-    }
-
-    /// A place in every slot (all or none), waiting up to `wait` for places to free up;
-    /// `Err` names the first slot still full. Never an unbounded queue.
-    pub async fn acquire(
-        self: &Arc<Self>,
-        slots: &[(Slot, u64)],
-        wait: std::time::Duration,
-    ) -> Result<Vec<InFlightGuard>, Slot> {
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            // Registered before trying, so that a place freed meanwhile is not missed.
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let full = match self.try_acquire_all(slots) {
-                Ok(guards) => return Ok(guards),
-                Err(full) => full,
-            };
-            if tokio::time::timeout_at(deadline, freed).await.is_err() {
-                return Err(full);
-            }
-        }
-    }
-}
-
-impl Drop for InFlightGuard {
-    fn drop(&mut self) {
-        let mut running = self
-            .in_flight
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = running.get_mut(&self.slot) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                running.remove(&self.slot);
-            }
-        }
-        drop(running);
-        self.in_flight.freed.notify_waiters();
-    }
-}
-
-/// Who is calling: the token presented, resolved.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub token_id: i64,
-    pub token_name: String,
-    /// `None` for an admin token.
-    pub tenant_id: Option<i64>,
-    pub admin: bool,
-}
-
-impl Principal {
-    /// Whether this caller may act on `tenant`'s objects.
-    pub fn can_reach(&self, tenant: &Tenant) -> bool {
-        self.admin || self.tenant_id == Some(tenant.id)
-    }
-
-    fn require_admin(&self) -> Result<(), ApiError> {
-        if self.admin {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("this needs an admin token".into()))
-        }
-    }
-}
-
-/// Resolves the `Authorization: Bearer …` header to an unrevoked token, from the token cache
-/// (no query: see [`crate::tokens`]).
-///
-/// # Errors
-///
-/// 401 when the header is missing or malformed, or names no unrevoked token.
 /// A query parameter's value, or its default, refused (400, naming the parameter and its range)
 /// when outside `range`: a value clamped without a word (`limit=0` answering one record) hides
 /// the caller's mistake.
@@ -279,28 +123,6 @@ pub(crate) fn within<T: PartialOrd + std::fmt::Display + Copy>(
             range.end()
         )))
     }
-}
-
-pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-        return Err(ApiError::Unauthorized(
-            "missing token: send `Authorization: Bearer <token>`",
-        ));
-    };
-    // The scheme is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are `Bearer`.
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim_start().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError::Unauthorized(
-            "malformed Authorization header: use `Bearer <token>`",
-        ))?;
-    tokens
-        .resolve(token)
-        .ok_or(ApiError::Unauthorized("unknown or revoked token"))
 }
 
 impl FromRequestParts<ApiState> for Principal {
@@ -338,16 +160,6 @@ async fn reachable_function(
         .await?
         .ok_or(ApiError::NotFound("function"))?;
     Ok((tenant, function))
-}
-
-/// The limits a function runs under, as the executor takes them.
-pub fn executor_limits(limits: &FunctionLimits) -> Limits {
-    Limits {
-        fuel: limits.fuel,
-        memory_bytes: limits.memory_bytes,
-        timeout_ms: limits.timeout_ms,
-        ..Limits::default()
-    }
 }
 
 #[derive(OpenApi)]
@@ -571,89 +383,15 @@ pub fn router(state: ApiState) -> Router {
                 // A declared length past the cap is refused here, its body drained first (see
                 // `drain_refused_body`); a body that only turns out too long is the
                 // extractors' to refuse.
-                let declared = error::declared_length(request.headers());
+                let declared = declared_length(request.headers());
                 match declared {
                     Some(n) if n > max_body as u64 => {
-                        error::drain_refused_body(request.into_body()).await;
-                        error::api_body_too_large(declared).into_response()
+                        drain_refused_body(request.into_body()).await;
+                        picloud_edge::api_body_too_large(declared).into_response()
                     }
                     _ => next.run(request).await,
                 }
             },
         ))
         .with_state(state)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    /// How many are counted as running in `slot`.
-    fn running(in_flight: &InFlight, slot: Slot) -> u64 {
-        let running = in_flight.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.get(&slot).copied().unwrap_or(0)
-    }
-
-    #[test]
-    fn a_place_is_counted_until_its_guard_goes() {
-        let in_flight = Arc::new(InFlight::default());
-        let f = Slot::Function(1);
-        let first = in_flight.try_acquire(f, 2).expect("a place");
-        let second = in_flight.try_acquire(f, 2).expect("a second place");
-        assert!(in_flight.try_acquire(f, 2).is_none(), "the limit is 2");
-        assert_eq!(running(&in_flight, f), 2);
-        drop(first);
-        assert_eq!(running(&in_flight, f), 1);
-        // A limit changed while invocations run applies to the next one at once.
-        assert!(in_flight.try_acquire(f, 1).is_none(), "lowered to 1: full");
-        let third = in_flight.try_acquire(f, 3).expect("raised to 3");
-        drop((second, third));
-        assert_eq!(running(&in_flight, f), 0);
-        assert!(
-            in_flight
-                .running
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty(),
-            "an idle slot leaves no entry behind"
-        );
-    }
-
-    #[tokio::test]
-    async fn several_places_are_taken_all_or_none() {
-        let in_flight = Arc::new(InFlight::default());
-        let (f, t) = (Slot::Function(1), Slot::Tenant(9));
-        let tenant_full = in_flight.try_acquire(t, 1).expect("the tenant's one place");
-        let refused = in_flight
-            .acquire(&[(f, 5), (t, 1)], Duration::from_millis(20))
-            .await
-            .expect_err("the tenant is full");
-        assert_eq!(refused, t, "names the slot that is full");
-        assert_eq!(running(&in_flight, f), 0, "nothing half taken");
-        drop(tenant_full);
-        let both = in_flight
-            .acquire(&[(f, 5), (t, 1)], Duration::from_millis(20))
-            .await
-            .expect("both places");
-        assert_eq!(
-            (both.len(), running(&in_flight, f), running(&in_flight, t)),
-            (2, 1, 1)
-        );
-    }
-
-    #[tokio::test]
-    async fn a_zero_wait_answers_at_once() {
-        let in_flight = Arc::new(InFlight::default());
-        let f = Slot::Function(1);
-        let _held = in_flight.try_acquire(f, 1).expect("a place");
-        let refused = tokio::time::timeout(
-            Duration::from_secs(5),
-            in_flight.acquire(&[(f, 1)], Duration::ZERO),
-        )
-        .await
-        .expect("no queue when the wait is zero");
-        assert_eq!(refused.map(|g| g.len()), Err(f));
-    }
 }

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_function};
-use crate::schedules::CronSpec;
 use crate::script::defines_on_schedule;
 use crate::store::{Function, Schedule, ScheduleRun, Store, now_ms};
+use picloud_store::schedule_spec::CronSpec;
 
 /// Most schedules one function may have.
 pub const MAX_SCHEDULES: usize = 20;

@@ -6,11 +6,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_tenant};
-use crate::auth::{generate_token, hash_token};
 use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::routes::RouteEvent;
 use crate::store::{Store, Tenant, Token};
 use crate::validate_name;
+use picloud_edge::tokens::{generate_token, hash_token};
 
 /// A tenant with the ceilings in force on its functions' limits.
 #[derive(Debug, Serialize, ToSchema)]

@@ -1,4 +1,6 @@
-//! Schedules: cron triggers that run a function's `on_schedule(event)` once per tick.
+//! The scheduler, on every node: cron triggers that run a function's `on_schedule(event)` once
+//! per tick. (Schedules are created and changed through the control plane's API; their cron
+//! specs are `picloud_store::schedule_spec`.)
 //!
 //! # Exactly once
 //!
@@ -34,16 +36,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult};
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-pub use picloud_store::schedule_spec::{CronSpec, SpecError, recheck_weekdays, utc_ms};
-
-use crate::api::{Invocation, Invoker};
-use crate::records::{InvocationRecord, Recorder, Trigger};
-use crate::routes::RouteEvent;
-use crate::store::{AnyStore, Schedule, ScheduleClaim, Store, StoreError, now_ms};
+use picloud_executor_protocol::{Invocation, Invoker};
+use picloud_store::limits::executor_limits;
+use picloud_store::records::{InvocationRecord, Recorder, Trigger};
+use picloud_store::routes::{RouteEvent, RouteWatch};
+use picloud_store::schedule_spec::{CronSpec, event_json};
+use picloud_store::{AnyStore, Schedule, ScheduleClaim, Store, StoreError, now_ms};
 
 /// How schedules are run.
 #[derive(Debug, Clone, Copy)]
@@ -113,36 +114,6 @@ pub fn plan(spec: &CronSpec, next_run_at: i64, now: i64, config: &SchedulerConfi
         runs,
         following,
     })
-}
-
-/// The argument of `on_schedule(event)`.
-#[derive(Debug, Serialize)]
-struct Event<'a> {
-    schedule: i64,
-    /// The tick, Unix ms.
-    scheduled_at: i64,
-    /// When the run started, Unix ms.
-    fired_at: i64,
-    payload: &'a serde_json::Value,
-    backfill: bool,
-}
-
-/// `on_schedule`'s argument as the guest takes it (JSON text).
-pub(crate) fn event_json(
-    schedule: i64,
-    scheduled_at: i64,
-    fired_at: i64,
-    payload: &serde_json::Value,
-    backfill: bool,
-) -> String {
-    serde_json::to_string(&Event {
-        schedule,
-        scheduled_at,
-        fired_at,
-        payload,
-        backfill,
-    })
-    .unwrap_or_default()
 }
 
 /// A running scheduler; [`Scheduler::stop`] ends it.
@@ -235,7 +206,7 @@ impl Runner {
     async fn run(
         self,
         schedules: Vec<Schedule>,
-        mut watch: crate::routes::RouteWatch,
+        mut watch: RouteWatch,
         mut stopped: watch::Receiver<bool>,
     ) {
         let this = Arc::new(self);
@@ -409,7 +380,7 @@ impl Runner {
         let payload = schedule.payload_value();
         let owner = FunctionRef::new(route.tenant.clone(), route.function.clone());
         let request = InvocationRequest::get("/");
-        let limits = crate::api::executor_limits(&route.limits);
+        let limits = executor_limits(&route.limits);
         for &(due_at, backfill) in &plan.runs {
             let fired_at = now_ms();
             let event = event_json(id, due_at, fired_at, &payload, backfill);
@@ -449,6 +420,7 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use picloud_store::schedule_spec::utc_ms;
 
     fn config(backfill: u32) -> SchedulerConfig {
         SchedulerConfig {

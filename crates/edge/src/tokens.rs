@@ -15,10 +15,88 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::api::Principal;
-use crate::auth::hash_token;
-use crate::routes::RouteEvent;
-use crate::store::{AnyStore, Store, StoreError, StoredToken};
+use axum::http::HeaderMap;
+use picloud_store::{AnyStore, RouteEvent, Store, StoreError, StoredToken, Tenant};
+use sha2::{Digest, Sha256};
+
+use crate::ApiError;
+
+/// Every token starts with this, so a leaked one is recognisable (secret scanners, logs).
+pub const TOKEN_PREFIX: &str = "pc_";
+
+/// A new random token: the prefix and 32 random bytes in hex.
+///
+/// # Errors
+///
+/// When the operating system has no randomness to give.
+pub fn generate_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{TOKEN_PREFIX}{}", hex::encode(bytes)))
+}
+
+/// What the store keeps of a token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Who is calling: the token presented, resolved.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub token_id: i64,
+    pub token_name: String,
+    /// `None` for an admin token.
+    pub tenant_id: Option<i64>,
+    pub admin: bool,
+}
+
+impl Principal {
+    /// Whether this caller may act on `tenant`'s objects.
+    pub fn can_reach(&self, tenant: &Tenant) -> bool {
+        self.admin || self.tenant_id == Some(tenant.id)
+    }
+
+    /// 403 unless this is an admin token.
+    ///
+    /// # Errors
+    ///
+    /// [`ApiError::Forbidden`] for a tenant's token.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this needs an admin token".into()))
+        }
+    }
+}
+
+/// Resolves the `Authorization: Bearer …` header to an unrevoked token, from the token cache
+/// (no query: see [`crate::tokens`]).
+///
+/// # Errors
+///
+/// 401 when the header is missing or malformed, or names no unrevoked token.
+pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return Err(ApiError::Unauthorized(
+            "missing token: send `Authorization: Bearer <token>`",
+        ));
+    };
+    // The scheme is case-insensitive (RFC 9110, 11.1): `bearer` and `BEARER` are `Bearer`.
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim_start().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthorized(
+            "malformed Authorization header: use `Bearer <token>`",
+        ))?;
+    tokens
+        .resolve(token)
+        .ok_or(ApiError::Unauthorized("unknown or revoked token"))
+}
 
 #[derive(Debug, Default)]
 struct Table {

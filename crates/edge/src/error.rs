@@ -11,10 +11,23 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
-use crate::InvalidName;
-use crate::StoreError;
-use crate::limits::LimitError;
-use crate::script::ScriptError;
+use picloud_store::limits::LimitError;
+use picloud_store::{InvalidName, StoreError};
+
+/// A script the platform refuses, with where (1-based line and column) when known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema, thiserror::Error)]
+#[error("{message}")]
+pub struct ScriptError {
+    pub message: String,
+    pub line: Option<u32>,
+    pub column: Option<u32>,
+}
+
+impl From<ScriptError> for ApiError {
+    fn from(e: ScriptError) -> Self {
+        Self::Compile(e)
+    }
+}
 
 /// The body of every error response.
 #[derive(Debug, Serialize, ToSchema)]
@@ -216,12 +229,6 @@ impl From<LimitError> for ApiError {
     }
 }
 
-impl From<ScriptError> for ApiError {
-    fn from(e: ScriptError) -> Self {
-        Self::Compile(e)
-    }
-}
-
 fn from_rejection(status: StatusCode, text: String) -> ApiError {
     match status {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(text),
@@ -275,7 +282,7 @@ fn json_rejection(e: JsonRejection) -> ApiError {
 
 /// A JSON body's refusal in the caller's terms, not the server's: serde names our Rust types
 /// (`expected struct LimitOverrides`, `unknown variant SetEnv`) and axum its internals.
-pub(crate) fn in_users_terms(text: &str) -> String {
+pub fn in_users_terms(text: &str) -> String {
     let text = text
         .replace(
             "Failed to deserialize the JSON body into the target type: ",
@@ -404,7 +411,7 @@ pub async fn drain_refused_body(body: axum::body::Body) {
 
 /// What a body past the API's cap is answered: its declared length and the flags that set
 /// the cap.
-pub(crate) fn api_body_too_large(declared: Option<u64>) -> ApiError {
+pub fn api_body_too_large(declared: Option<u64>) -> ApiError {
     ApiError::TooLarge(match declared {
         Some(n) => format!(
             "the request body is {n} bytes, more than this server takes (its \
