@@ -11,16 +11,16 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use picloud_control::api::{ApiState, InFlight, MetricsSource};
+use picloud_control::args::SizeArgs;
+use picloud_control::auth::announce_admin;
+use picloud_control::tokens::start_tokens;
 use picloud_executor_protocol::ExecutorClient;
-use picloud_manager_core::api::{ApiState, InFlight, MetricsSource};
-use picloud_manager_core::args::SizeArgs;
-use picloud_manager_core::auth::announce_admin;
-use picloud_manager_core::tokens::start_tokens;
-use picloud_orchestrator_core::Metrics;
-use picloud_orchestrator_core::args::{HostArgs, KvArgs, RecordArgs};
-use picloud_orchestrator_core::hosts::tls_ask_router;
-use picloud_orchestrator_core::listen::ListenArgs;
-use picloud_orchestrator_core::node::{Parts, Runner, ops_router, serve_until_signal};
+use picloud_node::Metrics;
+use picloud_node::args::{HostArgs, KvArgs, RecordArgs};
+use picloud_node::hosts::tls_ask_router;
+use picloud_node::listen::ListenArgs;
+use picloud_node::server::{Parts, Runner, ops_router, serve_until_signal};
 use picloud_store::{AnyStore, PgStore};
 
 #[derive(Debug, Parser)]
@@ -92,7 +92,7 @@ async fn run(args: Args) -> Result<()> {
     );
     picloud_daemon::private_dir(&args.data_dir)
         .with_context(|| format!("the data directory {}", args.data_dir.display()))?;
-    let store = picloud_orchestrator_core::node::with_secret_key(
+    let store = picloud_node::server::with_secret_key(
         store,
         args.secret_key_file.as_deref(),
         &args.data_dir,
@@ -129,12 +129,12 @@ async fn run(args: Args) -> Result<()> {
         in_flight: Arc::new(InFlight::default()),
         config: args.sizes.config(),
     };
-    let dashboard = picloud_manager_core::dashboard::locate(args.dashboard_dir.as_deref());
+    let dashboard = picloud_control::dashboard::locate(args.dashboard_dir.as_deref());
     if dashboard.is_none() {
         tracing::warn!("the dashboard is not built: / says how to build it");
     }
     // The manager's readiness is the database's: an executor away only fails test invocations.
-    let app = picloud_manager_core::api::router(state)
+    let app = picloud_control::api::router(state)
         .merge(ops_router(
             store.clone(),
             Arc::clone(&metrics_source) as Arc<dyn MetricsSource>,
@@ -143,9 +143,7 @@ async fn run(args: Args) -> Result<()> {
         ))
         // Caddy's on-demand TLS asks the manager before a certificate for a tenant's host.
         .merge(tls_ask_router(store, args.hosts.functions_domain.clone()))
-        .fallback_service(picloud_manager_core::dashboard::router(
-            dashboard.as_deref(),
-        ));
+        .fallback_service(picloud_control::dashboard::router(dashboard.as_deref()));
     let stop = picloud_daemon::shutdown_signal();
     println!(
         "PiCloud manager listening on http://{}",

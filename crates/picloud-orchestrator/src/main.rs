@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use picloud_control::api::{InFlight, Invoker};
+use picloud_control::tokens::start_tokens;
 use picloud_executor_protocol::ExecutorClient;
-use picloud_manager_core::api::{InFlight, Invoker};
-use picloud_manager_core::tokens::start_tokens;
-use picloud_orchestrator_core::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
-use picloud_orchestrator_core::listen::ListenArgs;
-use picloud_orchestrator_core::node::{Parts, Runner, ops_router, serve_until_signal};
-use picloud_orchestrator_core::scheduler::{ScheduleObserver, Scheduler};
-use picloud_orchestrator_core::{EndpointState, Ingress, Metrics, route_by_host, start_routing};
+use picloud_node::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
+use picloud_node::listen::ListenArgs;
+use picloud_node::scheduler::{ScheduleObserver, Scheduler};
+use picloud_node::server::{Parts, Runner, ops_router, serve_until_signal};
+use picloud_node::{EndpointState, Ingress, Metrics, route_by_host, start_routing};
 use picloud_store::{AnyStore, PgStore};
 
 #[derive(Debug, Parser)]
@@ -81,7 +81,7 @@ async fn run(args: Args) -> Result<()> {
             .context("opening PostgreSQL")?,
     );
     // A node never makes a key of its own: one that differs from the manager's opens nothing.
-    let store = picloud_orchestrator_core::node::with_secret_key(
+    let store = picloud_node::server::with_secret_key(
         store,
         args.secret_key_file.as_deref(),
         &args.data_dir,
@@ -133,10 +133,10 @@ async fn run(args: Args) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
     };
     // A node serves functions only: on a tenant's own host, and in the path form elsewhere.
-    let functions = picloud_orchestrator_core::router(endpoints);
+    let functions = picloud_node::router(endpoints);
     let main = functions.clone().merge(ops_router(
         store,
-        Arc::clone(&metrics_source) as Arc<dyn picloud_manager_core::api::MetricsSource>,
+        Arc::clone(&metrics_source) as Arc<dyn picloud_control::api::MetricsSource>,
         Some(runner),
         Some(metrics_source.disk.clone()),
     ));

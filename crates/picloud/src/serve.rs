@@ -11,18 +11,18 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::Router;
 use clap::Args;
+use picloud_control::api::{ApiState, InFlight, Invoker, MetricsSource};
+use picloud_control::args::SizeArgs;
+use picloud_control::auth::announce_admin;
+use picloud_control::tokens::start_tokens;
 use picloud_executor_core::args::ExecutorArgs;
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
-use picloud_manager_core::api::{ApiState, InFlight, Invoker, MetricsSource};
-use picloud_manager_core::args::SizeArgs;
-use picloud_manager_core::auth::announce_admin;
-use picloud_manager_core::tokens::start_tokens;
-use picloud_orchestrator_core::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
-use picloud_orchestrator_core::hosts::tls_ask_router;
-use picloud_orchestrator_core::listen::ListenArgs;
-use picloud_orchestrator_core::node::{NodeMetrics, Parts, Runner, ops_router, serve_until_signal};
-use picloud_orchestrator_core::scheduler::{ScheduleObserver, Scheduler};
-use picloud_orchestrator_core::{
+use picloud_node::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
+use picloud_node::hosts::tls_ask_router;
+use picloud_node::listen::ListenArgs;
+use picloud_node::scheduler::{ScheduleObserver, Scheduler};
+use picloud_node::server::{NodeMetrics, Parts, Runner, ops_router, serve_until_signal};
+use picloud_node::{
     EndpointState, FunctionHosts, Ingress, LocalRoutes, Metrics, route_by_host, start_routing,
 };
 use picloud_store::{AnyStore, PgStore, SqliteStore};
@@ -171,7 +171,7 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         )
     })?;
     let store = open_store(args.database_url.as_deref(), &args.data_dir, false).await?;
-    let store = picloud_orchestrator_core::node::with_secret_key(
+    let store = picloud_node::server::with_secret_key(
         store,
         args.secret_key_file.as_deref(),
         &args.data_dir,
@@ -247,7 +247,7 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
         in_flight,
         config: args.sizes.config(),
     };
-    let dashboard = picloud_manager_core::dashboard::locate(args.dashboard_dir.as_deref());
+    let dashboard = picloud_control::dashboard::locate(args.dashboard_dir.as_deref());
     match &dashboard {
         Some(dir) => tracing::info!(dir = %dir.display(), "serving the dashboard"),
         None => tracing::warn!(
@@ -281,10 +281,10 @@ fn app(
     let disk = Some(metrics.disk.clone());
     let ops = ops_router(state.store.clone(), metrics, None, disk)
         .merge(tls_ask_router(state.store.clone(), hosts.clone()));
-    let functions = picloud_orchestrator_core::router(endpoints);
-    let main = picloud_manager_core::api::router(state)
+    let functions = picloud_node::router(endpoints);
+    let main = picloud_control::api::router(state)
         .merge(functions.clone())
         .merge(ops)
-        .fallback_service(picloud_manager_core::dashboard::router(dashboard));
+        .fallback_service(picloud_control::dashboard::router(dashboard));
     route_by_host(hosts, functions, main)
 }

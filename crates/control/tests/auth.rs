@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
+use picloud_control::auth::bootstrap_admin;
 use picloud_edge::tokens::{TOKEN_PREFIX, hash_token};
-use picloud_manager_core::auth::bootstrap_admin;
 use picloud_store::testing::{fresh_pg_database, fresh_sqlite_path};
 use picloud_store::{PgStore, SqliteStore, Store};
 

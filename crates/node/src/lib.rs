@@ -3,7 +3,7 @@
 //! and dispatch to the executor. It never imports the control plane. Nothing on the
 //! request path of a public function touches the database; the table follows the store's
 //! change announcements ([`picloud_store::RouteEvent`]) and reloads everything after a
-//! reconnect. [`node`] and [`args`] hold what the server binaries are composed of.
+//! reconnect. [`server`] and [`args`] hold what the server binaries are composed of.
 
 pub mod args;
 mod endpoints;
@@ -11,8 +11,8 @@ pub mod hosts;
 pub mod limits;
 pub mod listen;
 pub mod metrics;
-pub mod node;
 pub mod scheduler;
+pub mod server;
 mod table;
 
 pub use endpoints::{EndpointState, router};
