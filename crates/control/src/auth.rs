@@ -29,7 +29,7 @@ pub enum BootstrapError {
 ///
 /// When the store fails, or `chosen` is shorter than 24 characters.
 pub async fn bootstrap_admin(
-    store: &impl Store,
+    store: &dyn Store,
     chosen: Option<&str>,
 ) -> Result<Option<String>, BootstrapError> {
     let existing = store.list_tokens(None).await?;
@@ -69,10 +69,7 @@ pub async fn bootstrap_admin(
 /// # Errors
 ///
 /// When the store fails or the chosen token is too short.
-pub async fn announce_admin(
-    store: &impl Store,
-    chosen: Option<&str>,
-) -> Result<(), BootstrapError> {
+pub async fn announce_admin(store: &dyn Store, chosen: Option<&str>) -> Result<(), BootstrapError> {
     match bootstrap_admin(store, chosen).await? {
         // Its owner has it already: printing it would only put it in a log.
         Some(_) if chosen.is_some() => println!(

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
-use picloud_store::{AnyStore, RouteEvent, Store, StoreError, StoredToken, Tenant};
+use picloud_store::{AnyStore, RouteEvent, StoreError, StoredToken, Tenant};
 use sha2::{Digest, Sha256};
 
 use crate::ApiError;

@@ -18,7 +18,7 @@ use axum::http::{Uri, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use picloud_edge::ApiError;
-use picloud_store::{AnyStore, Store, validate_name};
+use picloud_store::{AnyStore, validate_name};
 use tower::ServiceExt;
 
 /// Where tenants' own hosts are: `{tenant}.{domain}`.

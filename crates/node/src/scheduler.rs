@@ -5,7 +5,7 @@
 //! # Exactly once
 //!
 //! A schedule's row holds `next_run_at`, the first tick nobody has claimed. A scheduler claims
-//! due ticks with a compare-and-set on it ([`Store::claim_ticks`]) and writes one
+//! due ticks with a compare-and-set on it ([`ScheduleStore::claim_ticks`](picloud_store::ScheduleStore::claim_ticks)) and writes one
 //! `schedule_runs` row per tick it will run, under a unique key on (schedule, tick): of several
 //! schedulers (managers on one PostgreSQL, or a restarted one) exactly one wins each tick. A
 //! claim also takes a lease (`running_until`) covering the runs: no other claim on the schedule
@@ -44,7 +44,7 @@ use picloud_store::limits::executor_limits;
 use picloud_store::records::{InvocationRecord, Recorder, Trigger};
 use picloud_store::routes::{RouteEvent, RouteWatch};
 use picloud_store::schedule_spec::{CronSpec, event_json};
-use picloud_store::{AnyStore, Schedule, ScheduleClaim, Store, StoreError, now_ms};
+use picloud_store::{AnyStore, Schedule, ScheduleClaim, StoreError, now_ms};
 
 /// How schedules are run.
 #[derive(Debug, Clone, Copy)]
@@ -184,7 +184,7 @@ impl Due {
 
     /// When to look at the schedule again: its next tick, or when another scheduler's lease
     /// lapses if that is later. A scheduler that ends its runs in time announces it (see
-    /// [`Store::release_schedule`]), which wakes the others at once; the lease only matters
+    /// [`ScheduleStore::release_schedule`](picloud_store::ScheduleStore::release_schedule)), which wakes the others at once; the lease only matters
     /// when that scheduler died mid-run.
     fn wake_at(&self) -> i64 {
         // A lease holds up to and including `running_until`.

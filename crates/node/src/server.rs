@@ -17,7 +17,7 @@ use picloud_executor_protocol::{
 };
 use picloud_shared::{FunctionRef, InvocationRequest, InvocationResult, Limits, Outcome};
 use picloud_store::kv::{KvLimits, KvRate, TenantKv};
-use picloud_store::{AnyStore, Recorder, Store};
+use picloud_store::{AnyStore, Recorder};
 
 use crate::{Metrics, PoolFigures};
 

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use picloud_store::routes::RouteSink;
 
 use crate::metrics::Metrics;
-use picloud_store::{AnyStore, Route, RouteEvent, Store, StoreError};
+use picloud_store::{AnyStore, Route, RouteEvent, StoreError};
 
 /// Routes by tenant name, then function name (looked up by `&str`, without allocating).
 #[derive(Debug, Default)]

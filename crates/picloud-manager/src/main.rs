@@ -100,7 +100,7 @@ async fn run(args: Args) -> Result<()> {
     )
     .await
     .context("sealing secrets")?;
-    announce_admin(&store, args.admin_token.as_deref()).await?;
+    announce_admin(&*store, args.admin_token.as_deref()).await?;
     // No endpoint runs here: its metrics are its test executor's pool and its record queue.
     let Parts {
         recorder,

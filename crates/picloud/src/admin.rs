@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use picloud_edge::tokens::{generate_token, hash_token};
-use picloud_store::{Store, validate_name};
+use picloud_store::validate_name;
 
 #[derive(Debug, Args)]
 pub struct AdminArgs {

@@ -179,7 +179,7 @@ pub async fn build(args: &ServeArgs) -> Result<Server> {
     )
     .await
     .context("sealing secrets")?;
-    announce_admin(&store, args.admin_token.as_deref()).await?;
+    announce_admin(&*store, args.admin_token.as_deref()).await?;
     let cache_dir = args
         .cache_dir
         .clone()

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use picloud_shared::host::{HostCall, HostCalls, HostFuture, HostReply};
 
-use crate::store::{KvQuota, Store, StoreError};
+use crate::store::{AnyStore, KvQuota, StoreError};
 
 /// Sizes the key-value store accepts. Every field has a conservative default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,15 +124,15 @@ impl KvRate {
 /// Answers the host calls of one invocation against its tenant's data: the tenant is fixed
 /// when the invocation starts, and no call can name another.
 #[derive(Debug, Clone)]
-pub struct TenantKv<S> {
-    store: S,
+pub struct TenantKv {
+    store: AnyStore,
     tenant_id: i64,
     limits: KvLimits,
     rate: Option<Arc<KvRate>>,
 }
 
-impl<S: Store> TenantKv<S> {
-    pub fn new(store: S, tenant_id: i64, limits: KvLimits) -> Self {
+impl TenantKv {
+    pub fn new(store: AnyStore, tenant_id: i64, limits: KvLimits) -> Self {
         Self {
             store,
             tenant_id,
@@ -200,7 +200,7 @@ fn failed(e: StoreError) -> String {
     }
 }
 
-impl<S: Store + 'static> HostCalls for TenantKv<S> {
+impl HostCalls for TenantKv {
     fn call(&self, call: HostCall) -> HostFuture<'_> {
         Box::pin(async move { self.answer(call).await.unwrap_or_else(HostReply::error) })
     }

@@ -24,7 +24,8 @@ pub use records::{
 };
 pub use routes::{Route, RouteEvent, RouteWatch};
 pub use store::{
-    AnyStore, EnvVar, Function, KvQuota, KvUsage, NewFunction, PgStore, SavedVersion, Schedule,
-    ScheduleClaim, ScheduleRun, SqliteStore, Store, StoreError, StoredToken, Tenant, Token,
-    Version, VersionQuota, now_ms, random_id, sha256_hex,
+    AnyStore, EnvVar, Function, FunctionStore, KvQuota, KvStore, KvUsage, NewFunction, PgStore,
+    RecordStore, RouteStore, SavedVersion, Schedule, ScheduleClaim, ScheduleRun, ScheduleStore,
+    SqliteStore, Store, StoreError, StoredToken, Tenant, TenantStore, Token, Version, VersionQuota,
+    now_ms, random_id, sha256_hex,
 };

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 
 use crate::spool::{self, Spool};
-use crate::store::{AnyStore, Store, StoreError};
+use crate::store::{AnyStore, StoreError};
 
 /// Most records written in one transaction.
 pub const BATCH: usize = 500;

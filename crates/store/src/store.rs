@@ -1,8 +1,11 @@
-//! The store. Both back ends run the same SQL text (sqlx binds `$1` positionally on SQLite
-//! too); only the migrations differ by dialect. The implementation is written once, in
-//! [`impl_store!`], and expanded for each pool type.
+//! The store: one trait per aggregate ([`TenantStore`], [`FunctionStore`], [`RouteStore`],
+//! [`RecordStore`], [`ScheduleStore`], [`KvStore`]) and [`Store`], all of them at once. Both
+//! back ends run the same SQL text (sqlx binds `$1` positionally on SQLite too); only the
+//! migrations differ by dialect. The implementation is written once, in [`impl_store!`], and
+//! expanded for each pool type; [`AnyStore`] derefs to `dyn Store`, so no method is written a
+//! second time to choose between them (the traits are object-safe through `async_trait`: one
+//! boxed future per call, nothing beside a database round trip).
 
-use std::future::Future;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -242,193 +245,157 @@ pub fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// The control plane's data. Every method that names a tenant's object takes the tenant, so a
-/// caller cannot reach another tenant's data by id alone.
-pub trait Store: Send + Sync {
-    fn create_tenant(&self, name: &str) -> impl Future<Output = Result<Tenant>> + Send;
-    fn tenant_by_name(&self, name: &str) -> impl Future<Output = Result<Option<Tenant>>> + Send;
-    fn tenant(&self, id: i64) -> impl Future<Output = Result<Option<Tenant>>> + Send;
-    fn list_tenants(&self) -> impl Future<Output = Result<Vec<Tenant>>> + Send;
+/// All of the data, for code that touches several aggregates: every store below at once. Its
+/// methods are those of the aggregate stores (callable with only `Store` in scope). Every method
+/// that names a tenant's object takes the tenant, so a caller cannot reach another tenant's data
+/// by id alone.
+pub trait Store:
+    TenantStore + FunctionStore + RouteStore + RecordStore + ScheduleStore + KvStore
+{
+}
+
+impl<T> Store for T where
+    T: TenantStore + FunctionStore + RouteStore + RecordStore + ScheduleStore + KvStore
+{
+}
+
+/// Tenants and their tokens (tokens are kept only as hashes).
+#[async_trait::async_trait]
+pub trait TenantStore: Send + Sync + std::fmt::Debug {
+    async fn create_tenant(&self, name: &str) -> Result<Tenant>;
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
+    async fn tenant(&self, id: i64) -> Result<Option<Tenant>>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
     /// Sets the admin's ceilings on a tenant's function limits (`None`: the platform's).
-    fn set_tenant_ceilings(
+    async fn set_tenant_ceilings(
         &self,
         tenant_id: i64,
         ceilings: &LimitOverrides,
-    ) -> impl Future<Output = Result<Tenant>> + Send;
+    ) -> Result<Tenant>;
     /// Allows (or stops allowing) the tenant's new schedules to fire more than once a minute.
-    fn set_sub_minute_schedules(
-        &self,
-        tenant_id: i64,
-        allowed: bool,
-    ) -> impl Future<Output = Result<Tenant>> + Send;
+    async fn set_sub_minute_schedules(&self, tenant_id: i64, allowed: bool) -> Result<Tenant>;
     /// Deletes a tenant with everything it owns: tokens, functions, versions, variables,
     /// schedules, records and keys ([`StoreError::NotFound`] when it is gone already). Its
     /// records go first, in batches, so that no one statement holds the database for long.
-    fn delete_tenant(&self, tenant_id: i64) -> impl Future<Output = Result<()>> + Send;
-
+    async fn delete_tenant(&self, tenant_id: i64) -> Result<()>;
     /// Stores a token by the hash of its secret.
-    fn create_token(
+    async fn create_token(
         &self,
         tenant_id: Option<i64>,
         name: &str,
         hash: &str,
         admin: bool,
-    ) -> impl Future<Output = Result<Token>> + Send;
+    ) -> Result<Token>;
     /// The unrevoked token with this hash.
-    fn token_by_hash(&self, hash: &str) -> impl Future<Output = Result<Option<Token>>> + Send;
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>>;
     /// Every unrevoked token with its hash: what a token cache holds.
-    fn active_tokens(&self) -> impl Future<Output = Result<Vec<StoredToken>>> + Send;
+    async fn active_tokens(&self) -> Result<Vec<StoredToken>>;
     /// One token with its hash, revoked or not.
-    fn stored_token(&self, id: i64) -> impl Future<Output = Result<Option<StoredToken>>> + Send;
+    async fn stored_token(&self, id: i64) -> Result<Option<StoredToken>>;
     /// A tenant's tokens, or (with `None`) the admin tokens.
-    fn list_tokens(
-        &self,
-        tenant_id: Option<i64>,
-    ) -> impl Future<Output = Result<Vec<Token>>> + Send;
-    fn revoke_token(
-        &self,
-        tenant_id: Option<i64>,
-        id: i64,
-    ) -> impl Future<Output = Result<()>> + Send;
+    async fn list_tokens(&self, tenant_id: Option<i64>) -> Result<Vec<Token>>;
+    async fn revoke_token(&self, tenant_id: Option<i64>, id: i64) -> Result<()>;
+}
 
-    fn create_function(
-        &self,
-        tenant_id: i64,
-        name: &str,
-        public: bool,
-    ) -> impl Future<Output = Result<Function>> + Send;
+/// A tenant's functions: their immutable versions, the live one, their variables and secrets.
+#[async_trait::async_trait]
+pub trait FunctionStore: Send + Sync + std::fmt::Debug {
+    async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function>;
     /// Creates a function with its limits and, if given, its first version (deployed when
     /// asked), in one transaction: a failure half-way (a full disk, a lost connection) leaves
     /// nothing behind.
-    fn create_function_with(
-        &self,
-        new: &NewFunction<'_>,
-    ) -> impl Future<Output = Result<Function>> + Send;
-    fn function(
-        &self,
-        tenant_id: i64,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<Function>>> + Send;
-    fn list_functions(&self, tenant_id: i64) -> impl Future<Output = Result<Vec<Function>>> + Send;
+    async fn create_function_with(&self, new: &NewFunction<'_>) -> Result<Function>;
+    async fn function(&self, tenant_id: i64, name: &str) -> Result<Option<Function>>;
+    async fn list_functions(&self, tenant_id: i64) -> Result<Vec<Function>>;
     /// Sets whether the function is public and the limits it chose (`None`: the default).
-    fn update_function(
+    async fn update_function(
         &self,
         function_id: i64,
         public: bool,
         limits: &LimitOverrides,
-    ) -> impl Future<Output = Result<Function>> + Send;
+    ) -> Result<Function>;
     /// Sets whether the function's script sees its caller's `Authorization` header.
-    fn set_forward_authorization(
-        &self,
-        function_id: i64,
-        forward: bool,
-    ) -> impl Future<Output = Result<Function>> + Send;
-    fn delete_function(
-        &self,
-        tenant_id: i64,
-        name: &str,
-    ) -> impl Future<Output = Result<()>> + Send;
-
-    /// Every function with an active version, as its endpoint runs it.
-    fn routes(&self) -> impl Future<Output = Result<Vec<Route>>> + Send;
-    /// One function's route; `None` when it has none (no active version, or deleted).
-    fn function_route(
-        &self,
-        function_id: i64,
-    ) -> impl Future<Output = Result<Option<Route>>> + Send;
-    /// The routes of one tenant's functions.
-    fn tenant_routes(&self, tenant_id: i64) -> impl Future<Output = Result<Vec<Route>>> + Send;
-
-    /// Writes records in one transaction.
-    fn insert_records(
-        &self,
-        records: &[InvocationRecord],
-    ) -> impl Future<Output = Result<()>> + Send;
-    /// A function's records, newest first.
-    fn records(
-        &self,
-        function_id: i64,
-        filter: &RecordFilter,
-    ) -> impl Future<Output = Result<Vec<InvocationRecord>>> + Send;
-    /// What a function's statistics need of its records since `since` (Unix ms), test
-    /// invocations left out (they are not its traffic).
-    fn record_samples(
-        &self,
-        function_id: i64,
-        since: i64,
-    ) -> impl Future<Output = Result<Vec<RecordSample>>> + Send;
-    /// Deletes records older than `older_than` (Unix ms), all but the newest `per_function`
-    /// of each function and all but the newest `per_tenant` of each tenant; returns how many.
-    fn prune_records(
-        &self,
-        older_than: i64,
-        per_function: u32,
-        per_tenant: u32,
-    ) -> impl Future<Output = Result<u64>> + Send;
-
+    async fn set_forward_authorization(&self, function_id: i64, forward: bool) -> Result<Function>;
+    async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()>;
     /// Saves `source` as the function's next version (1, 2, …) with its SHA-256.
-    fn add_version(
-        &self,
-        function_id: i64,
-        source: &str,
-        author: &str,
-    ) -> impl Future<Output = Result<Version>> + Send;
+    async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version>;
     /// As [`Store::add_version`] within `quota`: the function's oldest versions that are
     /// neither live nor among its newest `keep_newest` are pruned to make room (in the same
     /// transaction); when that is not enough, [`StoreError::Quota`] and nothing changes.
-    fn add_version_within(
+    async fn add_version_within(
         &self,
         tenant_id: i64,
         function_id: i64,
         source: &str,
         author: &str,
         quota: &VersionQuota,
-    ) -> impl Future<Output = Result<SavedVersion>> + Send;
-    fn versions(&self, function_id: i64) -> impl Future<Output = Result<Vec<Version>>> + Send;
+    ) -> Result<SavedVersion>;
+    async fn versions(&self, function_id: i64) -> Result<Vec<Version>>;
     /// Pins or unpins a version ([`StoreError::NotFound`] when there is no such version).
-    fn set_version_pinned(
+    async fn set_version_pinned(
         &self,
         function_id: i64,
         version: i32,
         pinned: bool,
-    ) -> impl Future<Output = Result<Version>> + Send;
+    ) -> Result<Version>;
     /// Deletes the function's versions that are neither live, pinned, nor among its newest
     /// `keep`; returns their numbers, oldest first.
-    fn prune_versions(
-        &self,
-        function_id: i64,
-        keep: u32,
-    ) -> impl Future<Output = Result<Vec<i32>>> + Send;
-    fn version_source(
-        &self,
-        function_id: i64,
-        version: i32,
-    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    async fn prune_versions(&self, function_id: i64, keep: u32) -> Result<Vec<i32>>;
+    async fn version_source(&self, function_id: i64, version: i32) -> Result<Option<String>>;
     /// Makes `version` the active one, in one transaction (deploy and rollback alike).
-    fn deploy(
-        &self,
-        function_id: i64,
-        version: i32,
-    ) -> impl Future<Output = Result<Function>> + Send;
-
-    fn set_env(
-        &self,
-        function_id: i64,
-        name: &str,
-        value: &str,
-        secret: bool,
-    ) -> impl Future<Output = Result<()>> + Send;
-    fn unset_env(&self, function_id: i64, name: &str) -> impl Future<Output = Result<()>> + Send;
+    async fn deploy(&self, function_id: i64, version: i32) -> Result<Function>;
+    async fn set_env(&self, function_id: i64, name: &str, value: &str, secret: bool) -> Result<()>;
+    async fn unset_env(&self, function_id: i64, name: &str) -> Result<()>;
     /// Variables for display: secrets without their values.
-    fn list_env(&self, function_id: i64) -> impl Future<Output = Result<Vec<EnvVar>>> + Send;
+    async fn list_env(&self, function_id: i64) -> Result<Vec<EnvVar>>;
     /// Every name and value, secrets included: for the executor only.
-    fn env_values(
+    async fn env_values(&self, function_id: i64) -> Result<Vec<(String, String)>>;
+    /// Seals every secret variable stored in the clear (written before sealing, or by a server
+    /// without the key) and checks that every sealed one opens with this store's key; returns
+    /// how many it sealed. Without a key, nothing.
+    async fn seal_secrets(&self) -> Result<u64>;
+}
+
+/// What the routing tables load: each routable function's live version, limits and variables.
+#[async_trait::async_trait]
+pub trait RouteStore: Send + Sync + std::fmt::Debug {
+    /// Every function with an active version, as its endpoint runs it.
+    async fn routes(&self) -> Result<Vec<Route>>;
+    /// One function's route; `None` when it has none (no active version, or deleted).
+    async fn function_route(&self, function_id: i64) -> Result<Option<Route>>;
+    /// The routes of one tenant's functions.
+    async fn tenant_routes(&self, tenant_id: i64) -> Result<Vec<Route>>;
+}
+
+/// Invocation records: written in batches by the record writer, queried by the API, pruned per tenant.
+#[async_trait::async_trait]
+pub trait RecordStore: Send + Sync + std::fmt::Debug {
+    /// Writes records in one transaction.
+    async fn insert_records(&self, records: &[InvocationRecord]) -> Result<()>;
+    /// A function's records, newest first.
+    async fn records(
         &self,
         function_id: i64,
-    ) -> impl Future<Output = Result<Vec<(String, String)>>> + Send;
+        filter: &RecordFilter,
+    ) -> Result<Vec<InvocationRecord>>;
+    /// What a function's statistics need of its records since `since` (Unix ms), test
+    /// invocations left out (they are not its traffic).
+    async fn record_samples(&self, function_id: i64, since: i64) -> Result<Vec<RecordSample>>;
+    /// Deletes records older than `older_than` (Unix ms), all but the newest `per_function`
+    /// of each function and all but the newest `per_tenant` of each tenant; returns how many.
+    async fn prune_records(
+        &self,
+        older_than: i64,
+        per_function: u32,
+        per_tenant: u32,
+    ) -> Result<u64>;
+}
 
+/// Schedules and their runs: each due tick claimed by exactly one scheduler.
+#[async_trait::async_trait]
+pub trait ScheduleStore: Send + Sync + std::fmt::Debug {
     /// Adds a schedule to a function.
-    fn create_schedule(
+    async fn create_schedule(
         &self,
         function_id: i64,
         cron: &str,
@@ -436,83 +403,61 @@ pub trait Store: Send + Sync {
         enabled: bool,
         payload: Option<&str>,
         next_run_at: i64,
-    ) -> impl Future<Output = Result<Schedule>> + Send;
+    ) -> Result<Schedule>;
     /// A function's schedules, oldest first.
-    fn schedules(&self, function_id: i64) -> impl Future<Output = Result<Vec<Schedule>>> + Send;
+    async fn schedules(&self, function_id: i64) -> Result<Vec<Schedule>>;
     /// One schedule by id, whatever its function (for schedulers).
-    fn schedule(&self, id: i64) -> impl Future<Output = Result<Option<Schedule>>> + Send;
+    async fn schedule(&self, id: i64) -> Result<Option<Schedule>>;
     /// Every enabled schedule (for schedulers).
-    fn enabled_schedules(&self) -> impl Future<Output = Result<Vec<Schedule>>> + Send;
+    async fn enabled_schedules(&self) -> Result<Vec<Schedule>>;
     /// Pauses or resumes a function's schedule; resuming sets `next_run_at` afresh.
-    fn set_schedule_enabled(
+    async fn set_schedule_enabled(
         &self,
         function_id: i64,
         id: i64,
         enabled: bool,
         next_run_at: i64,
-    ) -> impl Future<Output = Result<Schedule>> + Send;
-    fn delete_schedule(&self, function_id: i64, id: i64)
-    -> impl Future<Output = Result<()>> + Send;
+    ) -> Result<Schedule>;
+    async fn delete_schedule(&self, function_id: i64, id: i64) -> Result<()>;
     /// Claims due ticks (see [`ScheduleClaim`]); `None` when another scheduler got there first,
     /// the schedule changed, was paused or deleted, or a run still holds its lease. On success,
     /// how many earlier runs were found abandoned (their lease lapsed unfinished) and marked so.
-    fn claim_ticks(
-        &self,
-        claim: &ScheduleClaim<'_>,
-    ) -> impl Future<Output = Result<Option<u64>>> + Send;
+    async fn claim_ticks(&self, claim: &ScheduleClaim<'_>) -> Result<Option<u64>>;
     /// Records a claimed tick's outcome.
-    fn finish_run(
+    async fn finish_run(
         &self,
         schedule_id: i64,
         due_at: i64,
         outcome: &str,
         finished_at: i64,
-    ) -> impl Future<Output = Result<()>> + Send;
+    ) -> Result<()>;
     /// Ends the lease `lease_until` of a schedule's runs (if it is still theirs), and announces
     /// it.
-    fn release_schedule(
-        &self,
-        schedule_id: i64,
-        lease_until: i64,
-    ) -> impl Future<Output = Result<()>> + Send;
+    async fn release_schedule(&self, schedule_id: i64, lease_until: i64) -> Result<()>;
     /// A schedule's claimed ticks, newest first, at most `limit`.
-    fn schedule_runs(
-        &self,
-        schedule_id: i64,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<ScheduleRun>>> + Send;
+    async fn schedule_runs(&self, schedule_id: i64, limit: u32) -> Result<Vec<ScheduleRun>>;
+}
 
+/// Each tenant's key-value store, within its quota.
+#[async_trait::async_trait]
+pub trait KvStore: Send + Sync + std::fmt::Debug {
     /// The JSON text stored under `key` in the tenant's key-value store.
-    fn kv_get(
-        &self,
-        tenant_id: i64,
-        key: &str,
-    ) -> impl Future<Output = Result<Option<String>>> + Send;
+    async fn kv_get(&self, tenant_id: i64, key: &str) -> Result<Option<String>>;
     /// Stores `value` under `key`. The tenant's usage is checked against `quota` and updated in
     /// the same transaction; past it, [`StoreError::Quota`] and nothing is written.
-    fn kv_set(
-        &self,
-        tenant_id: i64,
-        key: &str,
-        value: &str,
-        quota: &KvQuota,
-    ) -> impl Future<Output = Result<()>> + Send;
+    async fn kv_set(&self, tenant_id: i64, key: &str, value: &str, quota: &KvQuota) -> Result<()>;
     /// Removes `key`; whether it existed.
-    fn kv_delete(&self, tenant_id: i64, key: &str) -> impl Future<Output = Result<bool>> + Send;
+    async fn kv_delete(&self, tenant_id: i64, key: &str) -> Result<bool>;
     /// Keys starting with `prefix`, in byte order, after `after`, at most `limit`.
-    fn kv_list(
+    async fn kv_list(
         &self,
         tenant_id: i64,
         prefix: &str,
         after: Option<&str>,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<String>>> + Send;
-    /// Seals every secret variable stored in the clear (written before sealing, or by a server
-    /// without the key) and checks that every sealed one opens with this store's key; returns
-    /// how many it sealed. Without a key, nothing.
-    fn seal_secrets(&self) -> impl Future<Output = Result<u64>> + Send;
+    ) -> Result<Vec<String>>;
     /// How much of its key-value quota the tenant uses.
-    fn kv_usage(&self, tenant_id: i64) -> impl Future<Output = Result<KvUsage>> + Send;
+    async fn kv_usage(&self, tenant_id: i64) -> Result<KvUsage>;
 }
 
 /// What a tenant's versions may hold, and how many one function keeps.
@@ -798,7 +743,8 @@ const RECORDS_PER_STATEMENT: usize = 250;
 
 macro_rules! impl_store {
     ($store:ty) => {
-        impl Store for $store {
+        #[async_trait::async_trait]
+        impl TenantStore for $store {
             async fn create_tenant(&self, name: &str) -> Result<Tenant> {
                 // In a transaction: sqlx hands over a `RETURNING` row before SQLite's implicit
                 // commit, and a failed commit (a full disk) would go unseen (sqlx#2099).
@@ -995,7 +941,10 @@ macro_rules! impl_store {
                 // Every token cache drops it, and the live tails it opened end.
                 self.commit_announcing(tx, RouteEvent::Token(id)).await
             }
+        }
 
+        #[async_trait::async_trait]
+        impl FunctionStore for $store {
             async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function> {
                 self.create_function_with(&NewFunction {
                     tenant_id,
@@ -1127,176 +1076,6 @@ macro_rules! impl_store {
                 };
                 self.commit_announcing(tx, RouteEvent::Function(id)).await?;
                 Ok(())
-            }
-
-            async fn insert_records(&self, records: &[InvocationRecord]) -> Result<()> {
-                let mut tx = self.begin().await.map_err(StoreError::Database)?;
-                // Records of a function deleted since they were queued go with it (they would
-                // fail the whole batch, again and again).
-                let mut ids: Vec<i64> = records.iter().map(|r| r.function_id).collect();
-                ids.sort_unstable();
-                ids.dedup();
-                let mut select = sqlx::QueryBuilder::new("SELECT id FROM functions WHERE id IN (");
-                let mut list = select.separated(", ");
-                for id in &ids {
-                    list.push_bind(*id);
-                }
-                select.push(")");
-                let mut live: Vec<i64> = select
-                    .build_query_scalar()
-                    .fetch_all(&mut *tx)
-                    .await
-                    .map_err(StoreError::Database)?;
-                live.sort_unstable();
-                let kept: Vec<&InvocationRecord> = records
-                    .iter()
-                    .filter(|r| live.binary_search(&r.function_id).is_ok())
-                    .collect();
-                if kept.is_empty() {
-                    return tx.commit().await.map_err(StoreError::Database);
-                }
-                let records = kept;
-                // One statement per chunk, not per record: under a flood a statement per row
-                // costs the writer (and on SQLite, the request cores) most of its time.
-                for chunk in records.chunks(RECORDS_PER_STATEMENT) {
-                    let mut insert = sqlx::QueryBuilder::new(
-                        "INSERT INTO invocations (id, tenant_id, function_id, version, trigger_kind, outcome, status, at, \
-                         duration_us, fuel, peak_memory, message, logs, logs_truncated, record_key, method, path, schedule_id, request) ",
-                    );
-                    insert.push_values(chunk, |mut row, r| {
-                        let logs = serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into());
-                        // Chosen at the record's making; 0 only in a spool line of an earlier
-                        // version.
-                        row.push_bind(if r.id > 0 { r.id } else { random_id() })
-                            .push_bind(r.tenant_id)
-                            .push_bind(r.function_id)
-                            .push_bind(r.version)
-                            .push_bind(r.trigger.as_str())
-                            .push_bind(r.outcome.clone())
-                            .push_bind(i32::from(r.status))
-                            .push_bind(r.at)
-                            .push_bind(i64::try_from(r.duration_us).unwrap_or(i64::MAX))
-                            .push_bind(i64::try_from(r.fuel_used).unwrap_or(i64::MAX))
-                            .push_bind(i64::try_from(r.peak_memory_bytes).unwrap_or(i64::MAX))
-                            .push_bind(r.message.clone())
-                            .push_bind(logs)
-                            .push_bind(r.logs_truncated)
-                            .push_bind((!r.key.is_empty()).then(|| r.key.clone()))
-                            .push_bind(r.method.clone())
-                            .push_bind(r.path.clone())
-                            .push_bind(r.schedule_id)
-                            .push_bind(r.request.as_ref().and_then(|q| serde_json::to_string(q).ok()));
-                    });
-                    // A record written again (replayed from the spool after a crash) is
-                    // already here.
-                    insert.push(" ON CONFLICT (record_key) DO NOTHING");
-                    insert.build().execute(&mut *tx).await.map_err(StoreError::Database)?;
-                }
-                tx.commit().await.map_err(StoreError::Database)
-            }
-
-            async fn records(&self, function_id: i64, filter: &RecordFilter) -> Result<Vec<InvocationRecord>> {
-                let rows: Vec<RecordRow> = sqlx::query_as(
-                    "SELECT id, tenant_id, function_id, version, trigger_kind, outcome, status, at, duration_us, fuel, \
-                     peak_memory, message, logs, logs_truncated, method, path, schedule_id, request FROM invocations \
-                     WHERE function_id = $1 AND ($2 IS NULL OR outcome = $2 OR ($2 = 'error' AND outcome <> 'ok')) AND ($3 IS NULL OR at >= $3) \
-                     AND ($4 IS NULL OR at < $4) AND ($5 IS NULL OR (at, id) < (SELECT at, id FROM invocations WHERE id = $5)) \
-                     ORDER BY at DESC, id DESC LIMIT $6",
-                )
-                .bind(function_id)
-                .bind(&filter.outcome)
-                .bind(filter.since)
-                .bind(filter.until)
-                .bind(filter.before_id)
-                .bind(i64::from(filter.limit))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::Database)?;
-                Ok(rows.into_iter().map(InvocationRecord::from).collect())
-            }
-
-            async fn record_samples(&self, function_id: i64, since: i64) -> Result<Vec<RecordSample>> {
-                let rows: Vec<SampleRow> = sqlx::query_as(
-                    "SELECT at, outcome, duration_us FROM invocations \
-                     WHERE function_id = $1 AND at >= $2 AND trigger_kind <> 'test'",
-                )
-                .bind(function_id)
-                .bind(since)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(StoreError::Database)?;
-                Ok(rows.into_iter().map(RecordSample::from).collect())
-            }
-
-            async fn prune_records(&self, older_than: i64, per_function: u32, per_tenant: u32) -> Result<u64> {
-                // Function by function, in batches of PRUNE_BATCH rows, each its own statement:
-                // no statement walks the whole table, and writers (records, API calls) get
-                // their turn between batches.
-                let functions: Vec<(i64,)> = sqlx::query_as("SELECT id FROM functions")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                let mut pruned = 0;
-                for (function_id,) in functions {
-                    pruned += delete_in_batches!(
-                        &self.pool,
-                        "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
-                         WHERE function_id = $1 AND at < $2 LIMIT $3)",
-                        function_id,
-                        older_than
-                    );
-                    pruned += keep_newest!(&self.pool, "function_id", function_id, per_function);
-                }
-                // Then each tenant, all its functions together: the oldest go first.
-                let tenants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM tenants")
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                for (tenant_id,) in tenants {
-                    pruned += keep_newest!(&self.pool, "tenant_id", tenant_id, per_tenant);
-                }
-                Ok(pruned)
-            }
-
-            async fn routes(&self) -> Result<Vec<Route>> {
-                let rows: Vec<RouteRow> = sqlx::query_as(route_select!())
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.active_version IS NOT NULL"))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                Ok(with_env(rows, self.opened(env)))
-            }
-
-            async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
-                let row: Option<RouteRow> = sqlx::query_as(concat!(route_select!(), " WHERE f.id = $1"))
-                    .bind(function_id)
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                let Some(row) = row else { return Ok(None) };
-                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.id = $1"))
-                    .bind(function_id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                Ok(with_env(vec![row], self.opened(env)).pop())
-            }
-
-            async fn tenant_routes(&self, tenant_id: i64) -> Result<Vec<Route>> {
-                let rows: Vec<RouteRow> = sqlx::query_as(concat!(route_select!(), " WHERE t.id = $1"))
-                    .bind(tenant_id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.tenant_id = $1"))
-                    .bind(tenant_id)
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(StoreError::Database)?;
-                Ok(with_env(rows, self.opened(env)))
             }
 
             async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
@@ -1576,7 +1355,186 @@ macro_rules! impl_store {
                 }
                 Ok(sealed)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl RouteStore for $store {
+            async fn routes(&self) -> Result<Vec<Route>> {
+                let rows: Vec<RouteRow> = sqlx::query_as(route_select!())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.active_version IS NOT NULL"))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(with_env(rows, self.opened(env)))
+            }
+
+            async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
+                let row: Option<RouteRow> = sqlx::query_as(concat!(route_select!(), " WHERE f.id = $1"))
+                    .bind(function_id)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                let Some(row) = row else { return Ok(None) };
+                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.id = $1"))
+                    .bind(function_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(with_env(vec![row], self.opened(env)).pop())
+            }
+
+            async fn tenant_routes(&self, tenant_id: i64) -> Result<Vec<Route>> {
+                let rows: Vec<RouteRow> = sqlx::query_as(concat!(route_select!(), " WHERE t.id = $1"))
+                    .bind(tenant_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                let env: Vec<EnvRow> = sqlx::query_as(concat!(env_select!(), " WHERE f.tenant_id = $1"))
+                    .bind(tenant_id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                Ok(with_env(rows, self.opened(env)))
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl RecordStore for $store {
+            async fn insert_records(&self, records: &[InvocationRecord]) -> Result<()> {
+                let mut tx = self.begin().await.map_err(StoreError::Database)?;
+                // Records of a function deleted since they were queued go with it (they would
+                // fail the whole batch, again and again).
+                let mut ids: Vec<i64> = records.iter().map(|r| r.function_id).collect();
+                ids.sort_unstable();
+                ids.dedup();
+                let mut select = sqlx::QueryBuilder::new("SELECT id FROM functions WHERE id IN (");
+                let mut list = select.separated(", ");
+                for id in &ids {
+                    list.push_bind(*id);
+                }
+                select.push(")");
+                let mut live: Vec<i64> = select
+                    .build_query_scalar()
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(StoreError::Database)?;
+                live.sort_unstable();
+                let kept: Vec<&InvocationRecord> = records
+                    .iter()
+                    .filter(|r| live.binary_search(&r.function_id).is_ok())
+                    .collect();
+                if kept.is_empty() {
+                    return tx.commit().await.map_err(StoreError::Database);
+                }
+                let records = kept;
+                // One statement per chunk, not per record: under a flood a statement per row
+                // costs the writer (and on SQLite, the request cores) most of its time.
+                for chunk in records.chunks(RECORDS_PER_STATEMENT) {
+                    let mut insert = sqlx::QueryBuilder::new(
+                        "INSERT INTO invocations (id, tenant_id, function_id, version, trigger_kind, outcome, status, at, \
+                         duration_us, fuel, peak_memory, message, logs, logs_truncated, record_key, method, path, schedule_id, request) ",
+                    );
+                    insert.push_values(chunk, |mut row, r| {
+                        let logs = serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into());
+                        // Chosen at the record's making; 0 only in a spool line of an earlier
+                        // version.
+                        row.push_bind(if r.id > 0 { r.id } else { random_id() })
+                            .push_bind(r.tenant_id)
+                            .push_bind(r.function_id)
+                            .push_bind(r.version)
+                            .push_bind(r.trigger.as_str())
+                            .push_bind(r.outcome.clone())
+                            .push_bind(i32::from(r.status))
+                            .push_bind(r.at)
+                            .push_bind(i64::try_from(r.duration_us).unwrap_or(i64::MAX))
+                            .push_bind(i64::try_from(r.fuel_used).unwrap_or(i64::MAX))
+                            .push_bind(i64::try_from(r.peak_memory_bytes).unwrap_or(i64::MAX))
+                            .push_bind(r.message.clone())
+                            .push_bind(logs)
+                            .push_bind(r.logs_truncated)
+                            .push_bind((!r.key.is_empty()).then(|| r.key.clone()))
+                            .push_bind(r.method.clone())
+                            .push_bind(r.path.clone())
+                            .push_bind(r.schedule_id)
+                            .push_bind(r.request.as_ref().and_then(|q| serde_json::to_string(q).ok()));
+                    });
+                    // A record written again (replayed from the spool after a crash) is
+                    // already here.
+                    insert.push(" ON CONFLICT (record_key) DO NOTHING");
+                    insert.build().execute(&mut *tx).await.map_err(StoreError::Database)?;
+                }
+                tx.commit().await.map_err(StoreError::Database)
+            }
+
+            async fn records(&self, function_id: i64, filter: &RecordFilter) -> Result<Vec<InvocationRecord>> {
+                let rows: Vec<RecordRow> = sqlx::query_as(
+                    "SELECT id, tenant_id, function_id, version, trigger_kind, outcome, status, at, duration_us, fuel, \
+                     peak_memory, message, logs, logs_truncated, method, path, schedule_id, request FROM invocations \
+                     WHERE function_id = $1 AND ($2 IS NULL OR outcome = $2 OR ($2 = 'error' AND outcome <> 'ok')) AND ($3 IS NULL OR at >= $3) \
+                     AND ($4 IS NULL OR at < $4) AND ($5 IS NULL OR (at, id) < (SELECT at, id FROM invocations WHERE id = $5)) \
+                     ORDER BY at DESC, id DESC LIMIT $6",
+                )
+                .bind(function_id)
+                .bind(&filter.outcome)
+                .bind(filter.since)
+                .bind(filter.until)
+                .bind(filter.before_id)
+                .bind(i64::from(filter.limit))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+                Ok(rows.into_iter().map(InvocationRecord::from).collect())
+            }
+
+            async fn record_samples(&self, function_id: i64, since: i64) -> Result<Vec<RecordSample>> {
+                let rows: Vec<SampleRow> = sqlx::query_as(
+                    "SELECT at, outcome, duration_us FROM invocations \
+                     WHERE function_id = $1 AND at >= $2 AND trigger_kind <> 'test'",
+                )
+                .bind(function_id)
+                .bind(since)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(StoreError::Database)?;
+                Ok(rows.into_iter().map(RecordSample::from).collect())
+            }
+
+            async fn prune_records(&self, older_than: i64, per_function: u32, per_tenant: u32) -> Result<u64> {
+                // Function by function, in batches of PRUNE_BATCH rows, each its own statement:
+                // no statement walks the whole table, and writers (records, API calls) get
+                // their turn between batches.
+                let functions: Vec<(i64,)> = sqlx::query_as("SELECT id FROM functions")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                let mut pruned = 0;
+                for (function_id,) in functions {
+                    pruned += delete_in_batches!(
+                        &self.pool,
+                        "DELETE FROM invocations WHERE id IN (SELECT id FROM invocations \
+                         WHERE function_id = $1 AND at < $2 LIMIT $3)",
+                        function_id,
+                        older_than
+                    );
+                    pruned += keep_newest!(&self.pool, "function_id", function_id, per_function);
+                }
+                // Then each tenant, all its functions together: the oldest go first.
+                let tenants: Vec<(i64,)> = sqlx::query_as("SELECT id FROM tenants")
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(StoreError::Database)?;
+                for (tenant_id,) in tenants {
+                    pruned += keep_newest!(&self.pool, "tenant_id", tenant_id, per_tenant);
+                }
+                Ok(pruned)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl ScheduleStore for $store {
             async fn create_schedule(
                 &self,
                 function_id: i64,
@@ -1758,7 +1716,10 @@ macro_rules! impl_store {
                 .await
                 .map_err(StoreError::Database)
             }
+        }
 
+        #[async_trait::async_trait]
+        impl KvStore for $store {
             async fn kv_get(&self, tenant_id: i64, key: &str) -> Result<Option<String>> {
                 sqlx::query_scalar("SELECT value FROM kv WHERE tenant_id = $1 AND key = $2")
                     .bind(tenant_id)
@@ -2071,247 +2032,15 @@ impl SqliteStore {
     }
 }
 
-macro_rules! delegate {
-    ($self:ident, $method:ident ( $($arg:expr),* )) => {
-        match $self {
-            AnyStore::Postgres(s) => s.$method($($arg),*).await,
-            AnyStore::Sqlite(s) => s.$method($($arg),*).await,
-        }
-    };
-}
+/// The store chosen at start-up, as the [`Store`] it is: calls go to PostgreSQL or SQLite without
+/// a method written twice.
+impl std::ops::Deref for AnyStore {
+    type Target = dyn Store;
 
-impl Store for AnyStore {
-    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
-        delegate!(self, create_tenant(name))
-    }
-    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
-        delegate!(self, tenant_by_name(name))
-    }
-    async fn tenant(&self, id: i64) -> Result<Option<Tenant>> {
-        delegate!(self, tenant(id))
-    }
-    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
-        delegate!(self, list_tenants())
-    }
-    async fn set_tenant_ceilings(
-        &self,
-        tenant_id: i64,
-        ceilings: &LimitOverrides,
-    ) -> Result<Tenant> {
-        delegate!(self, set_tenant_ceilings(tenant_id, ceilings))
-    }
-    async fn set_sub_minute_schedules(&self, tenant_id: i64, allowed: bool) -> Result<Tenant> {
-        delegate!(self, set_sub_minute_schedules(tenant_id, allowed))
-    }
-    async fn delete_tenant(&self, tenant_id: i64) -> Result<()> {
-        delegate!(self, delete_tenant(tenant_id))
-    }
-    async fn create_token(
-        &self,
-        tenant_id: Option<i64>,
-        name: &str,
-        hash: &str,
-        admin: bool,
-    ) -> Result<Token> {
-        delegate!(self, create_token(tenant_id, name, hash, admin))
-    }
-    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
-        delegate!(self, token_by_hash(hash))
-    }
-    async fn active_tokens(&self) -> Result<Vec<StoredToken>> {
-        delegate!(self, active_tokens())
-    }
-    async fn stored_token(&self, id: i64) -> Result<Option<StoredToken>> {
-        delegate!(self, stored_token(id))
-    }
-    async fn list_tokens(&self, tenant_id: Option<i64>) -> Result<Vec<Token>> {
-        delegate!(self, list_tokens(tenant_id))
-    }
-    async fn revoke_token(&self, tenant_id: Option<i64>, id: i64) -> Result<()> {
-        delegate!(self, revoke_token(tenant_id, id))
-    }
-    async fn create_function(&self, tenant_id: i64, name: &str, public: bool) -> Result<Function> {
-        delegate!(self, create_function(tenant_id, name, public))
-    }
-    async fn create_function_with(&self, new: &NewFunction<'_>) -> Result<Function> {
-        delegate!(self, create_function_with(new))
-    }
-    async fn function(&self, tenant_id: i64, name: &str) -> Result<Option<Function>> {
-        delegate!(self, function(tenant_id, name))
-    }
-    async fn list_functions(&self, tenant_id: i64) -> Result<Vec<Function>> {
-        delegate!(self, list_functions(tenant_id))
-    }
-    async fn update_function(
-        &self,
-        function_id: i64,
-        public: bool,
-        limits: &LimitOverrides,
-    ) -> Result<Function> {
-        delegate!(self, update_function(function_id, public, limits))
-    }
-    async fn set_forward_authorization(&self, function_id: i64, forward: bool) -> Result<Function> {
-        delegate!(self, set_forward_authorization(function_id, forward))
-    }
-    async fn delete_function(&self, tenant_id: i64, name: &str) -> Result<()> {
-        delegate!(self, delete_function(tenant_id, name))
-    }
-    async fn routes(&self) -> Result<Vec<Route>> {
-        delegate!(self, routes())
-    }
-    async fn insert_records(&self, records: &[InvocationRecord]) -> Result<()> {
-        delegate!(self, insert_records(records))
-    }
-    async fn records(
-        &self,
-        function_id: i64,
-        filter: &RecordFilter,
-    ) -> Result<Vec<InvocationRecord>> {
-        delegate!(self, records(function_id, filter))
-    }
-    async fn record_samples(&self, function_id: i64, since: i64) -> Result<Vec<RecordSample>> {
-        delegate!(self, record_samples(function_id, since))
-    }
-    async fn prune_records(
-        &self,
-        older_than: i64,
-        per_function: u32,
-        per_tenant: u32,
-    ) -> Result<u64> {
-        delegate!(self, prune_records(older_than, per_function, per_tenant))
-    }
-    async fn function_route(&self, function_id: i64) -> Result<Option<Route>> {
-        delegate!(self, function_route(function_id))
-    }
-    async fn tenant_routes(&self, tenant_id: i64) -> Result<Vec<Route>> {
-        delegate!(self, tenant_routes(tenant_id))
-    }
-    async fn add_version(&self, function_id: i64, source: &str, author: &str) -> Result<Version> {
-        delegate!(self, add_version(function_id, source, author))
-    }
-    async fn add_version_within(
-        &self,
-        tenant_id: i64,
-        function_id: i64,
-        source: &str,
-        author: &str,
-        quota: &VersionQuota,
-    ) -> Result<SavedVersion> {
-        delegate!(
-            self,
-            add_version_within(tenant_id, function_id, source, author, quota)
-        )
-    }
-    async fn versions(&self, function_id: i64) -> Result<Vec<Version>> {
-        delegate!(self, versions(function_id))
-    }
-    async fn set_version_pinned(
-        &self,
-        function_id: i64,
-        version: i32,
-        pinned: bool,
-    ) -> Result<Version> {
-        delegate!(self, set_version_pinned(function_id, version, pinned))
-    }
-    async fn prune_versions(&self, function_id: i64, keep: u32) -> Result<Vec<i32>> {
-        delegate!(self, prune_versions(function_id, keep))
-    }
-    async fn version_source(&self, function_id: i64, version: i32) -> Result<Option<String>> {
-        delegate!(self, version_source(function_id, version))
-    }
-    async fn deploy(&self, function_id: i64, version: i32) -> Result<Function> {
-        delegate!(self, deploy(function_id, version))
-    }
-    async fn seal_secrets(&self) -> Result<u64> {
-        delegate!(self, seal_secrets())
-    }
-    async fn set_env(&self, function_id: i64, name: &str, value: &str, secret: bool) -> Result<()> {
-        delegate!(self, set_env(function_id, name, value, secret))
-    }
-    async fn unset_env(&self, function_id: i64, name: &str) -> Result<()> {
-        delegate!(self, unset_env(function_id, name))
-    }
-    async fn list_env(&self, function_id: i64) -> Result<Vec<EnvVar>> {
-        delegate!(self, list_env(function_id))
-    }
-    async fn env_values(&self, function_id: i64) -> Result<Vec<(String, String)>> {
-        delegate!(self, env_values(function_id))
-    }
-    async fn create_schedule(
-        &self,
-        function_id: i64,
-        cron: &str,
-        time_zone: &str,
-        enabled: bool,
-        payload: Option<&str>,
-        next_run_at: i64,
-    ) -> Result<Schedule> {
-        delegate!(
-            self,
-            create_schedule(function_id, cron, time_zone, enabled, payload, next_run_at)
-        )
-    }
-    async fn schedules(&self, function_id: i64) -> Result<Vec<Schedule>> {
-        delegate!(self, schedules(function_id))
-    }
-    async fn schedule(&self, id: i64) -> Result<Option<Schedule>> {
-        delegate!(self, schedule(id))
-    }
-    async fn enabled_schedules(&self) -> Result<Vec<Schedule>> {
-        delegate!(self, enabled_schedules())
-    }
-    async fn set_schedule_enabled(
-        &self,
-        function_id: i64,
-        id: i64,
-        enabled: bool,
-        next_run_at: i64,
-    ) -> Result<Schedule> {
-        delegate!(
-            self,
-            set_schedule_enabled(function_id, id, enabled, next_run_at)
-        )
-    }
-    async fn delete_schedule(&self, function_id: i64, id: i64) -> Result<()> {
-        delegate!(self, delete_schedule(function_id, id))
-    }
-    async fn claim_ticks(&self, claim: &ScheduleClaim<'_>) -> Result<Option<u64>> {
-        delegate!(self, claim_ticks(claim))
-    }
-    async fn finish_run(
-        &self,
-        schedule_id: i64,
-        due_at: i64,
-        outcome: &str,
-        finished_at: i64,
-    ) -> Result<()> {
-        delegate!(self, finish_run(schedule_id, due_at, outcome, finished_at))
-    }
-    async fn release_schedule(&self, schedule_id: i64, lease_until: i64) -> Result<()> {
-        delegate!(self, release_schedule(schedule_id, lease_until))
-    }
-    async fn schedule_runs(&self, schedule_id: i64, limit: u32) -> Result<Vec<ScheduleRun>> {
-        delegate!(self, schedule_runs(schedule_id, limit))
-    }
-    async fn kv_get(&self, tenant_id: i64, key: &str) -> Result<Option<String>> {
-        delegate!(self, kv_get(tenant_id, key))
-    }
-    async fn kv_set(&self, tenant_id: i64, key: &str, value: &str, quota: &KvQuota) -> Result<()> {
-        delegate!(self, kv_set(tenant_id, key, value, quota))
-    }
-    async fn kv_delete(&self, tenant_id: i64, key: &str) -> Result<bool> {
-        delegate!(self, kv_delete(tenant_id, key))
-    }
-    async fn kv_list(
-        &self,
-        tenant_id: i64,
-        prefix: &str,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<String>> {
-        delegate!(self, kv_list(tenant_id, prefix, after, limit))
-    }
-    async fn kv_usage(&self, tenant_id: i64) -> Result<KvUsage> {
-        delegate!(self, kv_usage(tenant_id))
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Postgres(s) => s,
+            Self::Sqlite(s) => s,
+        }
     }
 }

@@ -8,8 +8,7 @@ use std::time::Duration;
 use picloud_shared::{InvocationResult, LogLevel, LogLine, Outcome};
 use picloud_store::testing::fresh_pg_database;
 use picloud_store::{
-    AnyStore, InvocationRecord, PgStore, RecordConfig, RecordFilter, Recorder, SqliteStore, Store,
-    Trigger,
+    AnyStore, InvocationRecord, PgStore, RecordConfig, RecordFilter, Recorder, SqliteStore, Trigger,
 };
 
 fn temp(name: &str) -> PathBuf {

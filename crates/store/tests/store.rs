@@ -719,6 +719,7 @@ async fn env_secrets_are_write_only(s: &impl Store) {
 
 #[tokio::test]
 async fn sqlite_data_survives_reopening_and_an_edited_migration_stops_start_up() {
+    use picloud_store::{FunctionStore, TenantStore};
     let path = sqlite_path();
     {
         let s = SqliteStore::open(&path).await.expect("open");
@@ -970,6 +971,7 @@ mod weekdays_are_rechecked_at_start {
 
     #[tokio::test]
     async fn sqlite() {
+        use picloud_store::ScheduleStore;
         let path = sqlite_path();
         let ids = {
             let s = SqliteStore::open(&path).await.expect("open");

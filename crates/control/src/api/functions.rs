@@ -17,7 +17,7 @@ use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::records::{InvocationRecord, InvocationRecordTemplate, Trigger, Unanswered};
 use crate::routes::RouteEvent;
 use crate::script::{check_script, check_text};
-use crate::store::{EnvVar, Function, Store, Tenant, Version};
+use crate::store::{EnvVar, Function, Tenant, Version};
 use crate::validate_name;
 
 /// Most functions one tenant may have (a soft cap: concurrent creates may pass it by a few).

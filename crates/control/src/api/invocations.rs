@@ -13,7 +13,6 @@ use utoipa::IntoParams;
 use super::functions::FunctionPath;
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_function};
 use crate::records::{FunctionStats, InvocationRecord, RecordFilter, stats};
-use crate::store::Store;
 use crate::tokens::Tokens;
 use picloud_shared::Outcome;
 

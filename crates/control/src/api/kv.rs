@@ -11,7 +11,6 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::tenants::TenantPath;
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_tenant, within};
-use crate::store::Store;
 
 /// Longest key or prefix the API takes, in bytes: far past any key a script could store (the
 /// server's `--kv-max-key-bytes`), short enough that a query never carries a flood.

@@ -34,7 +34,7 @@ pub use picloud_store::routes::RouteSink;
 
 use crate::records::Recorder;
 use crate::routes::RouteEvent;
-use crate::store::{AnyStore, Function, Store, Tenant};
+use crate::store::{AnyStore, Function, Tenant};
 use crate::tokens::Tokens;
 
 pub use picloud_executor_protocol::{Invocation, InvokeFuture, Invoker};

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_function};
 use crate::script::defines_on_schedule;
-use crate::store::{Function, Schedule, ScheduleRun, Store, now_ms};
+use crate::store::{Function, Schedule, ScheduleRun, now_ms};
 use picloud_store::schedule_spec::CronSpec;
 
 /// Most schedules one function may have.

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_tenant};
 use crate::limits::{FunctionLimits, LimitOverrides};
 use crate::routes::RouteEvent;
-use crate::store::{Store, Tenant, Token};
+use crate::store::{Tenant, Token};
 use crate::validate_name;
 use picloud_edge::tokens::{generate_token, hash_token};
 
