@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use picloud_control::api::{InFlight, Invoker};
-use picloud_control::tokens::start_tokens;
-use picloud_executor_protocol::ExecutorClient;
+use picloud_edge::{InFlight, MetricsSource, start_tokens};
+use picloud_executor_protocol::{ExecutorClient, Invoker};
 use picloud_node::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};
 use picloud_node::listen::ListenArgs;
 use picloud_node::scheduler::{ScheduleObserver, Scheduler};
@@ -136,7 +135,7 @@ async fn run(args: Args) -> Result<()> {
     let functions = picloud_node::router(endpoints);
     let main = functions.clone().merge(ops_router(
         store,
-        Arc::clone(&metrics_source) as Arc<dyn picloud_control::api::MetricsSource>,
+        Arc::clone(&metrics_source) as Arc<dyn MetricsSource>,
         Some(runner),
         Some(metrics_source.disk.clone()),
     ));
