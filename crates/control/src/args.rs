@@ -3,8 +3,8 @@
 
 use clap::Args;
 
-use crate::VersionQuota;
 use crate::api::ApiConfig;
+use crate::store::VersionQuota;
 
 /// Sizes the API and the endpoints accept.
 #[derive(Debug, Clone, Args)]

@@ -14,7 +14,7 @@ use clap::Parser;
 use picloud_control::api::{ApiState, InFlight, MetricsSource};
 use picloud_control::args::SizeArgs;
 use picloud_control::auth::announce_admin;
-use picloud_control::tokens::start_tokens;
+use picloud_edge::start_tokens;
 use picloud_executor_protocol::ExecutorClient;
 use picloud_node::Metrics;
 use picloud_node::args::{HostArgs, KvArgs, RecordArgs};

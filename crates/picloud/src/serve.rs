@@ -14,7 +14,7 @@ use clap::Args;
 use picloud_control::api::{ApiState, InFlight, Invoker, MetricsSource};
 use picloud_control::args::SizeArgs;
 use picloud_control::auth::announce_admin;
-use picloud_control::tokens::start_tokens;
+use picloud_edge::start_tokens;
 use picloud_executor_core::args::ExecutorArgs;
 use picloud_executor_core::{Executor, ExecutorConfig, Isolation};
 use picloud_node::args::{HostArgs, IngressArgs, KvArgs, RecordArgs, ScheduleArgs};

@@ -13,12 +13,12 @@ use super::{
     ApiError, ApiState, ErrorBody, Invocation, Json, Path, Principal, Slot, executor_limits,
     reachable_function, reachable_tenant,
 };
-use crate::limits::{FunctionLimits, LimitOverrides};
-use crate::records::{InvocationRecord, InvocationRecordTemplate, Trigger, Unanswered};
-use crate::routes::RouteEvent;
 use crate::script::{check_script, check_text};
+use crate::store::limits::{FunctionLimits, LimitOverrides};
+use crate::store::records::{InvocationRecord, InvocationRecordTemplate, Trigger, Unanswered};
+use crate::store::routes::RouteEvent;
+use crate::store::validate_name;
 use crate::store::{EnvVar, Function, Tenant, Version};
-use crate::validate_name;
 
 /// Most functions one tenant may have (a soft cap: concurrent creates may pass it by a few).
 pub const MAX_FUNCTIONS: usize = 1_000;
@@ -303,7 +303,7 @@ pub async fn create_function(
     // One transaction: a failure half-way leaves no function without its version.
     let function = state
         .store
-        .create_function_with(&crate::NewFunction {
+        .create_function_with(&crate::store::NewFunction {
             tenant_id: tenant.id,
             name: &body.name,
             public: body.public,

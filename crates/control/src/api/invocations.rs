@@ -12,8 +12,8 @@ use utoipa::IntoParams;
 
 use super::functions::FunctionPath;
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_function};
-use crate::records::{FunctionStats, InvocationRecord, RecordFilter, stats};
-use crate::tokens::Tokens;
+use crate::store::records::{FunctionStats, InvocationRecord, RecordFilter, stats};
+use picloud_edge::tokens::Tokens;
 use picloud_shared::Outcome;
 
 /// Most records one query returns.

@@ -32,10 +32,10 @@ pub use picloud_edge::{
 pub use picloud_store::limits::executor_limits;
 pub use picloud_store::routes::RouteSink;
 
-use crate::records::Recorder;
-use crate::routes::RouteEvent;
+use crate::store::records::Recorder;
+use crate::store::routes::RouteEvent;
 use crate::store::{AnyStore, Function, Tenant};
-use crate::tokens::Tokens;
+use picloud_edge::tokens::Tokens;
 
 pub use picloud_executor_protocol::{Invocation, InvokeFuture, Invoker};
 
@@ -46,8 +46,8 @@ pub struct ApiConfig {
     pub max_script_bytes: usize,
     /// Largest request body, in bytes; larger is answered 413. Default 1 MiB.
     pub max_body_bytes: usize,
-    /// What each tenant's versions may hold (see [`crate::VersionQuota`]).
-    pub versions: crate::VersionQuota,
+    /// What each tenant's versions may hold (see [`crate::store::VersionQuota`]).
+    pub versions: crate::store::VersionQuota,
 }
 
 impl Default for ApiConfig {
@@ -55,7 +55,7 @@ impl Default for ApiConfig {
         Self {
             max_script_bytes: 256 << 10,
             max_body_bytes: 1 << 20,
-            versions: crate::VersionQuota::default(),
+            versions: crate::store::VersionQuota::default(),
         }
     }
 }

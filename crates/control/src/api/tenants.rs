@@ -6,10 +6,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, ApiState, ErrorBody, Json, Path, Principal, reachable_tenant};
-use crate::limits::{FunctionLimits, LimitOverrides};
-use crate::routes::RouteEvent;
+use crate::store::limits::{FunctionLimits, LimitOverrides};
+use crate::store::routes::RouteEvent;
+use crate::store::validate_name;
 use crate::store::{Tenant, Token};
-use crate::validate_name;
 use picloud_edge::tokens::{generate_token, hash_token};
 
 /// A tenant with the ceilings in force on its functions' limits.
