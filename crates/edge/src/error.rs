@@ -282,7 +282,7 @@ fn json_rejection(e: JsonRejection) -> ApiError {
 
 /// A JSON body's refusal in the caller's terms, not the server's: serde names our Rust types
 /// (`expected struct LimitOverrides`, `unknown variant SetEnv`) and axum its internals.
-pub fn in_users_terms(text: &str) -> String {
+pub(crate) fn in_users_terms(text: &str) -> String {
     let text = text
         .replace(
             "Failed to deserialize the JSON body into the target type: ",

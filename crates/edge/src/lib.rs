@@ -10,7 +10,7 @@ pub mod tokens;
 
 pub use error::{
     ApiError, BodyTimedOut, ErrorBody, ErrorDetail, Json, Path, ScriptError, api_body_too_large,
-    declared_length, drain_refused_body, in_users_terms, is_body_timeout,
+    declared_length, drain_refused_body, is_body_timeout,
 };
 pub use in_flight::{InFlight, InFlightGuard, Slot};
 pub use tokens::{Principal, TOKEN_PREFIX, Tokens, authenticate, start_tokens};
